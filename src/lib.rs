@@ -1,0 +1,9 @@
+//! amtsbote carries enforcement-assistance requests (Vollstreckungshilfeersuchen) between
+//! German enforcement authorities.
+//!
+//! One module per part of the domain; docs/ARCHITECTURE.md shows how data flows through them.
+//! - [`xamtshilfe`]: the messages — typed model, reading with limits, writing, validation.
+//! - [`cli`]: the `amtsbote` command line.
+
+pub mod cli;
+pub mod xamtshilfe;
