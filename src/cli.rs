@@ -44,6 +44,9 @@ struct ValidateArgs {
     /// Deepest accepted element nesting.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
     max_depth: usize,
+    /// Most attributes accepted on one element.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_attributes)]
+    max_attributes: usize,
     /// Directory with genericode files that replace the built-in code lists.
     #[arg(long, value_name = "DIR")]
     codelists: Option<PathBuf>,
@@ -104,7 +107,7 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     validator.min_amount = args.min_amount;
     let reader = ReaderConfig {
         namespaces: args.namespaces.clone(),
-        limits: Limits { max_bytes: args.max_bytes, max_depth: args.max_depth },
+        limits: Limits { max_bytes: args.max_bytes, max_depth: args.max_depth, max_attributes: args.max_attributes },
     };
     let checker = Checker::new(reader, validator);
 

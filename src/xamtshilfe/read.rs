@@ -26,11 +26,14 @@ pub struct Limits {
     pub max_bytes: u64,
     /// Deepest accepted element nesting (default 32; real messages need about 6).
     pub max_depth: usize,
+    /// Most attributes on one element (default 32; real messages use at most 7). Bounds the
+    /// duplicate-attribute check, which is quadratic in the count.
+    pub max_attributes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 40 * 1024 * 1024, max_depth: 32 }
+        Limits { max_bytes: 40 * 1024 * 1024, max_depth: 32, max_attributes: 32 }
     }
 }
 
@@ -67,6 +70,8 @@ pub enum ReadError {
     Doctype { line: usize },
     #[error("entity reference '&{name};' at line {line} refused: only the five predefined XML entities and character references are allowed")]
     Entity { name: String, line: usize },
+    #[error("more than {limit} attributes on one element at line {line}")]
+    TooManyAttributes { limit: usize, line: usize },
     #[error("nesting deeper than {limit} elements at line {line}")]
     TooDeep { limit: usize, line: usize },
     #[error("not XML: {0}")]
@@ -153,6 +158,8 @@ pub fn guard<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<Guarded<'a>, 
     let mut kind: Option<MessageKind> = None;
     let mut root_done = false;
     loop {
+        // Where the next event starts: reasons name the line an element or declaration begins on.
+        let at = reader.buffer_position() as usize;
         let event = reader.read_event().map_err(|e| {
             let pos = reader.error_position() as usize;
             if matches!(e, quick_xml::Error::Syntax(_)) && depth > 0 && reader.buffer_position() as usize >= text.len() {
@@ -174,7 +181,7 @@ pub fn guard<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<Guarded<'a>, 
                 }
             }
             Event::DocType(_) => {
-                return Err(ReadError::Doctype { line: line_of(text.as_bytes(), reader.buffer_position() as usize) });
+                return Err(ReadError::Doctype { line: line_of(text.as_bytes(), at) });
             }
             Event::Start(ref start) | Event::Empty(ref start) => {
                 let is_empty = matches!(event, Event::Empty(_));
@@ -184,6 +191,12 @@ pub fn guard<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<Guarded<'a>, 
                 if depth >= limits.max_depth {
                     return Err(ReadError::TooDeep {
                         limit: limits.max_depth,
+                        line: line_of(text.as_bytes(), reader.buffer_position() as usize),
+                    });
+                }
+                if start.attributes().with_checks(false).take(limits.max_attributes + 1).count() > limits.max_attributes {
+                    return Err(ReadError::TooManyAttributes {
+                        limit: limits.max_attributes,
                         line: line_of(text.as_bytes(), reader.buffer_position() as usize),
                     });
                 }

@@ -141,10 +141,11 @@ impl Ctx<'_> {
         self.path.pop();
     }
 
+    /// Visits repeated elements, each as `name[n]` (1-based, as in XPath and in the paths of
+    /// structural errors).
     fn each<T>(&mut self, name: &str, items: &[T], mut f: impl FnMut(&mut Self, &T)) {
         for (i, item) in items.iter().enumerate() {
-            let step = if items.len() > 1 { format!("{name}[{}]", i + 1) } else { name.to_string() };
-            self.at(step, |c| f(c, item));
+            self.at(format!("{name}[{}]", i + 1), |c| f(c, item));
         }
     }
 

@@ -1,0 +1,329 @@
+//! Reading, validating and writing messages: valid examples, broken rules, hostile input.
+
+use std::time::{Duration, Instant};
+
+use amtsbote::xamtshilfe::{Checker, Limits, Message, ReadError, ReaderConfig, Rejection, Rule, read};
+
+fn example(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/examples/messages/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn example_text(name: &str) -> String {
+    String::from_utf8(example(name)).unwrap()
+}
+
+fn check(bytes: &[u8]) -> Result<Message, Rejection> {
+    Checker::with_defaults().check(bytes)
+}
+
+fn unreadable(bytes: &[u8]) -> ReadError {
+    match check(bytes) {
+        Err(Rejection::Unreadable(e)) => e,
+        other => panic!("expected unreadable, got {other:?}"),
+    }
+}
+
+fn violations(text: &str) -> Vec<(String, Rule, String)> {
+    match check(text.as_bytes()) {
+        Err(Rejection::Invalid(v)) => v.into_iter().map(|v| (v.path, v.rule, v.message)).collect(),
+        other => panic!("expected violations, got {other:?}"),
+    }
+}
+
+/// Asserts that a check finishes quickly: hostile input must be refused, not chewed on.
+fn quickly<T>(f: impl FnOnce() -> T) -> T {
+    // Generous bound against hangs only (a debug build on a loaded 2-core machine); speed is
+    // measured by the benchmark, not here.
+    let start = Instant::now();
+    let out = f();
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    out
+}
+
+#[test]
+fn every_example_is_valid_and_round_trips() {
+    let dir = format!("{}/examples/messages", env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "xml") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let message = check(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let written = message.to_xml("xAmtshilfe110").unwrap();
+        let again = check(written.as_bytes()).unwrap_or_else(|e| panic!("{} rewritten: {e}\n{written}", path.display()));
+        assert_eq!(message, again, "{}", path.display());
+        // Writing is deterministic: the rewritten message writes to the same text.
+        assert_eq!(written, again.to_xml("xAmtshilfe110").unwrap());
+        seen += 1;
+    }
+    assert!(seen >= 1);
+}
+
+#[test]
+fn the_spec_request_reads_into_the_model() {
+    let Message::Ersuchen(m) = check(&example("ersuchen.xml")).unwrap() else { panic!("kind") };
+    assert_eq!(m.kopf.identifikation.nachrichten_uuid.to_string(), "7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11");
+    assert_eq!(m.ersuchen.aktenzeichen, "VH-2026-000123");
+    assert_eq!(m.ersuchen.forderung[0].summe().unwrap().to_string(), "445.00");
+    assert_eq!(m.ersuchen.massnahme.len(), 2);
+    assert!(!m.ersuchen.schuldner[0].auskunftssperre);
+    assert_eq!(m.ersuchen.schuldner[0].anschrift.ort, "Köln");
+    assert!(m.kopf.leser.is_none());
+    let pdf = m.ersuchen.anhang[0].decode().unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    assert_eq!(m.ersuchen.anhang[0].check_base64().unwrap(), pdf.len());
+}
+
+#[test]
+fn namespace_is_configurable_and_default_xmlns_is_accepted() {
+    let text = example_text("ersuchen.xml");
+    let v120 = text.replace("xmlns:xamt=\"xAmtshilfe110\"", "xmlns:xamt=\"xAmtshilfe120\"");
+    assert!(matches!(unreadable(v120.as_bytes()), ReadError::Namespace { .. }));
+    let mut checker = Checker::with_defaults();
+    checker.reader.namespaces.push("xAmtshilfe120".into());
+    checker.check(v120.as_bytes()).unwrap();
+
+    // Children in the root's namespace through a default xmlns are accepted too.
+    let default_ns = text
+        .replace("<xamt:vollstreckungshilfe.Ersuchen.0101 xmlns:xamt=", "<vollstreckungshilfe.Ersuchen.0101 xmlns=")
+        .replace("</xamt:vollstreckungshilfe.Ersuchen.0101>", "</vollstreckungshilfe.Ersuchen.0101>");
+    check(default_ns.as_bytes()).unwrap();
+
+    let none = text.replace(" xmlns:xamt=\"xAmtshilfe110\"", "").replace("xamt:", "");
+    let err = unreadable(none.as_bytes()).to_string();
+    assert!(err.contains("(none)") && err.contains("xAmtshilfe110"), "{err}");
+}
+
+#[test]
+fn the_kind_is_told_by_the_root_element() {
+    let text = example_text("ersuchen.xml").replace("Ersuchen.0101", "Ersuchen.0199");
+    let err = unreadable(text.as_bytes()).to_string();
+    assert!(err.contains("unknown message kind") && err.contains("vollstreckungshilfe.Ersuchen.0199"), "{err}");
+}
+
+#[test]
+fn broken_rules_name_the_element_and_the_rule() {
+    let text = example_text("ersuchen.xml");
+    let v = violations(&text.replace("<gesamtbetrag waehrung=\"EUR\">445.00", "<gesamtbetrag waehrung=\"EUR\">445.01"));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!((v[0].0.as_str(), v[0].1), ("ersuchen/gesamtbetrag", Rule::Sum));
+    assert!(v[0].2.contains("445.00"), "{v:?}");
+
+    let small = text
+        .replace(">412.50<", ">3.50<")
+        .replace(">20.50<", ">0.00<")
+        .replace(">12.00<", ">0.00<")
+        .replace(">445.00<", ">3.50<");
+    let v = violations(&small);
+    assert_eq!(v[0].1, Rule::MinimumAmount, "{v:?}");
+    let mut lenient = Checker::with_defaults();
+    lenient.validator.min_amount = "1.00".parse().unwrap();
+    lenient.check(small.as_bytes()).unwrap();
+
+    let v = violations(&text.replace("<code>GRST</code>", "<code>KFZST</code>"));
+    assert_eq!((v[0].0.as_str(), v[0].1), ("ersuchen/forderung[1]/einnahmeart", Rule::CodeList));
+    assert!(v[0].2.contains("KFZST"));
+
+    let v = violations(&text.replace("DE02120300000000202051", "DE02120300000000202052"));
+    assert_eq!((v[0].0.as_str(), v[0].1), ("ersuchen/ersuchendeBehoerde/bankverbindung/iban", Rule::Iban));
+
+    let v = violations(&text.replace("<ende>2026-06-30</ende>", "<ende>2025-06-30</ende>"));
+    assert_eq!((v[0].0.as_str(), v[0].1), ("ersuchen/forderung[1]/zeitraum", Rule::Date));
+
+    let v = violations(&text.replace("<code>0101</code>", "<code>0102</code>"));
+    assert_eq!(v[0].1, Rule::Header, "{v:?}");
+
+    let v = violations(&text.replace("<code>VAK</code>", "<code>VBV</code>"));
+    assert_eq!((v[0].0.as_str(), v[0].1), ("ersuchen/massnahme[2]", Rule::CodeList), "{v:?}");
+
+    // Several broken rules are reported together.
+    let v = violations(&text.replace("<code>GRST</code>", "<code>X</code>").replace(">445.00<", ">1.00<"));
+    assert!(v.len() >= 2, "{v:?}");
+}
+
+#[test]
+fn structural_errors_name_the_path() {
+    let text = example_text("ersuchen.xml");
+    let cases = [
+        (text.replace(">412.50<", ">412.505<"), "ersuchen/forderung[1]/hauptforderung", "two decimal"),
+        (text.replace(">412.50<", ">viel<"), "ersuchen/forderung[1]/hauptforderung", "not a decimal"),
+        (text.replace("7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11", "7d3c1f0e2b7a4c559a510c2f5f7e9b11"), "nachrichtenUUID", "UUID"),
+        (text.replace("2026-11-27T10:15:00.000+01:00", "2026-11-27T10:15:00.000"), "erstellungszeitpunkt", "time zone"),
+        (text.replace("<aktenzeichen>VH-2026-000123</aktenzeichen>", ""), "ersuchen", "missing element `aktenzeichen`"),
+        (text.replace("<angeordnetVon>", "<unbekannt>x</unbekannt><angeordnetVon>"), "ersuchen", "unknown element `unbekannt`"),
+    ];
+    for (input, path, words) in cases {
+        match unreadable(input.as_bytes()) {
+            ReadError::Structure { path: p, message } => {
+                assert!(p.contains(path) && message.contains(words), "{p}: {message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn debtor_data_is_withheld_from_reasons() {
+    let text = example_text("ersuchen.xml");
+    let e = unreadable(text.replace("1980-04-12", "1980-04-31").as_bytes()).to_string();
+    assert!(e.contains("schuldner[1]/geburtsdatum") && !e.contains("1980-04-31"), "{e}");
+    let v = violations(&text.replace("<postleitzahl>50667</postleitzahl>", "<postleitzahl>5066X</postleitzahl>"));
+    assert!(v[0].0.contains("schuldner") && !v[0].2.contains("5066X"), "{v:?}");
+}
+
+#[test]
+fn the_test_flag_is_recognised() {
+    let text = example_text("ersuchen.xml");
+    assert!(!check(text.as_bytes()).unwrap().is_test());
+    let test = text.replace("version=\"1.1.0\">", "version=\"1.1.0\" test=\"true\">");
+    assert!(check(test.as_bytes()).unwrap().is_test());
+}
+
+#[test]
+fn attachments_are_checked_without_decoding() {
+    let text = example_text("ersuchen.xml");
+    let start = text.find("application/pdf\">").unwrap() + "application/pdf\">".len();
+    let end = text[start..].find("</anhang>").unwrap() + start;
+    let with = |content: &str| format!("{}{}{}", &text[..start], content, &text[end..]);
+    for (content, words) in [("not*base64!", "not base64"), ("QUJD", "not a PDF"), ("JVBERi0xLjQK\nJVBERi0", "not base64"), ("JVBERi0=xLjQK", "not base64"), ("", "empty")] {
+        let v = violations(&with(content));
+        assert!(v.iter().any(|(p, r, m)| p == "ersuchen/anhang[1]" && *r == Rule::Attachment && m.contains(words)), "{content}: {v:?}");
+    }
+    // Line-wrapped base64, as many encoders write it, is fine.
+    let pdf = &text[start..end];
+    let wrapped: String = pdf.as_bytes().chunks(20).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n");
+    check(with(&wrapped).as_bytes()).unwrap();
+}
+
+// ------------------------------------------------------------------------------------------
+// Hostile and broken input: refused quickly, with a reason, never a panic.
+
+#[test]
+fn billion_laughs_is_refused_at_the_doctype() {
+    let mut doc = String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
+    for i in 1..10 {
+        let prev = if i == 1 { "lol".to_string() } else { format!("lol{}", i - 1) };
+        doc.push_str(&format!("<!ENTITY lol{i} \"{}\">\n", format!("&{prev};").repeat(10)));
+    }
+    doc.push_str("]>\n<xamt:vollstreckungshilfe.Ersuchen.0101 xmlns:xamt=\"xAmtshilfe110\">&lol9;</xamt:vollstreckungshilfe.Ersuchen.0101>");
+    let e = quickly(|| unreadable(doc.as_bytes()));
+    assert!(matches!(e, ReadError::Doctype { line: 2 }), "{e:?}");
+}
+
+#[test]
+fn external_entities_are_refused() {
+    let doc = "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]><x>&xxe;</x>";
+    assert!(matches!(unreadable(doc.as_bytes()), ReadError::Doctype { .. }));
+    // An entity reference without any declaration is refused too.
+    let text = example_text("ersuchen.xml").replace("Marktplatz", "Markt&xxe;platz");
+    let e = unreadable(text.as_bytes());
+    assert!(matches!(&e, ReadError::Entity { name, .. } if name == "xxe"), "{e:?}");
+    // The predefined entities and character references are fine.
+    let text = example_text("ersuchen.xml").replace("Marktplatz", "Markt&amp;platz &#228;&#x00DF;");
+    let Message::Ersuchen(m) = check(text.as_bytes()).unwrap() else { panic!() };
+    assert_eq!(m.ersuchen.ersuchende_behoerde.anschrift.strasse.as_deref(), Some("Markt&platz äß"));
+}
+
+#[test]
+fn oversized_input_is_refused_before_parsing() {
+    let limits = Limits { max_bytes: 1024, ..Limits::default() };
+    let config = ReaderConfig { limits, ..ReaderConfig::default() };
+    let e = read::parse(&example("ersuchen.xml"), &config).unwrap_err();
+    assert!(matches!(e, ReadError::TooLarge { limit: 1024, .. }), "{e:?}");
+
+    // The default limit is the XTA container size, 40 MB.
+    let mut big = example("ersuchen.xml");
+    big.resize(40 * 1024 * 1024 + 1, b' ');
+    assert!(matches!(quickly(|| unreadable(&big)), ReadError::TooLarge { .. }));
+
+    // Files are not read whole when they are too big.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.xml");
+    std::fs::write(&path, vec![b' '; 2048]).unwrap();
+    assert!(matches!(read::read_file(&path, &limits), Err(ReadError::TooLarge { .. })));
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    let depth = 100_000;
+    let mut doc = String::from("<xamt:vollstreckungshilfe.Ersuchen.0101 xmlns:xamt=\"xAmtshilfe110\">");
+    doc.push_str(&"<a>".repeat(depth));
+    doc.push_str(&"</a>".repeat(depth));
+    doc.push_str("</xamt:vollstreckungshilfe.Ersuchen.0101>");
+    let e = quickly(|| unreadable(doc.as_bytes()));
+    assert!(matches!(e, ReadError::TooDeep { limit: 32, .. }), "{e:?}");
+}
+
+#[test]
+fn attribute_floods_are_refused() {
+    let attrs: String = (0..200_000).map(|i| format!(" a{i}=\"\"")).collect();
+    let doc = format!("<xamt:vollstreckungshilfe.Ersuchen.0101 xmlns:xamt=\"xAmtshilfe110\"><ersuchen{attrs}/></xamt:vollstreckungshilfe.Ersuchen.0101>");
+    let e = quickly(|| unreadable(doc.as_bytes()));
+    assert!(matches!(e, ReadError::TooManyAttributes { .. }), "{e:?}");
+}
+
+#[test]
+fn encodings_other_than_utf8_are_refused() {
+    let text = example_text("ersuchen.xml");
+    // Latin-1 bytes (Köln as 0xF6) in a file that says UTF-8.
+    let latin1: Vec<u8> = text.chars().map(|c| if (c as u32) < 256 { c as u8 } else { b'?' }).collect();
+    let e = unreadable(&latin1);
+    assert!(matches!(e, ReadError::NotUtf8 { line, .. } if line > 1), "{e:?}");
+    // Declared as another encoding.
+    let declared = text.replace("encoding=\"UTF-8\"", "encoding=\"ISO-8859-1\"");
+    let e = unreadable(declared.as_bytes()).to_string();
+    assert!(e.contains("ISO-8859-1") && e.contains("UTF-8"), "{e}");
+    // UTF-16 with its byte-order mark.
+    let utf16: Vec<u8> = [0xFF, 0xFE].into_iter().chain(text.encode_utf16().flat_map(u16::to_le_bytes)).collect();
+    assert!(matches!(unreadable(&utf16), ReadError::Encoding(_)));
+    // A UTF-8 byte-order mark is fine.
+    let bom: Vec<u8> = [0xEF, 0xBB, 0xBF].into_iter().chain(text.bytes()).collect();
+    check(&bom).unwrap();
+}
+
+#[test]
+fn truncated_files_say_so() {
+    let text = example_text("ersuchen.xml");
+    for cut in [text.len() / 2, text.len() - 10, 200] {
+        let e = unreadable(&text.as_bytes()[..cut]);
+        assert!(matches!(e, ReadError::Truncated { .. } | ReadError::Malformed { .. }), "cut {cut}: {e:?}");
+    }
+    let cut = text.find("<forderung>").unwrap() + "<forderung>".len() + 5;
+    let e = unreadable(&text.as_bytes()[..cut]).to_string();
+    assert!(e.contains("truncated") && e.contains("forderung"), "{e}");
+}
+
+#[test]
+fn non_xml_and_broken_xml_get_reasons() {
+    let cases: [(&[u8], &str); 8] = [
+        (b"", "empty"),
+        (b"   \n ", "empty"),
+        (b"%PDF-1.4 binary", "not xml"),
+        (b"{\"json\": true}", "not xml"),
+        (b"<xamt:vollstreckungshilfe.Ersuchen.0101 xmlns:xamt=\"xAmtshilfe110\"><a></b></xamt:vollstreckungshilfe.Ersuchen.0101>", "malformed"),
+        (b"<xamt:vollstreckungshilfe.Ersuchen.0101 xmlns:xamt=\"xAmtshilfe110\"/><second/>", "second root"),
+        (b"<xamt:vollstreckungshilfe.Ersuchen.0101 xmlns:xamt=\"xAmtshilfe110\"/>trailing", "outside the root"),
+        (b"\x00\x01\x02\x03", "not xml"),
+    ];
+    for (input, words) in cases {
+        let e = quickly(|| unreadable(input)).to_string();
+        assert!(e.to_lowercase().contains(words), "{input:?}: {e}");
+    }
+}
+
+#[test]
+fn a_ten_megabyte_attachment_is_read() {
+    let text = example_text("ersuchen.xml");
+    let start = text.find("application/pdf\">").unwrap() + "application/pdf\">".len();
+    let end = text[start..].find("</anhang>").unwrap() + start;
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    pdf.resize(10 * 1024 * 1024, b'x');
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&pdf);
+    let doc = format!("{}{}{}", &text[..start], b64, &text[end..]);
+    let Message::Ersuchen(m) = quickly(|| check(doc.as_bytes())).unwrap() else { panic!() };
+    assert_eq!(m.ersuchen.anhang[0].check_base64().unwrap(), pdf.len());
+    assert_eq!(m.ersuchen.anhang[0].decode().unwrap(), pdf);
+}
