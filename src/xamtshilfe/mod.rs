@@ -8,6 +8,7 @@
 //! [`validate`] checks what a schema cannot (sums, code lists, checksums, dates).
 
 pub mod codelist;
+mod cursor;
 pub mod model;
 pub mod read;
 pub mod validate;

@@ -123,8 +123,9 @@ pub struct Guarded<'a> {
     pub text: &'a str,
 }
 
-/// Checks raw bytes against every rule that must hold before the message is built.
-pub fn guard<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<Guarded<'a>, ReadError> {
+/// The first checks on raw bytes, shared by both readers: size, byte-order mark, UTF-8,
+/// and that the content looks like XML at all.
+pub fn decode<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<&'a str, ReadError> {
     let limits = &config.limits;
     if bytes.len() as u64 > limits.max_bytes {
         return Err(ReadError::TooLarge { size: bytes.len() as u64, limit: limits.max_bytes });
@@ -147,6 +148,14 @@ pub fn guard<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<Guarded<'a>, 
     if !first.starts_with('<') {
         return Err(ReadError::NotXml(format!("the content does not start with '<' but with '{}'", super::values::clip(&first.chars().take(20).collect::<String>()))));
     }
+    Ok(text)
+}
+
+/// Checks raw bytes against every rule that must hold before a message is built, in one
+/// walk that builds nothing: the pre-scan of the serde reader ([`parse_with_serde`]).
+pub fn guard<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<Guarded<'a>, ReadError> {
+    let limits = &config.limits;
+    let text = decode(bytes, config)?;
 
     let mut reader = quick_xml::Reader::from_str(text);
     let cfg = reader.config_mut();
@@ -268,7 +277,10 @@ fn root_kind(start: &quick_xml::events::BytesStart<'_>, config: &ReaderConfig) -
         None => Cow::Borrowed(b"xmlns"),
     };
     let mut found: Option<String> = None;
-    for attr in start.attributes() {
+    for (n, attr) in start.attributes().enumerate() {
+        if n >= config.limits.max_attributes {
+            return Err(ReadError::TooManyAttributes { limit: config.limits.max_attributes, line: 1 });
+        }
         let attr = attr.map_err(|e| ReadError::Malformed { line: 1, column: 1, message: format!("root attributes: {e}") })?;
         if attr.key.as_ref() == wanted_attr.as_ref() {
             found = Some(String::from_utf8_lossy(&attr.value).into_owned());
@@ -286,7 +298,7 @@ fn root_kind(start: &quick_xml::events::BytesStart<'_>, config: &ReaderConfig) -
     }
 }
 
-fn truncated(text: &str) -> ReadError {
+pub(crate) fn truncated(text: &str) -> ReadError {
     // Name the innermost element still open by scanning back from the end.
     let open = innermost_open(text).unwrap_or_else(|| "?".into());
     ReadError::Truncated { open, line: line_of(text.as_bytes(), text.len()) }
@@ -310,7 +322,7 @@ fn innermost_open(text: &str) -> Option<String> {
     stack.pop().map(|s| super::values::clip(&s))
 }
 
-fn malformed(text: &str, pos: usize, message: &str) -> ReadError {
+pub(crate) fn malformed(text: &str, pos: usize, message: &str) -> ReadError {
     let pos = pos.min(text.len());
     let line = line_of(text.as_bytes(), pos);
     let line_start = text.as_bytes()[..pos].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -318,12 +330,34 @@ fn malformed(text: &str, pos: usize, message: &str) -> ReadError {
     ReadError::Malformed { line, column, message: message.to_string() }
 }
 
-fn line_of(bytes: &[u8], offset: usize) -> usize {
+pub(crate) fn line_of(bytes: &[u8], offset: usize) -> usize {
     bytes[..offset.min(bytes.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-/// Reads one message: guard, then build the typed model.
+/// Reads one message in a single pass over the text: every limit is enforced on the way
+/// (see [`super::cursor`]), and the typed model is built straight from the events.
 pub fn parse(bytes: &[u8], config: &ReaderConfig) -> Result<Message, ReadError> {
+    use super::cursor::{Cursor, read_document, read_prolog};
+    let text = decode(bytes, config)?;
+    let mut c = Cursor::new(text, config.limits);
+    let root = read_prolog(&mut c)?;
+    let kind = root_kind(root.start(), config)?;
+    Ok(match kind {
+        MessageKind::Ersuchen => Message::Ersuchen(read_document(&mut c, root)?),
+        MessageKind::Ruecknahme => Message::Ruecknahme(read_document(&mut c, root)?),
+        MessageKind::Aenderung => Message::Aenderung(read_document(&mut c, root)?),
+        MessageKind::Sachstandsanfrage => Message::Sachstandsanfrage(read_document(&mut c, root)?),
+        MessageKind::Rueckmeldung => Message::Rueckmeldung(read_document(&mut c, root)?),
+        MessageKind::Abgabe => Message::Abgabe(read_document(&mut c, root)?),
+        MessageKind::Rueckgabe => Message::Rueckgabe(read_document(&mut c, root)?),
+        MessageKind::ZustaendigkeitAnfrage => Message::ZustaendigkeitAnfrage(read_document(&mut c, root)?),
+        MessageKind::ZustaendigkeitAntwort => Message::ZustaendigkeitAntwort(read_document(&mut c, root)?),
+    })
+}
+
+/// The second, independent reader: [`guard`], then serde + quick-xml build the model from
+/// the serde derives. Slower; tests compare [`parse`] against it.
+pub fn parse_with_serde(bytes: &[u8], config: &ReaderConfig) -> Result<Message, ReadError> {
     let Guarded { kind, text } = guard(bytes, config)?;
     Ok(match kind {
         MessageKind::Ersuchen => Message::Ersuchen(build(text)?),
@@ -345,24 +379,10 @@ fn build<T: DeserializeOwned>(text: &str) -> Result<Box<T>, ReadError> {
         let path = xml_path(e.path());
         let mut message = tidy_serde_message(&e.inner().to_string());
         if path.contains("schuldner") {
-            message = withhold_quoted(&message);
+            message = super::cursor::withhold_quoted(&message);
         }
         ReadError::Structure { path, message }
     })
-}
-
-/// Replaces every quoted value ('…') by a placeholder: debtor data stays out of reasons.
-fn withhold_quoted(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut parts = message.split('\'');
-    if let Some(first) = parts.next() {
-        out.push_str(first);
-    }
-    for (i, part) in parts.enumerate() {
-        out.push('\'');
-        out.push_str(if i % 2 == 0 { "(withheld: debtor data)" } else { part });
-    }
-    out
 }
 
 /// Turns serde's path (`ersuchen.forderung[0].hauptforderung.$text`) into an XPath-like one

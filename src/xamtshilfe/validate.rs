@@ -485,23 +485,49 @@ impl Anhang {
     /// Checks the base64 text without decoding it: alphabet, padding, length. Whitespace
     /// (line breaks) is allowed, as in `xs:base64Binary`. Returns the decoded length.
     pub fn check_base64(&self) -> Result<usize, String> {
+        /// 1: base64 alphabet, 2: whitespace, 0: anything else ('=' is handled apart).
+        const CLASS: [u8; 256] = {
+            let mut t = [0u8; 256];
+            let mut i = 0;
+            while i < 256 {
+                let b = i as u8;
+                t[i] = if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' {
+                    1
+                } else if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+                    2
+                } else {
+                    0
+                };
+                i += 1;
+            }
+            t
+        };
+        let bytes = self.inhalt.as_bytes();
         let mut count = 0usize;
+        let mut i = 0;
+        // The body: alphabet and whitespace, until the first '='.
+        while i < bytes.len() {
+            match CLASS[bytes[i] as usize] {
+                1 => count += 1,
+                2 => {}
+                _ => break,
+            }
+            i += 1;
+        }
+        // The tail: at most two '=' and whitespace.
         let mut padding = 0usize;
-        for (i, b) in self.inhalt.bytes().enumerate() {
+        for (j, &b) in bytes[i..].iter().enumerate() {
             match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'/' if padding == 0 => count += 1,
-                b'=' if padding < 2 => {
-                    padding += 1;
-                    count += 1;
-                }
-                b' ' | b'\t' | b'\r' | b'\n' => {}
-                _ => return Err(format!("is not base64: unexpected character at position {}", i + 1)),
+                b'=' if padding < 2 => padding += 1,
+                _ if CLASS[b as usize] == 2 => {}
+                _ => return Err(format!("is not base64: unexpected character at position {}", i + j + 1)),
             }
         }
-        if count % 4 != 0 {
-            return Err(format!("is not base64: {count} characters is not a multiple of 4 (truncated?)"));
+        let total = count + padding;
+        if total % 4 != 0 {
+            return Err(format!("is not base64: {total} characters is not a multiple of 4 (truncated?)"));
         }
-        Ok(count / 4 * 3 - padding)
+        Ok(total / 4 * 3 - padding)
     }
 
     /// Whether the decoded content starts with `prefix` (decodes only the first characters).
