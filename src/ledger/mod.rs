@@ -1,0 +1,912 @@
+//! The ledger: the record of every request and the append-only journal of its state changes.
+//!
+//! Jobs on the queues are only triggers; the ledger is the truth. Before a job acts it reads
+//! the request here, and it moves the request on with [`Ledger::transition`], a
+//! compare-and-set that writes the journal event in the same transaction. A job that runs
+//! twice finds the request already moved on ([`LedgerError::Conflict`]) and stops.
+//!
+//! What this module owns:
+//! - the request states and the transitions allowed between them ([`RequestState`]),
+//! - the [`Ledger`] trait with one implementation per database ([`SqliteLedger`],
+//!   [`PostgresLedger`]) and the migrations in `migrations/sqlite` and `migrations/postgres`
+//!   (tracked in their own table, `_ledger_migrations`, so that the queues' migrations can
+//!   live in the same database),
+//! - the tables `requests`, `request_payloads`, `request_events` and `request_states`.
+//!
+//! # Request states
+//!
+//! ```text
+//! received → validated → routed → transmitting → delivered
+//!                                ↘ awaiting_print → printed → posted
+//! ```
+//! plus `rejected` (invalid input, with reason), `unroutable` (no or ambiguous authority: a
+//! clarification case for an operator, never a guess), `failed` (operator attention) and
+//! `withdrawn`.
+//!
+//! A request starts as `received`, or — when the intake checked it before recording —
+//! directly as `validated` or `rejected` ([`RequestState::can_start_as`]).
+//!
+//! | from             | may become                                                   |
+//! |------------------|--------------------------------------------------------------|
+//! | `received`       | `validated`, `rejected`, `withdrawn`                         |
+//! | `validated`      | `routed`, `unroutable`, `rejected`, `withdrawn`              |
+//! | `routed`         | `transmitting`, `awaiting_print`, `withdrawn`                |
+//! | `transmitting`   | `transmitting` (a further attempt), `delivered`, `awaiting_print`, `failed` |
+//! | `awaiting_print` | `printed`, `failed`, `withdrawn`                             |
+//! | `printed`        | `posted`, `awaiting_print` (print-centre error: print again), `failed` (the print centre cannot post it) |
+//! | `unroutable`     | `routed`, `rejected`, `withdrawn` (after a directory fix or a decision) |
+//! | `failed`         | `transmitting`, `awaiting_print`, `routed` (operator retry, resend by post, route again), `rejected`, `withdrawn` |
+//! | `delivered`, `posted`, `rejected`, `withdrawn` | nothing: terminal              |
+//!
+//! Withdrawal is possible wherever nothing has left the house yet. Once a request is being
+//! transmitted or is printed it can no longer be withdrawn here; a withdrawal then travels as
+//! a message of its own (Rücknahme).
+//!
+//! `transmitting → transmitting` records a further attempt in the journal. Being a self-loop,
+//! its compare-and-set does not exclude a concurrent twin; the XTA MessageID, created once
+//! and stored before the first send, keeps a doubled attempt harmless outside.
+//!
+//! # Privacy
+//!
+//! Payloads carry debtors' personal data. The ledger stores them and hands them out through
+//! [`Ledger::payload`], but never logs them; [`NewRequest`]'s `Debug` shows only their length.
+//! Listing requests never reads payloads.
+
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use postgres::{PostgresLedger, PostgresLedgerOptions};
+pub use sqlite::{SqliteLedger, SqliteLedgerOptions, Synchronous};
+
+/// Where a request stands. Stored in the database as [`RequestState::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Received,
+    Validated,
+    Routed,
+    Transmitting,
+    Delivered,
+    AwaitingPrint,
+    Printed,
+    Posted,
+    Rejected,
+    Unroutable,
+    Failed,
+    Withdrawn,
+}
+
+impl RequestState {
+    /// Every state, in the order of the happy paths first, then the side states.
+    pub const ALL: [RequestState; 12] = [
+        RequestState::Received,
+        RequestState::Validated,
+        RequestState::Routed,
+        RequestState::Transmitting,
+        RequestState::Delivered,
+        RequestState::AwaitingPrint,
+        RequestState::Printed,
+        RequestState::Posted,
+        RequestState::Rejected,
+        RequestState::Unroutable,
+        RequestState::Failed,
+        RequestState::Withdrawn,
+    ];
+
+    /// The name stored in the database and shown in JSON and the CLI (snake_case).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Received => "received",
+            RequestState::Validated => "validated",
+            RequestState::Routed => "routed",
+            RequestState::Transmitting => "transmitting",
+            RequestState::Delivered => "delivered",
+            RequestState::AwaitingPrint => "awaiting_print",
+            RequestState::Printed => "printed",
+            RequestState::Posted => "posted",
+            RequestState::Rejected => "rejected",
+            RequestState::Unroutable => "unroutable",
+            RequestState::Failed => "failed",
+            RequestState::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// A terminal state has no way out: the request's story is over.
+    /// `failed` and `unroutable` are not terminal: they wait for an operator.
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RequestState::Delivered
+                | RequestState::Posted
+                | RequestState::Rejected
+                | RequestState::Withdrawn
+        )
+    }
+
+    /// Whether a request may be recorded in this state (the journal's first event).
+    pub const fn can_start_as(self) -> bool {
+        matches!(
+            self,
+            RequestState::Received | RequestState::Validated | RequestState::Rejected
+        )
+    }
+
+    /// Whether a request in state `self` may move to `next` (see the table in the module doc).
+    pub const fn can_become(self, next: RequestState) -> bool {
+        use RequestState::*;
+        matches!(
+            (self, next),
+            (Received, Validated | Rejected | Withdrawn)
+                | (Validated, Routed | Unroutable | Rejected | Withdrawn)
+                | (Routed, Transmitting | AwaitingPrint | Withdrawn)
+                | (
+                    Transmitting,
+                    Transmitting | Delivered | AwaitingPrint | Failed
+                )
+                | (AwaitingPrint, Printed | Failed | Withdrawn)
+                | (Printed, Posted | AwaitingPrint | Failed)
+                | (Unroutable, Routed | Rejected | Withdrawn)
+                | (
+                    Failed,
+                    Transmitting | AwaitingPrint | Routed | Rejected | Withdrawn
+                )
+        )
+    }
+}
+
+impl fmt::Display for RequestState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name given is not a request state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown request state {0:?}")]
+pub struct UnknownState(pub String);
+
+impl FromStr for RequestState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RequestState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// The ledger's number for a request: positive, never reused, shown to operators
+/// (`amtsbote request show 4711`, `/api/v1/requests/4711`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(pub i64);
+
+impl RequestId {
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The text given is not a request id (a positive whole number).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a request id: {0:?} (expected a positive whole number)")]
+pub struct InvalidRequestId(pub String);
+
+impl FromStr for RequestId {
+    type Err = InvalidRequestId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().parse::<i64>() {
+            Ok(n) if n > 0 => Ok(RequestId(n)),
+            _ => Err(InvalidRequestId(s.to_owned())),
+        }
+    }
+}
+
+/// Who made a change: a stage of the system (`system:route`) or an operator
+/// (`operator:mueller`). Stored as that text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Actor {
+    System(String),
+    Operator(String),
+}
+
+impl Actor {
+    /// A stage of the system, named like its queue: `intake`, `route`, `transmit`, `print`…
+    pub fn system(stage: impl Into<String>) -> Self {
+        Actor::System(stage.into())
+    }
+
+    /// An operator, by login name.
+    pub fn operator(name: impl Into<String>) -> Self {
+        Actor::Operator(name.into())
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::System(stage) => write!(f, "system:{stage}"),
+            Actor::Operator(name) => write!(f, "operator:{name}"),
+        }
+    }
+}
+
+/// The text given is not an actor (`system:<stage>` or `operator:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an actor: {0:?} (expected system:<stage> or operator:<name>)")]
+pub struct InvalidActor(pub String);
+
+impl FromStr for Actor {
+    type Err = InvalidActor;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("system", stage)) if !stage.is_empty() => Ok(Actor::system(stage)),
+            Some(("operator", name)) if !name.is_empty() => Ok(Actor::operator(name)),
+            _ => Err(InvalidActor(s.to_owned())),
+        }
+    }
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Actor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A request as the intake hands it over, before it has an id.
+#[derive(Clone)]
+pub struct NewRequest {
+    pub tenant: String,
+    /// Unique idempotency key of the intake, e.g. `inbox:<tenant>:<claimed file name>` or
+    /// `http:<uuid>`. Recording the same source again returns the request recorded first.
+    pub source: String,
+    /// SHA-256 of the payload, lower-case hex.
+    pub sha256: String,
+    /// The message's Nachrichten-UUID, when it could be read. Unique per tenant.
+    pub nachrichten_uuid: Option<String>,
+    /// The message kind (e.g. `ersuchen`).
+    pub kind: String,
+    /// A test message (marked as such by the sender).
+    pub test: bool,
+    /// The message as received. Personal data: never logged.
+    pub payload: Vec<u8>,
+    /// The file name the message arrived under, when it came through a folder.
+    pub file_name: Option<String>,
+}
+
+impl fmt::Debug for NewRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewRequest")
+            .field("tenant", &self.tenant)
+            .field("source", &self.source)
+            .field("sha256", &self.sha256)
+            .field("nachrichten_uuid", &self.nachrichten_uuid)
+            .field("kind", &self.kind)
+            .field("test", &self.test)
+            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .field("file_name", &self.file_name)
+            .finish()
+    }
+}
+
+/// A recorded request, without its payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: RequestId,
+    pub tenant: String,
+    pub source: String,
+    pub sha256: String,
+    pub nachrichten_uuid: Option<String>,
+    pub kind: String,
+    pub test: bool,
+    pub file_name: Option<String>,
+    pub state: RequestState,
+    /// The detail of the newest journal event (e.g. the reason of a rejection).
+    pub state_detail: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One entry of a request's journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// 1 for the event that recorded the request, then counting up without gaps.
+    pub seq: u32,
+    pub at: DateTime<Utc>,
+    /// `None` for the first event, when the request was recorded.
+    pub from: Option<RequestState>,
+    pub to: RequestState,
+    pub actor: Actor,
+    pub detail: Option<String>,
+}
+
+/// The outcome of [`Ledger::record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded now, under this id.
+    New(RequestId),
+    /// This source was recorded before (a re-run after a crash); nothing changed.
+    AlreadyRecorded(RequestId),
+    /// The tenant sent a message with the same Nachrichten-UUID before, from another source.
+    /// Nothing was recorded.
+    Duplicate { existing: RequestId },
+}
+
+/// Which requests [`Ledger::list`] returns (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFilter {
+    pub state: Option<RequestState>,
+    pub tenant: Option<String>,
+    /// At most [`ListFilter::MAX_LIMIT`]; larger values are capped.
+    pub limit: u32,
+    pub offset: u64,
+}
+
+impl ListFilter {
+    pub const MAX_LIMIT: u32 = 1000;
+    pub const DEFAULT_LIMIT: u32 = 50;
+
+    pub fn state(mut self, state: RequestState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    pub fn offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    pub(crate) fn capped_limit(&self) -> i64 {
+        i64::from(self.limit.min(Self::MAX_LIMIT))
+    }
+
+    pub(crate) fn offset_i64(&self) -> i64 {
+        i64::try_from(self.offset).unwrap_or(i64::MAX)
+    }
+}
+
+impl Default for ListFilter {
+    fn default() -> Self {
+        ListFilter {
+            state: None,
+            tenant: None,
+            limit: Self::DEFAULT_LIMIT,
+            offset: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("request {0} not found")]
+    NotFound(RequestId),
+    /// The compare-and-set found the request in another state than expected: someone else
+    /// moved it first.
+    #[error("request {id} is {current}, not {expected}")]
+    Conflict {
+        id: RequestId,
+        expected: RequestState,
+        current: RequestState,
+    },
+    #[error("a request may not go from {from} to {to}")]
+    InvalidTransition {
+        from: RequestState,
+        to: RequestState,
+    },
+    #[error("a request may not be recorded as {0}")]
+    InvalidInitialState(RequestState),
+    /// The source was recorded before with a different payload: the intake reused a key.
+    #[error("source {key:?} was recorded as request {existing} with different content")]
+    SourceReused { key: String, existing: RequestId },
+    #[error("unsupported ledger URL (expected sqlite:PATH or postgres://…): {0}")]
+    UnsupportedUrl(String),
+    #[error("the ledger's data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("ledger database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("ledger migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+/// The record of requests and their journals. One implementation per database; both
+/// behave the same (tests/ledger.rs runs one suite against both).
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Brings the schema up to date. Idempotent; safe to run from several processes.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Records a request with its payload and the first journal event (`from` = `None`),
+    /// in one transaction. Whether the request is new, was recorded before under the same
+    /// `source`, or duplicates another source's (tenant, Nachrichten-UUID) is decided by the
+    /// database's unique constraints, so concurrent intakes cannot both win.
+    async fn record(
+        &self,
+        new: NewRequest,
+        initial: RequestState,
+        actor: &Actor,
+        detail: Option<&str>,
+    ) -> Result<Recorded>;
+
+    /// Moves a request from `from` to `to` if, and only if, it is in `from` now
+    /// (compare-and-set), and appends the event in the same transaction.
+    /// Errors: [`LedgerError::InvalidTransition`] when `from` may not become `to`,
+    /// [`LedgerError::Conflict`] when the request is in another state,
+    /// [`LedgerError::NotFound`].
+    async fn transition(
+        &self,
+        id: RequestId,
+        from: RequestState,
+        to: RequestState,
+        actor: &Actor,
+        detail: Option<&str>,
+    ) -> Result<()>;
+
+    async fn get(&self, id: RequestId) -> Result<Option<Request>>;
+
+    /// The request's journal, oldest first. [`LedgerError::NotFound`] for an unknown id.
+    async fn journal(&self, id: RequestId) -> Result<Vec<Event>>;
+
+    /// The message as received. [`LedgerError::NotFound`] for an unknown id.
+    async fn payload(&self, id: RequestId) -> Result<Vec<u8>>;
+
+    async fn find_by_source(&self, source: &str) -> Result<Option<Request>>;
+
+    /// Requests matching the filter, newest first, without payloads.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Request>>;
+
+    /// How many requests are in each state: every state of [`RequestState::ALL`], in that
+    /// order, zeros included (so that gauges fall back to zero).
+    async fn count_by_state(&self) -> Result<Vec<(RequestState, u64)>>;
+}
+
+/// Opens the ledger a URL names: `sqlite:PATH` / `sqlite://PATH` (created if missing;
+/// `?synchronous=full` for FULL instead of NORMAL), `sqlite::memory:` (tests), or
+/// `postgres://…` / `postgresql://…`. Does not migrate: call [`Ledger::migrate`].
+pub async fn open(url: &str) -> Result<Arc<dyn Ledger>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresLedger::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteLedger::open_url(url).await?))
+    } else {
+        // Never echo the URL: it may carry a password.
+        let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
+        Err(LedgerError::UnsupportedUrl(format!("scheme {scheme:?}")))
+    }
+}
+
+// ---- shared by both implementations ----
+
+/// Now, in UTC, to the microsecond (what PostgreSQL keeps), so that what is written reads
+/// back equal.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+pub(crate) fn check_transition(from: RequestState, to: RequestState) -> Result<()> {
+    if from.can_become(to) {
+        Ok(())
+    } else {
+        Err(LedgerError::InvalidTransition { from, to })
+    }
+}
+
+pub(crate) fn parse_state(text: &str) -> Result<RequestState> {
+    text.parse()
+        .map_err(|e: UnknownState| LedgerError::Corrupt(e.to_string()))
+}
+
+/// A row of `requests`, as both databases return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RequestRow {
+    id: i64,
+    tenant: String,
+    source: String,
+    sha256: String,
+    nachrichten_uuid: Option<String>,
+    kind: String,
+    test: bool,
+    file_name: Option<String>,
+    state: String,
+    state_detail: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// The columns of [`RequestRow`], for `SELECT`s.
+macro_rules! request_columns {
+    () => {
+        "id, tenant, source, sha256, nachrichten_uuid, kind, test, file_name, state, \
+         state_detail, created_at, updated_at"
+    };
+}
+pub(crate) use request_columns;
+
+impl TryFrom<RequestRow> for Request {
+    type Error = LedgerError;
+
+    fn try_from(row: RequestRow) -> Result<Self> {
+        Ok(Request {
+            id: RequestId(row.id),
+            tenant: row.tenant,
+            source: row.source,
+            sha256: row.sha256,
+            nachrichten_uuid: row.nachrichten_uuid,
+            kind: row.kind,
+            test: row.test,
+            file_name: row.file_name,
+            state: parse_state(&row.state)?,
+            state_detail: row.state_detail,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// A row of `request_events`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    seq: i32,
+    at: DateTime<Utc>,
+    from_state: Option<String>,
+    to_state: String,
+    actor: String,
+    detail: Option<String>,
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = LedgerError;
+
+    fn try_from(row: EventRow) -> Result<Self> {
+        Ok(Event {
+            seq: u32::try_from(row.seq)
+                .map_err(|_| LedgerError::Corrupt(format!("event seq {}", row.seq)))?,
+            at: row.at,
+            from: row.from_state.as_deref().map(parse_state).transpose()?,
+            to: parse_state(&row.to_state)?,
+            actor: row
+                .actor
+                .parse()
+                .map_err(|e: InvalidActor| LedgerError::Corrupt(e.to_string()))?,
+            detail: row.detail,
+        })
+    }
+}
+
+pub(crate) fn requests_from_rows(rows: Vec<RequestRow>) -> Result<Vec<Request>> {
+    rows.into_iter().map(Request::try_from).collect()
+}
+
+pub(crate) fn events_from_rows(id: RequestId, rows: Vec<EventRow>) -> Result<Vec<Event>> {
+    if rows.is_empty() {
+        // Every request has its first event from the transaction that recorded it.
+        return Err(LedgerError::NotFound(id));
+    }
+    rows.into_iter().map(Event::try_from).collect()
+}
+
+pub(crate) fn counts_in_order(rows: Vec<(String, i64)>) -> Result<Vec<(RequestState, u64)>> {
+    let mut counts: Vec<(RequestState, u64)> =
+        RequestState::ALL.iter().map(|&state| (state, 0)).collect();
+    for (state, count) in rows {
+        let state = parse_state(&state)?;
+        let slot = counts
+            .iter_mut()
+            .find(|(s, _)| *s == state)
+            .expect("ALL holds every state");
+        slot.1 = u64::try_from(count).unwrap_or(0);
+    }
+    Ok(counts)
+}
+
+/// Embedded migrations of one dialect, tracked in `_ledger_migrations`.
+///
+/// Listed by hand rather than by `sqlx::migrate!` (the crate builds sqlx without its
+/// `macros` feature); the test `every_migration_file_is_embedded` keeps the list complete.
+pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+    let migrations = files
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(
+                version,
+                description.into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let mut migrator = Migrator::with_migrations(migrations);
+    migrator.dangerous_set_table_name("_ledger_migrations");
+    migrator
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RequestState::*;
+
+    #[test]
+    fn names_round_trip() {
+        for state in RequestState::ALL {
+            assert_eq!(state.as_str().parse::<RequestState>(), Ok(state));
+            assert_eq!(state.to_string(), state.as_str());
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
+        assert!("Received".parse::<RequestState>().is_err());
+        assert!("".parse::<RequestState>().is_err());
+    }
+
+    #[test]
+    fn all_holds_every_state_once() {
+        let mut names: Vec<&str> = RequestState::ALL.iter().map(|s| s.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), RequestState::ALL.len());
+    }
+
+    #[test]
+    fn happy_paths_are_allowed() {
+        let electronic = [Received, Validated, Routed, Transmitting, Delivered];
+        let by_post = [Received, Validated, Routed, AwaitingPrint, Printed, Posted];
+        for path in [&electronic[..], &by_post[..]] {
+            for pair in path.windows(2) {
+                assert!(pair[0].can_become(pair[1]), "{} → {}", pair[0], pair[1]);
+            }
+        }
+        assert!(
+            Transmitting.can_become(AwaitingPrint),
+            "permanent failure falls back to post"
+        );
+    }
+
+    #[test]
+    fn terminal_states_have_no_way_out() {
+        for from in RequestState::ALL {
+            let outgoing = RequestState::ALL
+                .iter()
+                .filter(|&&to| from.can_become(to))
+                .count();
+            assert_eq!(from.is_terminal(), outgoing == 0, "{from}");
+        }
+    }
+
+    #[test]
+    fn every_state_is_reachable_from_a_start() {
+        let mut reached: Vec<RequestState> = RequestState::ALL
+            .into_iter()
+            .filter(|s| s.can_start_as())
+            .collect();
+        let mut i = 0;
+        while i < reached.len() {
+            let from = reached[i];
+            for to in RequestState::ALL {
+                if from.can_become(to) && !reached.contains(&to) {
+                    reached.push(to);
+                }
+            }
+            i += 1;
+        }
+        assert_eq!(reached.len(), RequestState::ALL.len());
+    }
+
+    #[test]
+    fn every_non_terminal_state_can_reach_a_terminal_one() {
+        for start in RequestState::ALL {
+            let mut seen = vec![start];
+            let mut i = 0;
+            while i < seen.len() {
+                for to in RequestState::ALL {
+                    if seen[i].can_become(to) && !seen.contains(&to) {
+                        seen.push(to);
+                    }
+                }
+                i += 1;
+            }
+            assert!(
+                seen.iter().any(|s| s.is_terminal()),
+                "{start} is a dead end"
+            );
+        }
+    }
+
+    #[test]
+    fn forbidden_moves() {
+        // Nothing skips validation or routing.
+        assert!(!Received.can_become(Routed));
+        assert!(!Received.can_become(Transmitting));
+        assert!(!Validated.can_become(Transmitting));
+        assert!(!Validated.can_become(AwaitingPrint));
+        // What has left the house cannot be withdrawn here.
+        assert!(!Transmitting.can_become(Withdrawn));
+        assert!(!Printed.can_become(Withdrawn));
+        // Unroutable is never resolved by a guess straight to sending.
+        assert!(!Unroutable.can_become(Transmitting));
+        assert!(!Unroutable.can_become(AwaitingPrint));
+        // Terminal is terminal.
+        for to in RequestState::ALL {
+            assert!(!Delivered.can_become(to));
+            assert!(!Posted.can_become(to));
+            assert!(!Rejected.can_become(to));
+            assert!(!Withdrawn.can_become(to));
+        }
+        // Only a further transmission attempt may repeat its state.
+        for state in RequestState::ALL {
+            assert_eq!(state.can_become(state), state == Transmitting, "{state}");
+        }
+    }
+
+    #[test]
+    fn the_table_is_exactly_this() {
+        let allowed: &[(RequestState, &[RequestState])] = &[
+            (Received, &[Validated, Rejected, Withdrawn]),
+            (Validated, &[Routed, Rejected, Unroutable, Withdrawn]),
+            (Routed, &[Transmitting, AwaitingPrint, Withdrawn]),
+            (
+                Transmitting,
+                &[Transmitting, Delivered, AwaitingPrint, Failed],
+            ),
+            (Delivered, &[]),
+            (AwaitingPrint, &[Printed, Failed, Withdrawn]),
+            (Printed, &[AwaitingPrint, Posted, Failed]),
+            (Posted, &[]),
+            (Rejected, &[]),
+            (Unroutable, &[Routed, Rejected, Withdrawn]),
+            (
+                Failed,
+                &[Routed, Transmitting, AwaitingPrint, Rejected, Withdrawn],
+            ),
+            (Withdrawn, &[]),
+        ];
+        assert_eq!(allowed.len(), RequestState::ALL.len());
+        for &(from, targets) in allowed {
+            for to in RequestState::ALL {
+                assert_eq!(from.can_become(to), targets.contains(&to), "{from} → {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn starts() {
+        let starts: Vec<_> = RequestState::ALL
+            .into_iter()
+            .filter(|s| s.can_start_as())
+            .collect();
+        assert_eq!(starts, [Received, Validated, Rejected]);
+    }
+
+    #[test]
+    fn request_ids() {
+        assert_eq!("4711".parse::<RequestId>(), Ok(RequestId(4711)));
+        assert_eq!(" 12 ".parse::<RequestId>(), Ok(RequestId(12)));
+        assert!("0".parse::<RequestId>().is_err());
+        assert!("-3".parse::<RequestId>().is_err());
+        assert!("abc".parse::<RequestId>().is_err());
+        assert_eq!(RequestId(4711).to_string(), "4711");
+        assert_eq!(serde_json::to_string(&RequestId(7)).unwrap(), "7");
+    }
+
+    #[test]
+    fn actors() {
+        for actor in [
+            Actor::system("route"),
+            Actor::operator("mueller"),
+            Actor::operator("a:b"),
+        ] {
+            assert_eq!(actor.to_string().parse::<Actor>(), Ok(actor.clone()));
+            let json = serde_json::to_string(&actor).unwrap();
+            assert_eq!(serde_json::from_str::<Actor>(&json).unwrap(), actor);
+        }
+        assert_eq!(Actor::system("route").to_string(), "system:route");
+        assert!("route".parse::<Actor>().is_err());
+        assert!("system:".parse::<Actor>().is_err());
+        assert!("robot:x".parse::<Actor>().is_err());
+    }
+
+    #[test]
+    fn new_request_debug_hides_the_payload() {
+        let new = NewRequest {
+            tenant: "t".into(),
+            source: "http:1".into(),
+            sha256: "00".into(),
+            nachrichten_uuid: None,
+            kind: "ersuchen".into(),
+            test: false,
+            payload: b"Erika Mustermann, Musterweg 1".to_vec(),
+            file_name: None,
+        };
+        let shown = format!("{new:?}");
+        assert!(!shown.contains("Mustermann"), "{shown}");
+        assert!(shown.contains("<29 bytes>"), "{shown}");
+    }
+
+    #[test]
+    fn list_filter_caps_the_limit() {
+        assert_eq!(ListFilter::default().limit(5000).capped_limit(), 1000);
+        assert_eq!(ListFilter::default().capped_limit(), 50);
+    }
+
+    #[test]
+    fn open_refuses_other_schemes_without_echoing_the_url() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = rt
+            .block_on(open("mysql://user:secret@host/db"))
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(matches!(err, LedgerError::UnsupportedUrl(_)));
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded() {
+        for (dialect, embedded) in [
+            ("sqlite", sqlite::MIGRATIONS),
+            ("postgres", postgres::MIGRATIONS),
+        ] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(dialect);
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|name| name.ends_with(".sql"))
+                .collect();
+            files.sort();
+            let versions: Vec<i64> = files
+                .iter()
+                .map(|name| name.split('_').next().unwrap().parse().unwrap())
+                .collect();
+            let listed: Vec<i64> = embedded.iter().map(|m| m.0).collect();
+            assert_eq!(
+                versions, listed,
+                "migrations/{dialect} and its MIGRATIONS list differ"
+            );
+            for (name, (_, _, sql)) in files.iter().zip(embedded) {
+                let on_disk = std::fs::read_to_string(dir.join(name)).unwrap();
+                assert_eq!(&on_disk, sql, "{dialect}/{name}");
+            }
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! The ledger in one SQLite file: the embedded default.
+//!
+//! The connection options are our own, never a library's `setup()` (apalis-sqlite's switches
+//! `synchronous=OFF`): WAL, `synchronous=NORMAL` (or FULL), a busy timeout, foreign keys on.
+//! Every writing transaction starts with `BEGIN IMMEDIATE`, so it takes the write lock up
+//! front and waits for it under the busy timeout instead of failing on a stale snapshot.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{
+    Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, Recorded, Request, RequestId,
+    RequestRow, RequestState, Result, check_transition, counts_in_order, events_from_rows,
+    migrator, now, request_columns, requests_from_rows,
+};
+
+/// The SQLite migrations, embedded: (version, description, SQL).
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "ledger",
+    include_str!("../../migrations/sqlite/0001_ledger.sql"),
+)];
+
+/// How hard SQLite makes sure a commit survives a power cut. OFF is deliberately not offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// With WAL: a commit survives a crash of the process; a power cut may lose the newest
+    /// commits but never corrupts the file.
+    #[default]
+    Normal,
+    /// A commit also survives a power cut, at the cost of an fsync per commit.
+    Full,
+}
+
+impl FromStr for Synchronous {
+    type Err = LedgerError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "normal" => Ok(Synchronous::Normal),
+            "full" => Ok(Synchronous::Full),
+            _ => Err(LedgerError::UnsupportedUrl(format!(
+                "synchronous={s:?} (expected normal or full)"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteLedgerOptions {
+    pub synchronous: Synchronous,
+    /// How long a writer waits for another one before giving up with "database is locked".
+    pub busy_timeout: Duration,
+    pub max_connections: u32,
+}
+
+impl Default for SqliteLedgerOptions {
+    fn default() -> Self {
+        SqliteLedgerOptions {
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(10),
+            max_connections: 8,
+        }
+    }
+}
+
+pub struct SqliteLedger {
+    pool: SqlitePool,
+}
+
+impl SqliteLedger {
+    /// Opens (creating if missing) the ledger file at `path` with the default options.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, &SqliteLedgerOptions::default()).await
+    }
+
+    pub async fn open_with(path: impl AsRef<Path>, options: &SqliteLedgerOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match options.synchronous {
+                Synchronous::Normal => SqliteSynchronous::Normal,
+                Synchronous::Full => SqliteSynchronous::Full,
+            })
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.busy_timeout + Duration::from_secs(20))
+            .connect_with(connect)
+            .await?;
+        Ok(SqliteLedger { pool })
+    }
+
+    /// A ledger that lives in memory until dropped: for tests of other parts.
+    /// One connection, so that every query sees the same database.
+    pub async fn in_memory() -> Result<Self> {
+        let connect = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(connect)
+            .await?;
+        Ok(SqliteLedger { pool })
+    }
+
+    /// `sqlite:PATH`, `sqlite://PATH`, `sqlite::memory:`; option `?synchronous=normal|full`.
+    pub(crate) async fn open_url(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("sqlite:")
+            .ok_or_else(|| LedgerError::UnsupportedUrl("not a sqlite: URL".into()))?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut options = SqliteLedgerOptions::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("synchronous", value)) => options.synchronous = value.parse()?,
+                _ => {
+                    let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+                    return Err(LedgerError::UnsupportedUrl(format!(
+                        "unknown sqlite option {key:?} (known: synchronous)"
+                    )));
+                }
+            }
+        }
+        match path {
+            "" => Err(LedgerError::UnsupportedUrl(
+                "sqlite: URL without a path".into(),
+            )),
+            ":memory:" => Self::in_memory().await,
+            path => Self::open_with(path, &options).await,
+        }
+    }
+
+    /// Waits for the connections to close. Dropping the ledger closes them too, in the
+    /// background.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Timestamps as fixed-width UTC text, so that they sort as text.
+fn ts(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+#[async_trait]
+impl Ledger for SqliteLedger {
+    async fn migrate(&self) -> Result<()> {
+        // sqlx takes no lock for SQLite migrations, but runs each one and its bookkeeping in
+        // one transaction: of two processes migrating a new file at the same moment, the
+        // second fails cleanly and succeeds when run again.
+        migrator(MIGRATIONS).run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        new: NewRequest,
+        initial: RequestState,
+        actor: &Actor,
+        detail: Option<&str>,
+    ) -> Result<Recorded> {
+        if !initial.can_start_as() {
+            return Err(LedgerError::InvalidInitialState(initial));
+        }
+        let at = ts(now());
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The unique constraints decide; DO NOTHING covers both of them.
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO requests (tenant, source, sha256, nachrichten_uuid, kind, test, \
+             file_name, state, state_detail, last_seq, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10) \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(&new.tenant)
+        .bind(&new.source)
+        .bind(&new.sha256)
+        .bind(&new.nachrichten_uuid)
+        .bind(&new.kind)
+        .bind(new.test)
+        .bind(&new.file_name)
+        .bind(initial.as_str())
+        .bind(detail)
+        .bind(&at)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        let Some(id) = inserted else {
+            // Still inside the transaction, holding the write lock: what conflicted is there.
+            let by_source: Option<(i64, String)> =
+                sqlx::query_as("SELECT id, sha256 FROM requests WHERE source = $1")
+                    .bind(&new.source)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((existing, sha256)) = by_source {
+                return if sha256 == new.sha256 {
+                    Ok(Recorded::AlreadyRecorded(RequestId(existing)))
+                } else {
+                    Err(LedgerError::SourceReused {
+                        key: new.source,
+                        existing: RequestId(existing),
+                    })
+                };
+            }
+            let by_uuid: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM requests WHERE tenant = $1 AND nachrichten_uuid = $2",
+            )
+            .bind(&new.tenant)
+            .bind(&new.nachrichten_uuid)
+            .fetch_optional(&mut *tx)
+            .await?;
+            return match by_uuid {
+                Some(existing) => Ok(Recorded::Duplicate {
+                    existing: RequestId(existing),
+                }),
+                None => Err(LedgerError::Corrupt(
+                    "insert conflicted, but no conflicting request was found".into(),
+                )),
+            };
+        };
+
+        sqlx::query("INSERT INTO request_payloads (request_id, bytes) VALUES ($1, $2)")
+            .bind(id)
+            .bind(&new.payload)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
+             VALUES ($1, 1, $2, NULL, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(&at)
+        .bind(initial.as_str())
+        .bind(actor.to_string())
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::debug!(request = id, state = %initial, "request recorded");
+        Ok(Recorded::New(RequestId(id)))
+    }
+
+    async fn transition(
+        &self,
+        id: RequestId,
+        from: RequestState,
+        to: RequestState,
+        actor: &Actor,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        check_transition(from, to)?;
+        let at = ts(now());
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let seq: Option<i32> = sqlx::query_scalar(
+            "UPDATE requests SET state = $1, state_detail = $2, updated_at = $3, \
+             last_seq = last_seq + 1 \
+             WHERE id = $4 AND state = $5 RETURNING last_seq",
+        )
+        .bind(to.as_str())
+        .bind(detail)
+        .bind(&at)
+        .bind(id.0)
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        let Some(seq) = seq else {
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT state FROM requests WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return match current {
+                None => Err(LedgerError::NotFound(id)),
+                Some(current) => Err(LedgerError::Conflict {
+                    id,
+                    expected: from,
+                    current: super::parse_state(&current)?,
+                }),
+            };
+        };
+
+        sqlx::query(
+            "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id.0)
+        .bind(seq)
+        .bind(&at)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(actor.to_string())
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::debug!(request = id.0, %from, %to, "request moved");
+        Ok(())
+    }
+
+    async fn get(&self, id: RequestId) -> Result<Option<Request>> {
+        let row: Option<RequestRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM requests WHERE id = $1"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Request::try_from).transpose()
+    }
+
+    async fn journal(&self, id: RequestId) -> Result<Vec<Event>> {
+        let rows = sqlx::query_as(
+            "SELECT seq, at, from_state, to_state, actor, detail FROM request_events \
+             WHERE request_id = $1 ORDER BY seq",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        events_from_rows(id, rows)
+    }
+
+    async fn payload(&self, id: RequestId) -> Result<Vec<u8>> {
+        let bytes: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT bytes FROM request_payloads WHERE request_id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        bytes.ok_or(LedgerError::NotFound(id))
+    }
+
+    async fn find_by_source(&self, source: &str) -> Result<Option<Request>> {
+        let row: Option<RequestRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM requests WHERE source = $1"
+        ))
+        .bind(source)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Request::try_from).transpose()
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Request>> {
+        // One fixed statement per combination of filters, so each can use its index.
+        let query = match (filter.state, filter.tenant.as_deref()) {
+            (None, None) => sqlx::query_as(concat!(
+                "SELECT ",
+                request_columns!(),
+                " FROM requests",
+                " ORDER BY id DESC LIMIT $1 OFFSET $2"
+            )),
+            (Some(state), None) => sqlx::query_as(concat!(
+                "SELECT ",
+                request_columns!(),
+                " FROM requests WHERE state = $1",
+                " ORDER BY id DESC LIMIT $2 OFFSET $3"
+            ))
+            .bind(state.as_str()),
+            (None, Some(tenant)) => sqlx::query_as(concat!(
+                "SELECT ",
+                request_columns!(),
+                " FROM requests WHERE tenant = $1",
+                " ORDER BY id DESC LIMIT $2 OFFSET $3"
+            ))
+            .bind(tenant),
+            (Some(state), Some(tenant)) => sqlx::query_as(concat!(
+                "SELECT ",
+                request_columns!(),
+                " FROM requests WHERE state = $1 AND tenant = $2",
+                " ORDER BY id DESC LIMIT $3 OFFSET $4"
+            ))
+            .bind(state.as_str())
+            .bind(tenant),
+        };
+        let rows: Vec<RequestRow> = query
+            .bind(filter.capped_limit())
+            .bind(filter.offset_i64())
+            .fetch_all(&self.pool)
+            .await?;
+        requests_from_rows(rows)
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(RequestState, u64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        counts_in_order(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_request(source: &str) -> NewRequest {
+        NewRequest {
+            tenant: "t1".into(),
+            source: source.into(),
+            sha256: "ab".repeat(32),
+            nachrichten_uuid: None,
+            kind: "ersuchen".into(),
+            test: false,
+            payload: b"<xml/>".to_vec(),
+            file_name: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_settings_are_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(dir.path().join("ledger.db"))
+            .await
+            .unwrap();
+        let mut conn = ledger.pool.acquire().await.unwrap();
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        assert_eq!(synchronous, 1, "NORMAL");
+        assert_eq!(foreign_keys, 1);
+        assert!(busy >= 5000, "busy_timeout {busy}");
+    }
+
+    #[tokio::test]
+    async fn url_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?synchronous=full",
+            dir.path().join("l.db").display()
+        );
+        let ledger = SqliteLedger::open_url(&url).await.unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&ledger.pool)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+
+        let url = format!(
+            "sqlite:{}?synchronous=off",
+            dir.path().join("l.db").display()
+        );
+        assert!(matches!(
+            SqliteLedger::open_url(&url).await,
+            Err(LedgerError::UnsupportedUrl(_))
+        ));
+        let url = format!("sqlite:{}?cache=shared", dir.path().join("l.db").display());
+        assert!(matches!(
+            SqliteLedger::open_url(&url).await,
+            Err(LedgerError::UnsupportedUrl(_))
+        ));
+        assert!(matches!(
+            SqliteLedger::open_url("sqlite:").await,
+            Err(LedgerError::UnsupportedUrl(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn in_memory_works() {
+        let ledger = SqliteLedger::open_url("sqlite::memory:").await.unwrap();
+        ledger.migrate().await.unwrap();
+        let recorded = ledger
+            .record(
+                new_request("http:1"),
+                RequestState::Received,
+                &Actor::system("intake"),
+                None,
+            )
+            .await
+            .unwrap();
+        let Recorded::New(id) = recorded else {
+            panic!("{recorded:?}")
+        };
+        assert_eq!(
+            ledger.get(id).await.unwrap().unwrap().state,
+            RequestState::Received
+        );
+    }
+
+    #[tokio::test]
+    async fn journal_is_append_only_and_timestamps_sort() {
+        let ledger = SqliteLedger::in_memory().await.unwrap();
+        ledger.migrate().await.unwrap();
+        let Recorded::New(id) = ledger
+            .record(
+                new_request("http:1"),
+                RequestState::Received,
+                &Actor::system("intake"),
+                None,
+            )
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let err = sqlx::query("UPDATE request_events SET detail = 'x' WHERE request_id = $1")
+            .bind(id.0)
+            .execute(&ledger.pool)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+
+        let at: String = sqlx::query_scalar("SELECT created_at FROM requests WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(&ledger.pool)
+            .await
+            .unwrap();
+        assert_eq!(at.len(), "2025-01-01T00:00:00.000000Z".len(), "{at}");
+        assert!(at.ends_with('Z'));
+    }
+}

@@ -1,0 +1,958 @@
+//! The ledger's suite, written once over `Arc<dyn Ledger>` and run against SQLite (a file in a
+//! temporary folder) and PostgreSQL (a fresh database per test on 127.0.0.1:5432, dropped at
+//! the end), so the tests run in parallel under cargo-nextest.
+//!
+//! PostgreSQL: `AMTSBOTE_TEST_POSTGRES_URL` names the database to connect to for creating the
+//! test databases (default: `postgres://postgres@127.0.0.1:5432/test`, then the same as
+//! `root`). When none is reachable the PostgreSQL half is skipped loudly, and fails when
+//! `CI=true`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amtsbote::ledger::{
+    self, Actor, Ledger, LedgerError, ListFilter, NewRequest, Recorded, RequestId, RequestState,
+};
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+use RequestState::*;
+
+/// One test of the suite: gets a migrated, empty ledger and the URL it was opened from.
+type Ctx = (Arc<dyn Ledger>, String);
+
+// ---------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------
+
+async fn with_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("ledger.db").display());
+    let ledger = ledger::open(&url).await.unwrap();
+    ledger.migrate().await.unwrap();
+    test((ledger, url)).await;
+}
+
+fn admin_urls() -> Vec<String> {
+    match std::env::var("AMTSBOTE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => vec![url],
+        _ => vec![
+            "postgres://postgres@127.0.0.1:5432/test".into(),
+            "postgres://root@127.0.0.1:5432/test".into(),
+        ],
+    }
+}
+
+async fn admin_connection() -> Option<(PgConnection, String)> {
+    let mut last_error = String::new();
+    for url in admin_urls() {
+        match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&url)).await {
+            Ok(Ok(conn)) => return Some((conn, url)),
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => last_error = "timed out".into(),
+        }
+    }
+    let message = format!(
+        "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! PostgreSQL is not reachable ({last_error}).\n\
+         !!! The PostgreSQL half of the ledger suite is SKIPPED.\n\
+         !!! Start it, or set AMTSBOTE_TEST_POSTGRES_URL.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{message}(CI=true: a skipped database is a failure)");
+    }
+    eprintln!("{message}");
+    None
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    format!("{base}/{database}{query}")
+}
+
+async fn with_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Ctx) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some((mut admin, admin_url)) = admin_connection().await else {
+        return;
+    };
+    let database = format!("amtsbote_t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = with_database(&admin_url, &database);
+
+    // Run the test as its own task so that a failing assertion still lets us drop the database.
+    let outcome = {
+        let url = url.clone();
+        async move {
+            let ledger = ledger::open(&url).await.unwrap();
+            ledger.migrate().await.unwrap();
+            test((ledger, url)).await;
+        }
+    };
+    let outcome = tokio::spawn(outcome).await;
+
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Runs each suite function once per backend: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::with_sqlite(super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::with_postgres(super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    record_get_journal,
+    record_starts_only_in_an_initial_state,
+    re_record_by_source_is_idempotent,
+    same_source_with_other_content_is_refused,
+    duplicate_by_nachrichten_uuid,
+    concurrent_records_of_one_message,
+    transition_is_compare_and_set,
+    invalid_transition_is_refused,
+    unknown_request,
+    concurrent_transitions_one_winner,
+    concurrent_transitions_of_many_requests,
+    list_and_count_by_state,
+    payload_round_trip,
+    migrate_twice,
+);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+fn intake() -> Actor {
+    Actor::system("intake")
+}
+
+fn new_request(tenant: &str, source: &str, uuid: Option<&str>) -> NewRequest {
+    let payload = format!("<Ersuchen>{source}</Ersuchen>").into_bytes();
+    NewRequest {
+        tenant: tenant.into(),
+        source: source.into(),
+        sha256: fake_sha(&payload),
+        nachrichten_uuid: uuid.map(str::to_owned),
+        kind: "ersuchen".into(),
+        test: false,
+        payload,
+        file_name: None,
+    }
+}
+
+/// Not SHA-256, but a stable digest-shaped stand-in: the ledger only stores and compares it.
+fn fake_sha(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}").repeat(4)
+}
+
+async fn record_new(l: &dyn Ledger, new: NewRequest) -> RequestId {
+    match l.record(new, Received, &intake(), None).await.unwrap() {
+        Recorded::New(id) => id,
+        other => panic!("expected a new request, got {other:?}"),
+    }
+}
+
+async fn state_of(l: &dyn Ledger, id: RequestId) -> RequestState {
+    l.get(id).await.unwrap().expect("request exists").state
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite
+// ---------------------------------------------------------------------------------------
+
+async fn record_get_journal((l, _): Ctx) {
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let mut new = new_request(
+        "hamburg",
+        "inbox:hamburg:0001.xml",
+        Some("6f1c0d2e-0000-4000-8000-000000000001"),
+    );
+    new.test = true;
+    new.file_name = Some("0001.xml".into());
+    let sha = new.sha256.clone();
+    let Recorded::New(id) = l
+        .record(new, Received, &intake(), Some("from inbox"))
+        .await
+        .unwrap()
+    else {
+        panic!("not new")
+    };
+    assert!(id.get() > 0);
+
+    let r = l.get(id).await.unwrap().unwrap();
+    assert_eq!(r.id, id);
+    assert_eq!(r.tenant, "hamburg");
+    assert_eq!(r.source, "inbox:hamburg:0001.xml");
+    assert_eq!(r.sha256, sha);
+    assert_eq!(
+        r.nachrichten_uuid.as_deref(),
+        Some("6f1c0d2e-0000-4000-8000-000000000001")
+    );
+    assert_eq!(r.kind, "ersuchen");
+    assert!(r.test);
+    assert_eq!(r.file_name.as_deref(), Some("0001.xml"));
+    assert_eq!(r.state, Received);
+    assert_eq!(r.state_detail.as_deref(), Some("from inbox"));
+    assert!(r.created_at >= before && r.created_at <= chrono::Utc::now());
+    assert_eq!(r.created_at, r.updated_at);
+
+    let journal = l.journal(id).await.unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].seq, 1);
+    assert_eq!(journal[0].from, None);
+    assert_eq!(journal[0].to, Received);
+    assert_eq!(journal[0].actor, intake());
+    assert_eq!(journal[0].detail.as_deref(), Some("from inbox"));
+    assert_eq!(journal[0].at, r.created_at);
+
+    // The story goes on, and the journal tells it in order.
+    l.transition(id, Received, Validated, &Actor::system("validate"), None)
+        .await
+        .unwrap();
+    l.transition(
+        id,
+        Validated,
+        Routed,
+        &Actor::system("route"),
+        Some("authority 09162000"),
+    )
+    .await
+    .unwrap();
+    l.transition(id, Routed, Transmitting, &Actor::system("transmit"), None)
+        .await
+        .unwrap();
+    l.transition(
+        id,
+        Transmitting,
+        Transmitting,
+        &Actor::system("transmit"),
+        Some("attempt 2"),
+    )
+    .await
+    .unwrap();
+    l.transition(
+        id,
+        Transmitting,
+        Delivered,
+        &Actor::system("transmit"),
+        None,
+    )
+    .await
+    .unwrap();
+
+    let journal = l.journal(id).await.unwrap();
+    let steps: Vec<_> = journal.iter().map(|e| (e.seq, e.from, e.to)).collect();
+    assert_eq!(
+        steps,
+        [
+            (1, None, Received),
+            (2, Some(Received), Validated),
+            (3, Some(Validated), Routed),
+            (4, Some(Routed), Transmitting),
+            (5, Some(Transmitting), Transmitting),
+            (6, Some(Transmitting), Delivered),
+        ]
+    );
+    assert_eq!(journal[2].actor, Actor::system("route"));
+    assert_eq!(journal[2].detail.as_deref(), Some("authority 09162000"));
+    assert!(journal.windows(2).all(|w| w[0].at <= w[1].at));
+
+    let r = l.get(id).await.unwrap().unwrap();
+    assert_eq!(r.state, Delivered);
+    assert_eq!(r.state_detail, None, "the newest event's detail");
+    assert_eq!(r.updated_at, journal.last().unwrap().at);
+    assert!(r.updated_at >= r.created_at);
+
+    assert_eq!(
+        l.find_by_source("inbox:hamburg:0001.xml").await.unwrap(),
+        Some(r)
+    );
+    assert_eq!(
+        l.find_by_source("inbox:hamburg:nope.xml").await.unwrap(),
+        None
+    );
+}
+
+async fn record_starts_only_in_an_initial_state((l, _): Ctx) {
+    let id = match l
+        .record(new_request("t", "http:a", None), Validated, &intake(), None)
+        .await
+        .unwrap()
+    {
+        Recorded::New(id) => id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(state_of(&*l, id).await, Validated);
+
+    let id = match l
+        .record(
+            new_request("t", "http:b", None),
+            Rejected,
+            &intake(),
+            Some("not XML"),
+        )
+        .await
+        .unwrap()
+    {
+        Recorded::New(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let r = l.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.state_detail.as_deref()),
+        (Rejected, Some("not XML"))
+    );
+
+    for state in [Routed, Delivered, Failed, Withdrawn] {
+        let err = l
+            .record(
+                new_request("t", &format!("http:{state}"), None),
+                state,
+                &intake(),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LedgerError::InvalidInitialState(s) if s == state),
+            "{err}"
+        );
+        assert_eq!(
+            l.find_by_source(&format!("http:{state}")).await.unwrap(),
+            None
+        );
+    }
+}
+
+async fn re_record_by_source_is_idempotent((l, _): Ctx) {
+    let new = new_request("t", "inbox:t:a.xml", Some("u-1"));
+    let id = record_new(&*l, new.clone()).await;
+    l.transition(id, Received, Validated, &Actor::system("validate"), None)
+        .await
+        .unwrap();
+
+    // A re-run after a crash: same source, same content.
+    for _ in 0..3 {
+        let again = l
+            .record(new.clone(), Received, &intake(), None)
+            .await
+            .unwrap();
+        assert_eq!(again, Recorded::AlreadyRecorded(id));
+    }
+    // Nothing changed: state and journal are as they were.
+    assert_eq!(state_of(&*l, id).await, Validated);
+    assert_eq!(l.journal(id).await.unwrap().len(), 2);
+    let all = l.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 1);
+
+    // The same source without a uuid, too.
+    let plain = new_request("t", "http:plain", None);
+    let id2 = record_new(&*l, plain.clone()).await;
+    assert_eq!(
+        l.record(plain, Received, &intake(), None).await.unwrap(),
+        Recorded::AlreadyRecorded(id2)
+    );
+}
+
+async fn same_source_with_other_content_is_refused((l, _): Ctx) {
+    let new = new_request("t", "inbox:t:a.xml", None);
+    let id = record_new(&*l, new.clone()).await;
+    let mut other = new;
+    other.payload = b"<Ersuchen>other</Ersuchen>".to_vec();
+    other.sha256 = fake_sha(&other.payload);
+    let err = l
+        .record(other, Received, &intake(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::SourceReused { key, existing } if key == "inbox:t:a.xml" && *existing == id),
+        "{err}"
+    );
+    assert_eq!(
+        l.payload(id).await.unwrap(),
+        b"<Ersuchen>inbox:t:a.xml</Ersuchen>"
+    );
+}
+
+async fn duplicate_by_nachrichten_uuid((l, _): Ctx) {
+    let first = record_new(
+        &*l,
+        new_request("hamburg", "inbox:hamburg:1.xml", Some("u-42")),
+    )
+    .await;
+
+    // The same message again, from another source: a duplicate, nothing recorded.
+    let again = l
+        .record(
+            new_request("hamburg", "http:5b1e", Some("u-42")),
+            Received,
+            &intake(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Recorded::Duplicate { existing: first });
+    assert_eq!(l.find_by_source("http:5b1e").await.unwrap(), None);
+
+    // Still a duplicate after the first one moved on.
+    l.transition(
+        first,
+        Received,
+        Rejected,
+        &Actor::system("validate"),
+        Some("bad sum"),
+    )
+    .await
+    .unwrap();
+    let again = l
+        .record(
+            new_request("hamburg", "http:5b1f", Some("u-42")),
+            Received,
+            &intake(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Recorded::Duplicate { existing: first });
+
+    // Another tenant may use the same uuid.
+    let other_tenant = record_new(
+        &*l,
+        new_request("bremen", "inbox:bremen:1.xml", Some("u-42")),
+    )
+    .await;
+    assert_ne!(other_tenant, first);
+
+    // Messages without a uuid never collide.
+    let a = record_new(&*l, new_request("hamburg", "http:n1", None)).await;
+    let b = record_new(&*l, new_request("hamburg", "http:n2", None)).await;
+    assert_ne!(a, b);
+
+    let counts = l.count_by_state().await.unwrap();
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 4);
+}
+
+async fn concurrent_records_of_one_message((l, _): Ctx) {
+    // Eight intakes race with the same message: four re-runs of one source, four other
+    // sources with the same uuid. Exactly one request comes out of it.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let l = l.clone();
+        let source = if i % 2 == 0 {
+            "inbox:t:same.xml".to_string()
+        } else {
+            format!("http:{i}")
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut new = new_request("t", &source, Some("u-race"));
+            // The same content for every source, so re-runs of one source agree.
+            new.payload = b"<Ersuchen>race</Ersuchen>".to_vec();
+            new.sha256 = fake_sha(&new.payload);
+            l.record(new, Received, &intake(), None).await.unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let winners: Vec<RequestId> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Recorded::New(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = winners[0];
+    for o in &outcomes {
+        match o {
+            Recorded::New(id) | Recorded::AlreadyRecorded(id) => assert_eq!(*id, winner),
+            Recorded::Duplicate { existing } => assert_eq!(*existing, winner),
+        }
+    }
+    assert_eq!(l.list(&ListFilter::default()).await.unwrap().len(), 1);
+    assert_eq!(l.journal(winner).await.unwrap().len(), 1);
+}
+
+async fn transition_is_compare_and_set((l, _): Ctx) {
+    let id = record_new(&*l, new_request("t", "http:1", None)).await;
+    let route = Actor::system("route");
+
+    l.transition(id, Received, Validated, &route, None)
+        .await
+        .unwrap();
+    // A second run of the same job finds the request moved on.
+    let err = l
+        .transition(id, Received, Validated, &route, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::Conflict { id: i, expected: Received, current: Validated } if i == id),
+        "{err}"
+    );
+    // A stale view of the state loses, too.
+    let err = l
+        .transition(id, Received, Rejected, &route, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::Conflict {
+                current: Validated,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Neither failure left a trace.
+    assert_eq!(l.journal(id).await.unwrap().len(), 2);
+    assert_eq!(state_of(&*l, id).await, Validated);
+
+    // Operators drive the side states.
+    l.transition(
+        id,
+        Validated,
+        Unroutable,
+        &route,
+        Some("two authorities match"),
+    )
+    .await
+    .unwrap();
+    let r = l.get(id).await.unwrap().unwrap();
+    assert_eq!(r.state_detail.as_deref(), Some("two authorities match"));
+    l.transition(
+        id,
+        Unroutable,
+        Routed,
+        &Actor::operator("mueller"),
+        Some("chose 09162000"),
+    )
+    .await
+    .unwrap();
+    l.transition(id, Routed, AwaitingPrint, &route, None)
+        .await
+        .unwrap();
+    l.transition(id, AwaitingPrint, Printed, &Actor::system("print"), None)
+        .await
+        .unwrap();
+    l.transition(id, Printed, Posted, &Actor::system("reconcile"), None)
+        .await
+        .unwrap();
+    let journal = l.journal(id).await.unwrap();
+    assert_eq!(journal.last().unwrap().to, Posted);
+    assert_eq!(journal[3].actor, Actor::operator("mueller"));
+    assert_eq!(journal.len(), 7);
+}
+
+async fn invalid_transition_is_refused((l, _): Ctx) {
+    let id = record_new(&*l, new_request("t", "http:1", None)).await;
+    let err = l
+        .transition(id, Received, Transmitting, &intake(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::InvalidTransition {
+                from: Received,
+                to: Transmitting
+            }
+        ),
+        "{err}"
+    );
+    // Refused even when `from` is not the current state: the rule is checked first.
+    let err = l
+        .transition(id, Delivered, Received, &intake(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::InvalidTransition { .. }),
+        "{err}"
+    );
+
+    l.transition(id, Received, Withdrawn, &Actor::operator("mueller"), None)
+        .await
+        .unwrap();
+    for to in RequestState::ALL {
+        let err = l
+            .transition(id, Withdrawn, to, &intake(), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LedgerError::InvalidTransition { .. }),
+            "{to}: {err}"
+        );
+    }
+    assert_eq!(state_of(&*l, id).await, Withdrawn);
+    assert_eq!(l.journal(id).await.unwrap().len(), 2);
+}
+
+async fn unknown_request((l, _): Ctx) {
+    let nobody = RequestId(987_654);
+    assert_eq!(l.get(nobody).await.unwrap(), None);
+    assert!(matches!(l.journal(nobody).await, Err(LedgerError::NotFound(id)) if id == nobody));
+    assert!(matches!(l.payload(nobody).await, Err(LedgerError::NotFound(id)) if id == nobody));
+    let err = l
+        .transition(nobody, Received, Validated, &intake(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::NotFound(id) if id == nobody),
+        "{err}"
+    );
+}
+
+async fn concurrent_transitions_one_winner((l, _): Ctx) {
+    let id = record_new(&*l, new_request("t", "http:1", None)).await;
+    l.transition(id, Received, Validated, &intake(), None)
+        .await
+        .unwrap();
+    l.transition(id, Validated, Routed, &intake(), None)
+        .await
+        .unwrap();
+
+    // Eight workers got the same job; they race for different next states.
+    let targets = [
+        Transmitting,
+        AwaitingPrint,
+        Withdrawn,
+        Transmitting,
+        AwaitingPrint,
+        Withdrawn,
+        Transmitting,
+        AwaitingPrint,
+    ];
+    let barrier = Arc::new(tokio::sync::Barrier::new(targets.len()));
+    let mut tasks = Vec::new();
+    for (i, to) in targets.into_iter().enumerate() {
+        let l = l.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let result = l
+                .transition(id, Routed, to, &Actor::system(format!("worker-{i}")), None)
+                .await;
+            (to, i, result)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (to, i, result) = task.await.unwrap();
+        match result {
+            Ok(()) => winners.push((to, i)),
+            Err(LedgerError::Conflict {
+                current,
+                expected: Routed,
+                ..
+            }) => assert_ne!(current, Routed),
+            Err(e) => panic!("worker {i}: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let (to, i) = winners[0];
+    assert_eq!(state_of(&*l, id).await, to);
+    let journal = l.journal(id).await.unwrap();
+    assert_eq!(journal.len(), 4);
+    assert_eq!(journal[3].actor, Actor::system(format!("worker-{i}")));
+    assert_eq!((journal[3].from, journal[3].to), (Some(Routed), to));
+}
+
+async fn concurrent_transitions_of_many_requests((l, _): Ctx) {
+    // Workers moving different requests at the same time do not get in each other's way.
+    let mut ids = Vec::new();
+    for i in 0..16 {
+        ids.push(
+            record_new(
+                &*l,
+                new_request("t", &format!("http:{i}"), Some(&format!("u-{i}"))),
+            )
+            .await,
+        );
+    }
+    let mut tasks = Vec::new();
+    for id in ids.clone() {
+        let l = l.clone();
+        tasks.push(tokio::spawn(async move {
+            let a = Actor::system("pipeline");
+            l.transition(id, Received, Validated, &a, None).await?;
+            l.transition(id, Validated, Routed, &a, None).await?;
+            l.transition(id, Routed, Transmitting, &a, None).await?;
+            l.transition(id, Transmitting, Delivered, &a, None).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    for id in ids {
+        assert_eq!(state_of(&*l, id).await, Delivered);
+        let seqs: Vec<u32> = l.journal(id).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    }
+}
+
+async fn list_and_count_by_state((l, _): Ctx) {
+    let empty = l.count_by_state().await.unwrap();
+    assert_eq!(empty.len(), RequestState::ALL.len());
+    assert!(empty.iter().all(|(_, n)| *n == 0));
+    assert_eq!(
+        empty.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        RequestState::ALL
+    );
+    assert!(l.list(&ListFilter::default()).await.unwrap().is_empty());
+
+    // hamburg: 5 requests, bremen: 3. Some move on.
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let tenant = if i < 5 { "hamburg" } else { "bremen" };
+        ids.push(record_new(&*l, new_request(tenant, &format!("http:{i}"), None)).await);
+    }
+    let sys = Actor::system("validate");
+    for &id in &ids[0..3] {
+        l.transition(id, Received, Validated, &sys, None)
+            .await
+            .unwrap();
+    }
+    l.transition(ids[5], Received, Rejected, &sys, Some("bad"))
+        .await
+        .unwrap();
+    l.transition(ids[6], Received, Validated, &sys, None)
+        .await
+        .unwrap();
+
+    let counts = l.count_by_state().await.unwrap();
+    let count = |state| counts.iter().find(|(s, _)| *s == state).unwrap().1;
+    assert_eq!(count(Received), 3);
+    assert_eq!(count(Validated), 4);
+    assert_eq!(count(Rejected), 1);
+    assert_eq!(count(Delivered), 0);
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 8);
+
+    // Newest first.
+    let all = l.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids.iter().rev().copied().collect::<Vec<_>>()
+    );
+
+    let validated = l
+        .list(&ListFilter::default().state(Validated))
+        .await
+        .unwrap();
+    assert_eq!(
+        validated.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[6], ids[2], ids[1], ids[0]]
+    );
+
+    let bremen = l
+        .list(&ListFilter::default().tenant("bremen"))
+        .await
+        .unwrap();
+    assert_eq!(
+        bremen.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[7], ids[6], ids[5]]
+    );
+
+    let both = l
+        .list(&ListFilter::default().tenant("hamburg").state(Received))
+        .await
+        .unwrap();
+    assert_eq!(
+        both.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[4], ids[3]]
+    );
+    assert!(
+        both.iter()
+            .all(|r| r.tenant == "hamburg" && r.state == Received)
+    );
+
+    let nobody = l.list(&ListFilter::default().tenant("köln")).await.unwrap();
+    assert!(nobody.is_empty());
+
+    // Paging.
+    let page1 = l.list(&ListFilter::default().limit(3)).await.unwrap();
+    let page2 = l
+        .list(&ListFilter::default().limit(3).offset(3))
+        .await
+        .unwrap();
+    let page3 = l
+        .list(&ListFilter::default().limit(3).offset(6))
+        .await
+        .unwrap();
+    let page4 = l
+        .list(&ListFilter::default().limit(3).offset(9))
+        .await
+        .unwrap();
+    assert_eq!(
+        (page1.len(), page2.len(), page3.len(), page4.len()),
+        (3, 3, 2, 0)
+    );
+    let paged: Vec<_> = [page1, page2, page3]
+        .concat()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(paged, all.iter().map(|r| r.id).collect::<Vec<_>>());
+    assert!(
+        l.list(&ListFilter::default().limit(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        l.list(&ListFilter::default().limit(u32::MAX))
+            .await
+            .unwrap()
+            .len(),
+        8
+    );
+    assert!(
+        l.list(&ListFilter::default().offset(u64::MAX))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Listed requests are the same as fetched ones.
+    for r in &all {
+        assert_eq!(&l.get(r.id).await.unwrap().unwrap(), r);
+    }
+}
+
+async fn payload_round_trip((l, _): Ctx) {
+    // Arbitrary bytes, not only UTF-8: a payload is kept exactly as received.
+    let mut payload: Vec<u8> = (0..=255u8).collect();
+    payload.extend_from_slice("<Schuldner>Müller, Straße 1</Schuldner>".as_bytes());
+    payload.extend(std::iter::repeat_n(0u8, 3));
+    payload.extend((0..300_000u32).map(|i| (i % 251) as u8));
+    let mut new = new_request("t", "http:bin", None);
+    new.payload = payload.clone();
+    new.sha256 = fake_sha(&payload);
+    let id = record_new(&*l, new).await;
+    assert_eq!(l.payload(id).await.unwrap(), payload);
+
+    let mut empty = new_request("t", "http:empty", None);
+    empty.payload = Vec::new();
+    let id = record_new(&*l, empty).await;
+    assert_eq!(l.payload(id).await.unwrap(), Vec::<u8>::new());
+}
+
+async fn migrate_twice((l, url): Ctx) {
+    let id = record_new(&*l, new_request("t", "http:1", None)).await;
+    l.migrate().await.unwrap();
+    l.migrate().await.unwrap();
+
+    // Another process opening the same database and migrating it finds everything in place.
+    let other = ledger::open(&url).await.unwrap();
+    other.migrate().await.unwrap();
+    assert_eq!(other.get(id).await.unwrap().unwrap().source, "http:1");
+    let id2 = record_new(&*other, new_request("t", "http:2", None)).await;
+    assert!(id2 > id);
+    assert_eq!(l.get(id2).await.unwrap().unwrap().source, "http:2");
+
+    // Several migrating at once on a migrated database: all fine.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let ledger = ledger::open(&url).await.unwrap();
+            ledger.migrate().await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Backend-specific checks
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn postgres_journal_is_append_only() {
+    with_postgres(|(l, url): Ctx| async move {
+        let id = record_new(&*l, new_request("t", "http:1", None)).await;
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let err = sqlx::query("UPDATE request_events SET detail = 'x' WHERE request_id = $1")
+            .bind(id.get())
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_file_is_created_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub-does-not-matter.db");
+    let l = ledger::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    l.migrate().await.unwrap();
+    record_new(&*l, new_request("t", "http:1", None)).await;
+    assert!(path.exists());
+    assert!(dir.path().join("sub-does-not-matter.db-wal").exists());
+}
+
+#[test]
+fn database_names_in_urls() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u@h/test?sslmode=disable", "x"),
+        "postgres://u@h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+}
