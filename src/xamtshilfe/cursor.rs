@@ -259,7 +259,7 @@ impl<'a> Cursor<'a> {
 }
 
 fn memchr_cr(bytes: &[u8]) -> bool {
-    bytes.contains(&b'\r')
+    memchr::memchr(b'\r', bytes).is_some()
 }
 
 fn append<'a>(acc: &mut Cow<'a, str>, piece: Cow<'a, str>) {

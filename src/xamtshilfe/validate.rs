@@ -131,26 +131,39 @@ impl Validator {
 struct Ctx<'v> {
     v: &'v Validator,
     out: Vec<Violation>,
-    path: Vec<String>,
+    /// Where we are: element names, with the 1-based index of repeated ones. Rendered only
+    /// when a violation is reported, so a valid message allocates nothing for paths.
+    path: Vec<(&'static str, Option<usize>)>,
 }
 
 impl Ctx<'_> {
-    fn at(&mut self, step: impl Into<String>, f: impl FnOnce(&mut Self)) {
-        self.path.push(step.into());
+    fn at(&mut self, step: &'static str, f: impl FnOnce(&mut Self)) {
+        self.path.push((step, None));
         f(self);
         self.path.pop();
     }
 
     /// Visits repeated elements, each as `name[n]` (1-based, as in XPath and in the paths of
     /// structural errors).
-    fn each<T>(&mut self, name: &str, items: &[T], mut f: impl FnMut(&mut Self, &T)) {
+    fn each<T>(&mut self, name: &'static str, items: &[T], mut f: impl FnMut(&mut Self, &T)) {
         for (i, item) in items.iter().enumerate() {
-            self.at(format!("{name}[{}]", i + 1), |c| f(c, item));
+            self.path.push((name, Some(i + 1)));
+            f(self, item);
+            self.path.pop();
         }
     }
 
     fn report(&mut self, element: Option<&str>, rule: Rule, message: String) {
-        let mut path = self.path.join("/");
+        let mut path = String::new();
+        for (i, (name, index)) in self.path.iter().enumerate() {
+            if i > 0 {
+                path.push('/');
+            }
+            path.push_str(name);
+            if let Some(n) = index {
+                path.push_str(&format!("[{n}]"));
+            }
+        }
         if let Some(e) = element {
             if !path.is_empty() {
                 path.push('/');
@@ -166,7 +179,7 @@ impl Ctx<'_> {
     /// A value quoted in a reason; withheld inside a debtor (personal data stays out of
     /// reports and logs).
     fn show(&self, value: &str) -> String {
-        if self.path.iter().any(|p| p.starts_with("schuldner")) { "(withheld: debtor data)".into() } else { clip(value) }
+        if self.path.iter().any(|(name, _)| *name == "schuldner") { "(withheld: debtor data)".into() } else { clip(value) }
     }
 
     fn text(&mut self, element: &str, value: &str) {
@@ -415,10 +428,10 @@ impl Ctx<'_> {
         if e.massnahme.is_empty() {
             self.report(Some("massnahme"), Rule::Required, "missing: a request names at least one measure".into());
         }
-        let mut seen = std::collections::HashSet::new();
         self.each("massnahme", &e.massnahme, |c, m| {
             c.code("", m, &c.v.codelists.massnahme, URI_MASSNAHME);
-            if !seen.insert(m.code.trim().to_string()) {
+            let index = c.path.last().and_then(|(_, i)| *i).unwrap_or(1);
+            if e.massnahme[..index - 1].iter().any(|earlier| earlier.code.trim() == m.code.trim()) {
                 c.report(None, Rule::CodeList, format!("measure '{}' is named twice", clip(&m.code)));
             }
         });
@@ -502,11 +515,23 @@ impl Anhang {
             }
             t
         };
+        /// The alphabet as range checks, which the compiler can run on 32 bytes at once.
+        fn alphabet(b: u8) -> bool {
+            b.is_ascii_uppercase() | b.is_ascii_lowercase() | b.is_ascii_digit() | (b == b'+') | (b == b'/')
+        }
         let bytes = self.inhalt.as_bytes();
         let mut count = 0usize;
         let mut i = 0;
-        // The body: alphabet and whitespace, until the first '='.
+        // The body: alphabet and whitespace, until the first '='. Runs of 32 alphabet bytes
+        // (nearly all of an attachment) are checked as a block.
         while i < bytes.len() {
+            if let Some(block) = bytes.get(i..i + 32)
+                && block.iter().fold(true, |ok, &b| ok & alphabet(b))
+            {
+                i += 32;
+                count += 32;
+                continue;
+            }
             match CLASS[bytes[i] as usize] {
                 1 => count += 1,
                 2 => {}
@@ -532,15 +557,20 @@ impl Anhang {
 
     /// Whether the decoded content starts with `prefix` (decodes only the first characters).
     pub fn starts_with(&self, prefix: &[u8]) -> bool {
-        let head: Vec<u8> = self
-            .inhalt
-            .bytes()
-            .filter(|b| !b.is_ascii_whitespace())
-            .take(prefix.len().div_ceil(3) * 4)
-            .collect();
+        let mut head = [0u8; 64];
+        let mut len = 0;
+        let want = prefix.len().div_ceil(3) * 4;
+        for b in self.inhalt.bytes().filter(|b| !b.is_ascii_whitespace()) {
+            if len == want.min(head.len()) {
+                break;
+            }
+            head[len] = b;
+            len += 1;
+        }
+        let mut out = [0u8; 48];
         base64::engine::general_purpose::STANDARD
-            .decode(&head)
-            .is_ok_and(|d| d.starts_with(prefix))
+            .decode_slice(&head[..len], &mut out)
+            .is_ok_and(|n| out[..n].starts_with(prefix))
     }
 
     /// Decodes the attachment. The only place its bytes are materialised.

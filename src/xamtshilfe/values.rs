@@ -207,20 +207,23 @@ impl<'de> Deserialize<'de> for Date {
 /// Checks an IBAN: country letters, check digits, at most 34 characters, and the ISO 7064
 /// mod-97 checksum. Spaces (as in printed IBANs) are ignored.
 pub fn check_iban(text: &str) -> Result<(), String> {
-    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    let bytes = compact.as_bytes();
-    if !(15..=34).contains(&bytes.len())
-        || !bytes[..2].iter().all(u8::is_ascii_uppercase)
-        || !bytes[2..4].iter().all(u8::is_ascii_digit)
-        || !bytes[4..].iter().all(u8::is_ascii_alphanumeric)
-    {
+    let compact = || text.bytes().filter(|b| !b.is_ascii_whitespace());
+    let len = compact().count();
+    let shape_ok = (15..=34).contains(&len)
+        && compact().enumerate().all(|(i, b)| match i {
+            0 | 1 => b.is_ascii_uppercase(),
+            2 | 3 => b.is_ascii_digit(),
+            _ => b.is_ascii_alphanumeric(),
+        });
+    if !shape_ok {
         return Err(format!("'{}' is not an IBAN (two letters, two check digits, up to 30 letters or digits)", clip(text)));
     }
-    if &compact[..2] == "DE" && bytes.len() != 22 {
-        return Err(format!("a German IBAN has 22 characters, '{}' has {}", clip(text), bytes.len()));
+    if compact().take(2).eq(*b"DE") && len != 22 {
+        return Err(format!("a German IBAN has 22 characters, '{}' has {len}", clip(text)));
     }
+    // ISO 7064 mod 97-10 over the account part followed by country and check digits.
     let mut remainder: u32 = 0;
-    for &b in bytes[4..].iter().chain(&bytes[..4]) {
+    for b in compact().skip(4).chain(compact().take(4)) {
         let value = if b.is_ascii_digit() { u32::from(b - b'0') } else { u32::from(b.to_ascii_uppercase() - b'A') + 10 };
         remainder = if value >= 10 { (remainder * 100 + value) % 97 } else { (remainder * 10 + value) % 97 };
     }
