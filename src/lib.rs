@@ -3,9 +3,14 @@
 //!
 //! One module per part of the domain; docs/ARCHITECTURE.md shows how data flows through them.
 //! - [`xamtshilfe`]: the messages — typed model, reading with limits, writing, validation.
-//! - [`ledger`]: the record of every request and the journal of its state changes (SQLite or PostgreSQL).
+//! - [`intake`]: taking messages in from inbox folders and HTTP, once each.
+//! - [`config`]: the configuration file and `AMTSBOTE_*` variables.
 //! - [`cli`]: the `amtsbote` command line.
 
 pub mod cli;
+pub mod config;
+pub mod intake;
 pub mod ledger;
+pub mod queue;
+pub mod serve;
 pub mod xamtshilfe;

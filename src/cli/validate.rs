@@ -1,31 +1,17 @@
-//! The `amtsbote` command line. Each subcommand is a thin shell around the part it drives;
-//! the command names and their output are an interface scripts rely on (../DESIGN.md).
+//! `amtsbote validate FILE...`: checks messages; exit 0 when all are valid, 1 when any is
+//! not (one line per invalid file on stderr), 2 on a usage error.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use serde::Serialize;
 
 use crate::xamtshilfe::{Cents, Checker, CodeLists, Limits, MessageKind, ReadError, ReaderConfig, Rejection, Validator, read};
 
-#[derive(Debug, Parser)]
-#[command(name = "amtsbote", version, about = "Carries enforcement-assistance requests between German enforcement authorities")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Check xAmtshilfe messages: exit 0 when all are valid, 1 when any is not
-    /// (one line per invalid file on stderr: `path: invalid: reason`).
-    Validate(ValidateArgs),
-}
-
 #[derive(Debug, Args)]
-struct ValidateArgs {
+pub struct ValidateArgs {
     /// Message files; `-` reads standard input.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -50,28 +36,6 @@ struct ValidateArgs {
     /// Directory with genericode files that replace the built-in code lists.
     #[arg(long, value_name = "DIR")]
     codelists: Option<PathBuf>,
-}
-
-/// Runs the command line and returns the process exit code. Never panics outward: a bug in
-/// a check is reported as that file's error.
-pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
-        }
-    };
-    let result = match cli.command {
-        Command::Validate(args) => validate(args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("amtsbote: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 /// One file's result in the JSON report.
@@ -101,7 +65,7 @@ struct Report {
     files: Vec<FileReport>,
 }
 
-fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let codelists = CodeLists::load(args.codelists.as_deref())?;
     let mut validator = Validator::new(codelists);
     validator.min_amount = args.min_amount;

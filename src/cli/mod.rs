@@ -1,0 +1,119 @@
+//! The `amtsbote` command line. Each subcommand is a thin shell around the part it drives;
+//! the command names, exit codes and output are an interface scripts rely on
+//! (DESIGN.md, "Interfaces that must stay stable").
+//!
+//! Exit codes: 0 success, 1 the command's own "no" (an invalid message, an unknown id),
+//! 2 usage or configuration errors and failures of the machinery.
+
+mod ops;
+mod validate;
+
+pub use ops::{open_ledger, open_queues};
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "amtsbote", version, about = "Carries enforcement-assistance requests between German enforcement authorities")]
+struct Cli {
+    /// Configuration file (TOML); AMTSBOTE_* variables override it. Without one, the
+    /// embedded default runs under ./amtsbote-data.
+    #[arg(long, global = true, value_name = "FILE", env = "AMTSBOTE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything: inbox watchers, HTTP API and dashboard, workers and schedules.
+    Serve,
+    /// Check xAmtshilfe messages: exit 0 when all are valid, 1 when any is not
+    /// (one line per invalid file on stderr: `path: invalid: reason`).
+    Validate(validate::ValidateArgs),
+    /// Create or update the ledger and queue databases.
+    Migrate,
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// A request with its journal.
+    #[command(subcommand)]
+    Request(RequestCommand),
+    /// List requests (newest first), e.g. `--state validated`.
+    Requests(ops::RequestsArgs),
+    /// Per queue: pending, running, failed, dead, done.
+    Queues,
+    /// List jobs; `--failed` for those that failed (attempts left or dead).
+    Jobs(ops::JobsArgs),
+    /// Run a failed or dead job again now.
+    Retry {
+        /// The job's id (from `amtsbote jobs`).
+        id: String,
+    },
+    /// Give up a job for good.
+    Discard {
+        /// The job's id (from `amtsbote jobs`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (file + environment + defaults) and check it.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestCommand {
+    /// Print a request's state and journal.
+    Show {
+        id: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line and returns the process exit code. Never panics outward.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(args),
+        command => Config::load(cli.config.as_deref()).and_then(|config| run_async(config, command)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("amtsbote: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_async(config: Config, command: Command) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Serve => crate::serve::run(config).await,
+            Command::Migrate => ops::migrate(&config).await,
+            Command::Config(ConfigCommand::Check) => ops::config_check(&config),
+            Command::Request(RequestCommand::Show { id, json }) => ops::request_show(&config, &id, json).await,
+            Command::Requests(args) => ops::requests(&config, args).await,
+            Command::Queues => ops::queues(&config).await,
+            Command::Jobs(args) => ops::jobs(&config, args).await,
+            Command::Retry { id } => ops::retry(&config, &id).await,
+            Command::Discard { id } => ops::discard(&config, &id).await,
+            Command::Validate(_) => unreachable!("handled without a runtime"),
+        }
+    })
+}

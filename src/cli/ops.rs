@@ -1,0 +1,213 @@
+//! The operators' commands: migrate, config check, requests and their journals, queues and
+//! jobs. They open the same databases `serve` uses and work while it runs.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::Config;
+use crate::ledger::{self, Ledger, ListFilter, RequestId, RequestState};
+use crate::queue::{Queue, QueueAdmin, QueueStore, load_job_configs};
+
+/// Opens the ledger and brings its schema up to date.
+pub async fn open_ledger(config: &Config) -> anyhow::Result<Arc<dyn Ledger>> {
+    if let Some(path) = config.ledger_url().strip_prefix("sqlite:") {
+        if let Some(parent) = std::path::Path::new(path.trim_start_matches("//")).parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
+    let ledger = ledger::open(config.ledger_url()).await.context("cannot open the ledger")?;
+    ledger.migrate().await.context("cannot migrate the ledger")?;
+    Ok(ledger)
+}
+
+/// Opens the queue database (creating and migrating it).
+pub async fn open_queues(config: &Config) -> anyhow::Result<QueueStore> {
+    let path = config.queue_path();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let jobs = load_job_configs(Some(&config.data_dir)).context("job settings (jobs/*.toml)")?;
+    QueueStore::open(&path, jobs).await.with_context(|| format!("cannot open the queue database {}", path.display()))
+}
+
+pub async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
+    open_ledger(config).await?;
+    open_queues(config).await?;
+    println!("ledger {} and queues {} are up to date", config.ledger_url(), config.queue_path().display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn config_check(config: &Config) -> anyhow::Result<ExitCode> {
+    config.checker().context("messages: code lists")?;
+    load_job_configs(Some(&config.data_dir)).context("job settings (jobs/*.toml)")?;
+    print!("{}", toml::to_string_pretty(config)?);
+    eprintln!("configuration is valid");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let Ok(id) = id.parse::<RequestId>() else {
+        eprintln!("'{id}' is not a request id (a positive number)");
+        return Ok(ExitCode::from(2));
+    };
+    let ledger = open_ledger(config).await?;
+    let Some(request) = ledger.get(id).await? else {
+        eprintln!("request {id} is not in the ledger");
+        return Ok(ExitCode::from(1));
+    };
+    let journal = ledger.journal(id).await?;
+    if json {
+        let value = serde_json::json!({
+            "id": request.id,
+            "tenant": request.tenant,
+            "kind": request.kind,
+            "state": request.state,
+            "state_detail": request.state_detail,
+            "nachrichten_uuid": request.nachrichten_uuid,
+            "test": request.test,
+            "source": request.source,
+            "file_name": request.file_name,
+            "created_at": request.created_at,
+            "updated_at": request.updated_at,
+            "journal": journal.iter().map(|e| serde_json::json!({
+                "seq": e.seq, "at": e.at, "from": e.from, "to": e.to, "actor": e.actor.to_string(), "detail": e.detail,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("request {}  {}  tenant {}", request.id, request.state, request.tenant);
+        println!("  kind      {}{}", request.kind, if request.test { " (test message)" } else { "" });
+        if let Some(u) = &request.nachrichten_uuid {
+            println!("  uuid      {u}");
+        }
+        println!("  source    {}", request.source);
+        if let Some(d) = &request.state_detail {
+            println!("  detail    {d}");
+        }
+        println!("  journal:");
+        for e in &journal {
+            let from = e.from.map_or("-".to_string(), |s| s.to_string());
+            println!(
+                "    {}  {from} → {}  by {}{}",
+                e.at.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+                e.to,
+                e.actor,
+                e.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct RequestsArgs {
+    /// Only requests in this state (received, validated, routed, …, rejected, unroutable, failed).
+    #[arg(long)]
+    state: Option<RequestState>,
+    /// Only this tenant's requests.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+pub async fn requests(config: &Config, args: RequestsArgs) -> anyhow::Result<ExitCode> {
+    let ledger = open_ledger(config).await?;
+    let mut filter = ListFilter::default().limit(args.limit);
+    if let Some(s) = args.state {
+        filter = filter.state(s);
+    }
+    if let Some(t) = args.tenant {
+        filter = filter.tenant(t);
+    }
+    let list = ledger.list(&filter).await?;
+    println!("{:>8}  {:<14} {:<10} {:<38} {}", "id", "state", "tenant", "kind", "updated (UTC)");
+    for r in &list {
+        println!("{:>8}  {:<14} {:<10} {:<38} {}", r.id, r.state.as_str(), r.tenant, r.kind, r.updated_at.format("%Y-%m-%d %H:%M:%S"));
+    }
+    if list.is_empty() {
+        eprintln!("no requests match");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
+    let store = open_queues(config).await?;
+    let counts = store.admin().counts().await?;
+    println!("{:<10} {:>9} {:>8} {:>7} {:>6} {:>7} {:>9}", "queue", "pending", "running", "failed", "dead", "killed", "done");
+    for c in counts {
+        println!("{:<10} {:>9} {:>8} {:>7} {:>6} {:>7} {:>9}", c.queue.name(), c.pending, c.running, c.failed, c.dead, c.killed, c.done);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only jobs that failed (attempts left, or dead).
+    #[arg(long)]
+    failed: bool,
+    /// Only this queue.
+    #[arg(long)]
+    queue: Option<Queue>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+pub async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<ExitCode> {
+    let store = open_queues(config).await?;
+    let admin: QueueAdmin = store.admin();
+    let jobs = if args.failed {
+        admin.list_failed(args.queue, args.limit).await?
+    } else {
+        admin.list_jobs(args.queue, &crate::queue::JobState::ALL, args.limit).await?
+    };
+    println!("{:<26}  {:<10} {:<8} {:>8}  {}", "id", "queue", "state", "attempts", "last error");
+    for j in &jobs {
+        println!(
+            "{:<26}  {:<10} {:<8} {:>4}/{:<3}  {}",
+            j.id,
+            j.queue,
+            j.state.name(),
+            j.attempts,
+            j.max_attempts,
+            j.last_error.as_deref().unwrap_or("")
+        );
+    }
+    if jobs.is_empty() {
+        eprintln!("no jobs match");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn retry(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
+    let store = open_queues(config).await?;
+    match store.admin().retry(id).await {
+        Ok(job) => {
+            println!("job {} ({}) will run again now", job.id, job.queue);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("cannot retry job {id}: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub async fn discard(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
+    let store = open_queues(config).await?;
+    match store.admin().discard(id).await {
+        Ok(job) => {
+            println!("job {} ({}) discarded", job.id, job.queue);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("cannot discard job {id}: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

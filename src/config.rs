@@ -1,0 +1,353 @@
+//! Configuration: one TOML file plus `AMTSBOTE_*` environment variables, over built-in
+//! defaults that run the embedded mode under `./amtsbote-data` with no file at all.
+//!
+//! Unknown keys are errors, in the file and in the environment (`AMTSBOTE_HTTP_LISEN` is a
+//! typo, not a setting to ignore). Variables starting with `AMTSBOTE_TEST_` belong to the
+//! test suite and are not read here. A variable names its section and key:
+//! `AMTSBOTE_DATA_DIR`, `AMTSBOTE_LEDGER_URL`, `AMTSBOTE_HTTP_LISTEN`,
+//! `AMTSBOTE_MESSAGES_MIN_AMOUNT`, `AMTSBOTE_INTAKE_POLL_INTERVAL_MS`, …; lists are
+//! comma-separated (`AMTSBOTE_MESSAGES_NAMESPACES=xAmtshilfe110,xAmtshilfe120`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::xamtshilfe::{Cents, Checker, CodeLists, Limits, ReaderConfig, Validator};
+
+/// The whole configuration, as `amtsbote config check` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where everything lives in embedded mode: databases, inbox folders, overrides of the
+    /// compiled-in jobs, templates and code lists.
+    pub data_dir: PathBuf,
+    pub ledger: LedgerConfig,
+    pub queue: QueueConfig,
+    pub http: HttpConfig,
+    pub messages: MessagesConfig,
+    pub intake: IntakeConfig,
+    /// The authorities using this installation. Empty: one sample tenant, `demo`.
+    pub tenants: Vec<Tenant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// `sqlite:PATH` or `postgres://…`; default `sqlite:<data_dir>/ledger.sqlite`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// SQLite file of the job queues; default `<data_dir>/queue.sqlite`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: String,
+    /// Largest accepted request body (default: the message size limit).
+    pub max_body_bytes: Option<u64>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "127.0.0.1:8080".into(), max_body_bytes: None }
+    }
+}
+
+/// How messages are read and checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    pub namespaces: Vec<String>,
+    /// Smallest total of a request, in EUR (`"36.00"`).
+    pub min_amount: String,
+    pub max_bytes: u64,
+    pub max_depth: usize,
+    pub max_attributes: usize,
+    /// Genericode files replacing the built-in code lists; default `<data_dir>/codelists`.
+    pub codelists_dir: Option<PathBuf>,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        MessagesConfig {
+            namespaces: vec![crate::xamtshilfe::read::DEFAULT_NAMESPACE.into()],
+            min_amount: "36.00".into(),
+            max_bytes: limits.max_bytes,
+            max_depth: limits.max_depth,
+            max_attributes: limits.max_attributes,
+            codelists_dir: None,
+        }
+    }
+}
+
+/// The inbox watcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    /// How often the inbox folders are scanned.
+    pub poll_interval_ms: u64,
+    /// A file is taken only when its size and mtime did not change between two scans at
+    /// least this far apart.
+    pub settle_ms: u64,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig { poll_interval_ms: 200, settle_ms: 100 }
+    }
+}
+
+/// A tenant (Mandant): an authority using amtsbote, with its folders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// Short name used in folder names and URLs: letters, digits, `-` and `_`.
+    pub id: String,
+    pub name: String,
+    /// The authority's identifier, e.g. `vbh:057660440000`.
+    pub kennung: String,
+    /// Drop folder; default `<data_dir>/inbox/<id>`.
+    #[serde(default)]
+    pub inbox: Option<PathBuf>,
+    /// Where messages for the tenant are delivered; default `<data_dir>/outbox/<id>`.
+    #[serde(default)]
+    pub outbox: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./amtsbote-data"),
+            ledger: LedgerConfig::default(),
+            queue: QueueConfig::default(),
+            http: HttpConfig::default(),
+            messages: MessagesConfig::default(),
+            intake: IntakeConfig::default(),
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// Sections that environment variables can address, longest first.
+const SECTIONS: [&str; 5] = ["messages", "intake", "ledger", "queue", "http"];
+/// Keys that hold lists (comma-separated in the environment).
+const LIST_KEYS: [&str; 1] = ["messages.namespaces"];
+
+impl Config {
+    /// Reads the file (if any), applies the environment, fills in derived defaults and
+    /// checks the result.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("AMTSBOTE_")).collect();
+        Self::load_with(file, &env)
+    }
+
+    /// [`Config::load`] with the environment given (for tests).
+    pub fn load_with(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+                text.parse::<toml::Table>().with_context(|| format!("{} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            apply_env(&mut table, key, value)?;
+        }
+        let origin = file.map_or("the defaults".to_string(), |p| p.display().to_string());
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
+        config.complete()?;
+        Ok(config)
+    }
+
+    /// Fills in what derives from `data_dir` and checks values that serde cannot.
+    fn complete(&mut self) -> anyhow::Result<()> {
+        if self.tenants.is_empty() {
+            self.tenants.push(Tenant {
+                id: "demo".into(),
+                name: "Stadt Lemgo, Stadtkasse (sample tenant)".into(),
+                kennung: "vbh:057660440000".into(),
+                inbox: None,
+                outbox: None,
+            });
+        }
+        let data = self.data_dir.clone();
+        if self.ledger.url.is_none() {
+            self.ledger.url = Some(format!("sqlite:{}", data.join("ledger.sqlite").display()));
+        }
+        if self.queue.url.is_none() {
+            self.queue.url = Some(data.join("queue.sqlite").display().to_string());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &mut self.tenants {
+            if t.id.is_empty() || !t.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                bail!("tenant id '{}' may only use letters, digits, '-' and '_'", t.id);
+            }
+            if !seen.insert(t.id.clone()) {
+                bail!("tenant id '{}' appears twice", t.id);
+            }
+            t.inbox.get_or_insert_with(|| data.join("inbox").join(&t.id));
+            t.outbox.get_or_insert_with(|| data.join("outbox").join(&t.id));
+        }
+        self.min_amount()?;
+        if self.messages.namespaces.is_empty() {
+            bail!("messages.namespaces: at least one namespace must be accepted");
+        }
+        Ok(())
+    }
+
+    pub fn min_amount(&self) -> anyhow::Result<Cents> {
+        self.messages.min_amount.parse().map_err(|e| anyhow::anyhow!("messages.min_amount: {e}"))
+    }
+
+    pub fn ledger_url(&self) -> &str {
+        self.ledger.url.as_deref().unwrap_or_default()
+    }
+
+    pub fn queue_path(&self) -> PathBuf {
+        PathBuf::from(self.queue.url.as_deref().unwrap_or_default())
+    }
+
+    /// The reader and validator this configuration asks for, with the code lists loaded.
+    pub fn checker(&self) -> anyhow::Result<Checker> {
+        let dir = self.messages.codelists_dir.clone().unwrap_or_else(|| self.data_dir.join("codelists"));
+        let codelists = CodeLists::load(Some(&dir))?;
+        let mut validator = Validator::new(codelists);
+        validator.min_amount = self.min_amount()?;
+        let reader = ReaderConfig {
+            namespaces: self.messages.namespaces.clone(),
+            limits: Limits {
+                max_bytes: self.messages.max_bytes,
+                max_depth: self.messages.max_depth,
+                max_attributes: self.messages.max_attributes,
+            },
+        };
+        Ok(Checker::new(reader, validator))
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+}
+
+impl Tenant {
+    pub fn inbox(&self) -> &Path {
+        self.inbox.as_deref().unwrap_or(Path::new("."))
+    }
+
+    pub fn outbox(&self) -> &Path {
+        self.outbox.as_deref().unwrap_or(Path::new("."))
+    }
+}
+
+fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
+    let Some(rest) = key.strip_prefix("AMTSBOTE_") else { return Ok(()) };
+    if rest.starts_with("TEST_") || rest == "LOG" || rest == "CONFIG" {
+        return Ok(());
+    }
+    let rest = rest.to_ascii_lowercase();
+    let (section, field) = match SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) {
+        Some(s) => (Some(*s), rest[s.len() + 1..].to_string()),
+        None => (None, rest.clone()),
+    };
+    let dotted = section.map_or(field.clone(), |s| format!("{s}.{field}"));
+    let parsed = if LIST_KEYS.contains(&dotted.as_str()) {
+        toml::Value::Array(value.split(',').map(|v| toml::Value::String(v.trim().to_string())).collect())
+    } else {
+        // Numbers and booleans as such, anything else as a string.
+        format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| !v.is_table() && !v.is_array())
+            .unwrap_or_else(|| toml::Value::String(value.to_string()))
+    };
+    let target = match section {
+        Some(s) => match table.entry(s).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+            toml::Value::Table(t) => t,
+            _ => bail!("{key}: [{s}] in the config file is not a table"),
+        },
+        None => table,
+    };
+    // The section's own deny_unknown_fields reports unknown keys, naming the variable.
+    let known = match section {
+        None => ["data_dir"].as_slice(),
+        Some("ledger") | Some("queue") => ["url"].as_slice(),
+        Some("http") => ["listen", "max_body_bytes"].as_slice(),
+        Some("messages") => ["namespaces", "min_amount", "max_bytes", "max_depth", "max_attributes", "codelists_dir"].as_slice(),
+        Some("intake") => ["poll_interval_ms", "settle_ms"].as_slice(),
+        Some(_) => [].as_slice(),
+    };
+    if !known.contains(&field.as_str()) {
+        bail!("{key}: unknown setting (known: {})", known_vars());
+    }
+    target.insert(field, parsed);
+    Ok(())
+}
+
+fn known_vars() -> &'static str {
+    "AMTSBOTE_DATA_DIR, AMTSBOTE_LEDGER_URL, AMTSBOTE_QUEUE_URL, AMTSBOTE_HTTP_LISTEN, AMTSBOTE_HTTP_MAX_BODY_BYTES, \
+     AMTSBOTE_MESSAGES_{NAMESPACES,MIN_AMOUNT,MAX_BYTES,MAX_DEPTH,MAX_ATTRIBUTES,CODELISTS_DIR}, \
+     AMTSBOTE_INTAKE_{POLL_INTERVAL_MS,SETTLE_MS}"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_run_the_embedded_mode() {
+        let c = Config::load_with(None, &[]).unwrap();
+        assert_eq!(c.ledger_url(), "sqlite:./amtsbote-data/ledger.sqlite");
+        assert_eq!(c.tenants[0].id, "demo");
+        assert_eq!(c.tenants[0].inbox(), Path::new("./amtsbote-data/inbox/demo"));
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn file_and_environment_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("amtsbote.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/amtsbote\"\n[http]\nlisten = \"0.0.0.0:9000\"\n[[tenants]]\nid = \"koeln\"\nname = \"Stadt Köln\"\nkennung = \"vbh:053150000000\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with(
+            Some(&file),
+            &env(&[("AMTSBOTE_HTTP_LISTEN", "127.0.0.1:9999"), ("AMTSBOTE_MESSAGES_NAMESPACES", "xAmtshilfe110, xAmtshilfe120"), ("AMTSBOTE_INTAKE_POLL_INTERVAL_MS", "50"), ("AMTSBOTE_TEST_POSTGRES_URL", "ignored")]),
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:9999");
+        assert_eq!(c.messages.namespaces, vec!["xAmtshilfe110", "xAmtshilfe120"]);
+        assert_eq!(c.intake.poll_interval_ms, 50);
+        assert_eq!(c.tenants[0].inbox(), Path::new("/srv/amtsbote/inbox/koeln"));
+        assert_eq!(c.ledger_url(), "sqlite:/srv/amtsbote/ledger.sqlite");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("amtsbote.toml");
+        std::fs::write(&file, "[http]\nlisen = \"x\"\n").unwrap();
+        let e = Config::load_with(Some(&file), &[]).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = Config::load_with(None, &env(&[("AMTSBOTE_HTTP_LISEN", "x")])).unwrap_err().to_string();
+        assert!(e.contains("AMTSBOTE_HTTP_LISEN") && e.contains("unknown"), "{e}");
+        let e = Config::load_with(None, &env(&[("AMTSBOTE_MESSAGES_MIN_AMOUNT", "zwölf")])).unwrap_err().to_string();
+        assert!(e.contains("min_amount"), "{e}");
+        assert!(Config::load_with(None, &env(&[("AMTSBOTE_INTAKE_POLL_INTERVAL_MS", "soon")])).is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! Intake: where messages enter. Owns taking a message from an inbox folder or an HTTP
+//! body, checking it, and recording it in the ledger — validated, or rejected with its
+//! reasons — exactly once per source.
+//!
+//! [`Intake::accept`] is the one way in for both channels. Its `source` is the idempotency
+//! key of the delivery (`inbox:<tenant>:<claimed file>`, `http:<tenant>:<sha256>`): the same
+//! source accepted twice (a restart after a crash) answers with the request recorded the
+//! first time. A second message with a Nachrichten-UUID already recorded for the tenant is a
+//! duplicate: reported, never processed twice.
+
+pub mod inbox;
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::ledger::{Actor, Ledger, LedgerError, NewRequest, Recorded, RequestId, RequestState};
+use crate::xamtshilfe::{Checker, Rejection};
+
+/// What became of a delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Valid and recorded: the request waits in state `validated` for the next stage.
+    Accepted { id: RequestId },
+    /// This very delivery was recorded before (a re-run after a crash).
+    AlreadyRecorded { id: RequestId, state: Option<RequestState> },
+    /// Another delivery already brought a message with this Nachrichten-UUID.
+    Duplicate { existing: RequestId, uuid: String },
+    /// Not a valid message; recorded as rejected with these reasons.
+    Rejected { id: RequestId, reasons: Vec<String> },
+}
+
+impl Outcome {
+    pub fn id(&self) -> RequestId {
+        match self {
+            Outcome::Accepted { id } | Outcome::AlreadyRecorded { id, .. } | Outcome::Rejected { id, .. } => *id,
+            Outcome::Duplicate { existing, .. } => *existing,
+        }
+    }
+}
+
+/// Checks messages and records them.
+#[derive(Clone)]
+pub struct Intake {
+    pub ledger: Arc<dyn Ledger>,
+    pub checker: Arc<Checker>,
+}
+
+impl Intake {
+    pub fn new(ledger: Arc<dyn Ledger>, checker: Arc<Checker>) -> Self {
+        Intake { ledger, checker }
+    }
+
+    /// Records a delivery that could not even be read (too large, unreadable) as rejected,
+    /// without its content.
+    pub async fn accept_unreadable(&self, tenant: &str, source: &str, file_name: Option<&str>, error: crate::xamtshilfe::ReadError) -> Result<Outcome, LedgerError> {
+        let reason = error.to_string();
+        let new = NewRequest {
+            tenant: tenant.to_string(),
+            source: source.to_string(),
+            sha256: String::new(),
+            nachrichten_uuid: None,
+            kind: "unreadable".into(),
+            test: false,
+            payload: Vec::new(),
+            file_name: file_name.map(str::to_string),
+        };
+        let detail = format!("rejected: {reason}");
+        Ok(match self.ledger.record(new, RequestState::Rejected, &Actor::system("intake"), Some(&detail)).await? {
+            Recorded::New(id) => Outcome::Rejected { id, reasons: vec![reason] },
+            Recorded::AlreadyRecorded(id) => Outcome::AlreadyRecorded { id, state: Some(RequestState::Rejected) },
+            Recorded::Duplicate { existing } => Outcome::Duplicate { existing, uuid: String::new() },
+        })
+    }
+
+    /// Checks `bytes` and records the result under `source`.
+    pub async fn accept(&self, tenant: &str, source: &str, file_name: Option<&str>, bytes: Vec<u8>) -> Result<Outcome, LedgerError> {
+        if let Some(existing) = self.ledger.find_by_source(source).await? {
+            return Ok(Outcome::AlreadyRecorded { id: existing.id, state: Some(existing.state) });
+        }
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        // Checking is CPU work of ~20 µs for a typical message, milliseconds for a 40 MB
+        // one: big messages go to the blocking pool so the runtime keeps answering.
+        let (checked, bytes) = if bytes.len() > 256 * 1024 {
+            let checker = self.checker.clone();
+            tokio::task::spawn_blocking(move || (checker.check(&bytes), bytes))
+                .await
+                .map_err(|e| LedgerError::Corrupt(format!("checking task failed: {e}")))?
+        } else {
+            (self.checker.check(&bytes), bytes)
+        };
+        let actor = Actor::system("intake");
+        match checked {
+            Ok(message) => {
+                let uuid = message.uuid().map(|u| u.to_string());
+                let kind = message.kind();
+                let detail = format!("{} from {source}{}", kind.root_name(), if message.is_test() { " (test message)" } else { "" });
+                let new = NewRequest {
+                    tenant: tenant.to_string(),
+                    source: source.to_string(),
+                    sha256,
+                    nachrichten_uuid: uuid.clone(),
+                    kind: kind.root_name().to_string(),
+                    test: message.is_test(),
+                    payload: bytes,
+                    file_name: file_name.map(str::to_string),
+                };
+                Ok(match self.ledger.record(new, RequestState::Validated, &actor, Some(&detail)).await? {
+                    Recorded::New(id) => Outcome::Accepted { id },
+                    Recorded::AlreadyRecorded(id) => Outcome::AlreadyRecorded { id, state: None },
+                    Recorded::Duplicate { existing } => Outcome::Duplicate { existing, uuid: uuid.unwrap_or_default() },
+                })
+            }
+            Err(rejection) => {
+                let reasons = rejection.reasons();
+                let detail = format!("rejected: {}", reasons.join("; "));
+                // A rejected message holds no Nachrichten-UUID in the ledger: the corrected
+                // message may come again under the same one.
+                let kind = match &rejection {
+                    Rejection::Unreadable(_) => "unreadable".to_string(),
+                    Rejection::Invalid(_) => "invalid".to_string(),
+                };
+                let new = NewRequest {
+                    tenant: tenant.to_string(),
+                    source: source.to_string(),
+                    sha256,
+                    nachrichten_uuid: None,
+                    kind,
+                    test: false,
+                    payload: bytes,
+                    file_name: file_name.map(str::to_string),
+                };
+                Ok(match self.ledger.record(new, RequestState::Rejected, &actor, Some(&detail)).await? {
+                    Recorded::New(id) => Outcome::Rejected { id, reasons },
+                    Recorded::AlreadyRecorded(id) => Outcome::AlreadyRecorded { id, state: Some(RequestState::Rejected) },
+                    Recorded::Duplicate { existing } => Outcome::Duplicate { existing, uuid: String::new() },
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The operators' view of the queues (`amtsbote queues`, `jobs`, `retry`, `discard`),
+//! read from and written to apalis-sqlite's `Jobs` table. apalis has no API for retrying
+//! or discarding one job, so this is plain SQL on the same pool.
+
+use std::{fmt, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
+
+use super::{Queue, QueueError, store::unix_now};
+
+/// Where a job stands, as operators see it. apalis' status `Failed` is split in two:
+/// [`JobState::Failed`] still has attempts left and will run again after its backoff,
+/// [`JobState::Dead`] has used them all and waits for an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting to run (possibly not before its `run_at`).
+    Pending,
+    /// Claimed by a worker, not started yet.
+    Queued,
+    /// Running in a worker.
+    Running,
+    /// Failed, attempts left: runs again after its backoff.
+    Failed,
+    /// Failed, no attempts left.
+    Dead,
+    /// Stopped for good: aborted by its handler (or a panic), or discarded by an operator.
+    Killed,
+    /// Done.
+    Done,
+}
+
+impl JobState {
+    /// Every state.
+    pub const ALL: [JobState; 7] = [
+        JobState::Pending,
+        JobState::Queued,
+        JobState::Running,
+        JobState::Failed,
+        JobState::Dead,
+        JobState::Killed,
+        JobState::Done,
+    ];
+
+    /// `pending`, `queued`, …
+    pub const fn name(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Failed => "failed",
+            JobState::Dead => "dead",
+            JobState::Killed => "killed",
+            JobState::Done => "done",
+        }
+    }
+
+    /// apalis-sqlite's `status` value for this state.
+    fn status(self) -> &'static str {
+        match self {
+            JobState::Pending => "Pending",
+            JobState::Queued => "Queued",
+            JobState::Running => "Running",
+            JobState::Failed | JobState::Dead => "Failed",
+            JobState::Killed => "Killed",
+            JobState::Done => "Done",
+        }
+    }
+
+    /// The state of a row: its status, and for `Failed` whether attempts are left.
+    fn of(status: &str, attempts: i64, max_attempts: i64) -> Option<JobState> {
+        Some(match status {
+            "Pending" => JobState::Pending,
+            "Queued" => JobState::Queued,
+            "Running" => JobState::Running,
+            "Failed" if attempts < max_attempts => JobState::Failed,
+            "Failed" => JobState::Dead,
+            "Killed" => JobState::Killed,
+            "Done" => JobState::Done,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.name() == s)
+            .ok_or_else(|| format!("unknown job state {s:?}"))
+    }
+}
+
+/// How many jobs of one queue are in each state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    /// The queue.
+    pub queue: Queue,
+    /// Waiting to run, or claimed by a worker and not started (`pending` + `queued`).
+    pub pending: u64,
+    /// Running now.
+    pub running: u64,
+    /// Failed with attempts left: will run again after the backoff.
+    pub failed: u64,
+    /// Failed with no attempts left: an operator's to retry or discard.
+    pub dead: u64,
+    /// Aborted or discarded.
+    pub killed: u64,
+    /// Done (until the queue is vacuumed).
+    pub done: u64,
+}
+
+impl QueueCounts {
+    fn zero(queue: Queue) -> Self {
+        QueueCounts {
+            queue,
+            pending: 0,
+            running: 0,
+            failed: 0,
+            dead: 0,
+            killed: 0,
+            done: 0,
+        }
+    }
+}
+
+/// One job, as `amtsbote jobs` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobInfo {
+    /// The job's id (a ULID).
+    pub id: String,
+    /// Its queue's name.
+    pub queue: String,
+    /// Where it stands.
+    pub state: JobState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Not to run before this time.
+    pub run_at: Option<DateTime<Utc>>,
+    /// When its last attempt ended.
+    pub done_at: Option<DateTime<Utc>>,
+    /// The worker that holds or last held it.
+    pub worker: Option<String>,
+    /// The error of its last failed attempt, or why it was re-enqueued or discarded.
+    pub last_error: Option<String>,
+    /// Its arguments (the JSON the job was pushed with).
+    pub args: serde_json::Value,
+}
+
+const DISCARDED: &str = "discarded by an operator";
+
+// The statements, all on apalis-sqlite's Jobs table. Each names the queues (job_type) or
+// the job (id), so that SQLite reads the per-queue index or the primary key, never the
+// whole table; the test at the bottom checks their plans.
+
+/// Jobs per queue and status. ?1: JSON array of queue names.
+const COUNT_BY_STATUS: &str = "SELECT job_type, status, COUNT(*) AS n FROM Jobs \
+     WHERE job_type IN (SELECT value FROM json_each(?1)) GROUP BY job_type, status";
+
+/// Failed jobs with attempts left, per queue. ?1: JSON array of queue names.
+const COUNT_RETRYING: &str = "SELECT job_type, COUNT(*) AS n FROM Jobs \
+     WHERE job_type IN (SELECT value FROM json_each(?1)) \
+     AND status = 'Failed' AND attempts < max_attempts GROUP BY job_type";
+
+/// ?1: JSON array of queue names, ?2: of apalis statuses, ?3: of [`JobState`] names,
+/// ?4: limit.
+const LIST_JOBS: &str = "SELECT id, job_type, status, attempts, max_attempts, run_at, done_at, \
+       lock_by, last_result, job FROM Jobs \
+     WHERE job_type IN (SELECT value FROM json_each(?1)) \
+     AND status IN (SELECT value FROM json_each(?2)) \
+     AND (CASE WHEN status = 'Failed' THEN \
+            (CASE WHEN attempts < max_attempts THEN 'failed' ELSE 'dead' END) \
+          ELSE lower(status) END) IN (SELECT value FROM json_each(?3)) \
+     ORDER BY COALESCE(done_at, run_at) DESC, id DESC LIMIT ?4";
+
+/// ?1: id.
+const FIND_JOB: &str = "SELECT id, job_type, status, attempts, max_attempts, run_at, done_at, \
+       lock_by, last_result, job FROM Jobs WHERE id = ?1";
+
+/// ?1: id, ?2: now (unix seconds).
+const RETRY_JOB: &str = "UPDATE Jobs SET \
+       attempts = CASE WHEN status = 'Pending' THEN attempts ELSE 0 END, \
+       status = 'Pending', run_at = MIN(run_at, ?2), \
+       lock_by = NULL, lock_at = NULL, done_at = NULL \
+     WHERE id = ?1 AND status IN ('Failed', 'Killed', 'Pending')";
+
+/// ?1: id, ?2: now (unix seconds), ?3: the note.
+const DISCARD_JOB: &str = "UPDATE Jobs SET status = 'Killed', done_at = ?2, lock_by = NULL, \
+       lock_at = NULL, last_result = json_object('Err', ?3, 'before', last_result) \
+     WHERE id = ?1 AND status IN ('Pending', 'Failed')";
+
+/// Counts, listings, retry and discard over the queue database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct QueueAdmin {
+    pool: SqlitePool,
+}
+
+impl QueueAdmin {
+    /// The admin view of the queue database behind `pool` (migrated).
+    pub fn new(pool: SqlitePool) -> Self {
+        QueueAdmin { pool }
+    }
+
+    /// The counts of every queue, in data-flow order (queues without jobs too).
+    pub async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
+        self.counts_of(&Queue::ALL).await
+    }
+
+    /// The counts of one queue.
+    pub async fn queue_counts(&self, queue: Queue) -> Result<QueueCounts, QueueError> {
+        Ok(self.counts_of(&[queue]).await?.remove(0))
+    }
+
+    async fn counts_of(&self, queues: &[Queue]) -> Result<Vec<QueueCounts>, QueueError> {
+        let names = queue_names(queues);
+        // Both read only the per-queue indexes (idx_jobs_job_type_status_run_at, and the
+        // partial idx_jobs_failed for the failed jobs with attempts left).
+        let by_status = sqlx::query(COUNT_BY_STATUS)
+            .bind(&names)
+            .fetch_all(&self.pool)
+            .await?;
+        let retrying = sqlx::query(COUNT_RETRYING)
+            .bind(&names)
+            .fetch_all(&self.pool)
+            .await?;
+
+        let mut counts: Vec<QueueCounts> = queues.iter().map(|q| QueueCounts::zero(*q)).collect();
+        let slot = |counts: &[QueueCounts], job_type: &str| {
+            counts.iter().position(|c| c.queue.name() == job_type)
+        };
+        for row in &by_status {
+            let job_type: String = row.try_get("job_type")?;
+            let status: String = row.try_get("status")?;
+            let n = row.try_get::<i64, _>("n")? as u64;
+            let Some(i) = slot(&counts, &job_type) else {
+                continue;
+            };
+            let c = &mut counts[i];
+            match status.as_str() {
+                "Pending" | "Queued" => c.pending += n,
+                "Running" => c.running += n,
+                "Failed" => c.dead += n, // the ones with attempts left move below
+                "Killed" => c.killed += n,
+                "Done" => c.done += n,
+                _ => {}
+            }
+        }
+        for row in &retrying {
+            let job_type: String = row.try_get("job_type")?;
+            let n = row.try_get::<i64, _>("n")? as u64;
+            let Some(i) = slot(&counts, &job_type) else {
+                continue;
+            };
+            counts[i].failed += n;
+            counts[i].dead -= n.min(counts[i].dead);
+        }
+        Ok(counts)
+    }
+
+    /// Jobs in any of `states`, of `queue` or of every queue, the most recent first
+    /// (by the end of their last attempt, else their `run_at`), at most `limit`.
+    pub async fn list_jobs(
+        &self,
+        queue: Option<Queue>,
+        states: &[JobState],
+        limit: u32,
+    ) -> Result<Vec<JobInfo>, QueueError> {
+        let queues = match queue {
+            Some(q) => vec![q],
+            None => Queue::ALL.to_vec(),
+        };
+        let mut statuses: Vec<&str> = states.iter().map(|s| s.status()).collect();
+        statuses.dedup();
+        let state_names: Vec<&str> = states.iter().map(|s| s.name()).collect();
+        let rows = sqlx::query(LIST_JOBS)
+            .bind(queue_names(&queues))
+            .bind(serde_json::to_string(&statuses).unwrap_or_default())
+            .bind(serde_json::to_string(&state_names).unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_info).collect()
+    }
+
+    /// The jobs that failed (attempts left or dead), of `queue` or of every queue, the
+    /// most recent first, at most `limit`.
+    pub async fn list_failed(
+        &self,
+        queue: Option<Queue>,
+        limit: u32,
+    ) -> Result<Vec<JobInfo>, QueueError> {
+        self.list_jobs(queue, &[JobState::Failed, JobState::Dead], limit)
+            .await
+    }
+
+    /// One job by id.
+    pub async fn job(&self, id: &str) -> Result<Option<JobInfo>, QueueError> {
+        let row = sqlx::query(FIND_JOB)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_info).transpose()
+    }
+
+    /// Run a failed, dead or discarded job again, now, with all its attempts: it becomes
+    /// pending with no attempts counted. A pending job (waiting for its backoff or a
+    /// later `run_at`) is made due now, keeping its count. A job that is queued, running
+    /// or done is left alone: [`QueueError::InvalidState`].
+    pub async fn retry(&self, id: &str) -> Result<JobInfo, QueueError> {
+        let result = sqlx::query(RETRY_JOB)
+            .bind(id)
+            .bind(unix_now())
+            .execute(&self.pool)
+            .await?;
+        self.after_change(id, result.rows_affected(), "retry", |_| false)
+            .await
+    }
+
+    /// Give up on a pending, failed or dead job: it becomes killed, and no worker takes
+    /// it again (until [`Self::retry`]). Its last error is kept beside the note that an
+    /// operator discarded it. Discarding a killed job changes nothing. A job that is
+    /// queued, running or done is left alone: [`QueueError::InvalidState`].
+    pub async fn discard(&self, id: &str) -> Result<JobInfo, QueueError> {
+        let result = sqlx::query(DISCARD_JOB)
+            .bind(id)
+            .bind(unix_now())
+            .bind(DISCARDED)
+            .execute(&self.pool)
+            .await?;
+        self.after_change(id, result.rows_affected(), "discard", |state| {
+            state == JobState::Killed
+        })
+        .await
+    }
+
+    async fn after_change(
+        &self,
+        id: &str,
+        changed: u64,
+        action: &'static str,
+        already_done: impl Fn(JobState) -> bool,
+    ) -> Result<JobInfo, QueueError> {
+        let job = self
+            .job(id)
+            .await?
+            .ok_or_else(|| QueueError::JobNotFound(id.to_owned()))?;
+        if changed == 0 && !already_done(job.state) {
+            return Err(QueueError::InvalidState {
+                id: id.to_owned(),
+                state: job.state,
+                action,
+            });
+        }
+        Ok(job)
+    }
+}
+
+fn queue_names(queues: &[Queue]) -> String {
+    let names: Vec<&str> = queues.iter().map(|q| q.name()).collect();
+    serde_json::to_string(&names).unwrap_or_default()
+}
+
+fn job_info(row: &SqliteRow) -> Result<JobInfo, QueueError> {
+    let status: String = row.try_get("status")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    let max_attempts: i64 = row.try_get("max_attempts")?;
+    let state = JobState::of(&status, attempts, max_attempts).ok_or_else(|| {
+        QueueError::Database(sqlx::Error::Protocol(format!(
+            "job with unknown status {status:?}"
+        )))
+    })?;
+    let time = |column: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        Ok(row
+            .try_get::<Option<i64>, _>(column)?
+            .and_then(|secs| DateTime::from_timestamp(secs, 0)))
+    };
+    let last_result: Option<String> = row.try_get("last_result")?;
+    let job: Vec<u8> = row.try_get("job")?;
+    Ok(JobInfo {
+        id: row.try_get("id")?,
+        queue: row.try_get("job_type")?,
+        state,
+        attempts: attempts.max(0) as u32,
+        max_attempts: max_attempts.max(0) as u32,
+        run_at: time("run_at")?,
+        done_at: time("done_at")?,
+        worker: row.try_get("lock_by")?,
+        last_error: last_result.as_deref().and_then(error_of),
+        args: serde_json::from_slice(&job).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&job).into_owned())
+        }),
+    })
+}
+
+/// apalis keeps a job's outcome as the JSON of `Result<_, String>`: `{"Err": "…"}` for a
+/// failure. Anything else that is not JSON is shown as it is.
+fn error_of(last_result: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(last_result) {
+        Ok(value) => value.get("Err").map(|e| match e {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        Err(_) => Some(last_result.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{explain_query_plan, migrate, open_queue_pool};
+
+    #[tokio::test]
+    async fn the_admin_statements_read_an_index_or_the_primary_key_never_the_whole_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_queue_pool(&dir.path().join("queue.sqlite"))
+            .await
+            .unwrap();
+        migrate(&pool).await.unwrap();
+        for (name, sql) in [
+            ("count by status", COUNT_BY_STATUS),
+            ("count retrying", COUNT_RETRYING),
+            ("list jobs", LIST_JOBS),
+        ] {
+            let plan = explain_query_plan(&pool, sql).await.unwrap();
+            assert!(!plan.scans("Jobs"), "{name}:\n{plan}");
+            assert!(plan.accesses("Jobs").count() > 0, "{name}:\n{plan}");
+        }
+        for (name, sql) in [
+            ("find", FIND_JOB),
+            ("retry", RETRY_JOB),
+            ("discard", DISCARD_JOB),
+        ] {
+            let plan = explain_query_plan(&pool, sql).await.unwrap();
+            assert!(plan.reads_only_by_key("Jobs"), "{name}:\n{plan}");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The inbox watcher against a real SQLite ledger and real folders, and the crash test:
+//! `amtsbote serve` killed with SIGKILL while it takes in 1,000 files, then restarted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amtsbote::intake::Intake;
+use amtsbote::intake::inbox::{InboxDirs, WatchConfig, Watcher};
+use amtsbote::ledger::{self, Ledger, ListFilter, RequestState};
+use amtsbote::xamtshilfe::{Checker, Limits};
+
+const EXAMPLE: &str = include_str!("../examples/messages/ersuchen.xml");
+
+/// The sample request with its own Nachrichten-UUID.
+fn request(n: u32) -> String {
+    EXAMPLE.replace("7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11", &format!("7d3c1f0e-2b7a-4c55-9a51-{n:012x}"))
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().filter(|e| e.file_type().is_ok_and(|t| !t.is_dir())).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    dirs: InboxDirs,
+    ledger: Arc<dyn Ledger>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_watcher() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let ledger = ledger::open(&format!("sqlite:{}", root.join("ledger.sqlite").display())).await.unwrap();
+    ledger.migrate().await.unwrap();
+    let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults()));
+    let dirs = InboxDirs { tenant: "demo".into(), inbox: root.join("inbox/demo") };
+    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_millis(10), concurrency: 4, limits: Limits::default() };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Watcher::new(intake, vec![dirs.clone()], config).run(rx));
+    wait_until("inbox folders", Duration::from_secs(10), || dirs.done().is_dir()).await;
+    Setup { _dir: dir, root, dirs, ledger, stop, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_end_in_done_or_error_with_a_reason() {
+    let s = start_watcher().await;
+    let inbox = &s.dirs.inbox;
+    std::fs::write(inbox.join("valid.xml"), request(1)).unwrap();
+    std::fs::write(inbox.join("mit leerzeichen äöü.xml"), request(2)).unwrap();
+    std::fs::write(inbox.join("-leading-dash.xml"), request(3)).unwrap();
+    std::fs::write(inbox.join(format!("{}.xml", "lang".repeat(60))), request(4)).unwrap();
+    std::fs::write(inbox.join("sum.xml"), request(5).replace(">445.00<", ">445.01<")).unwrap();
+    std::fs::write(inbox.join("laughs.xml"), "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"a\">]><l>&a;</l>").unwrap();
+    std::fs::write(inbox.join("duplicate.xml"), request(1).replace("VH-2026-000123", "VH-2026-999999")).unwrap();
+    std::fs::write(inbox.join("half.xml.part"), &request(6)[..300]).unwrap();
+    std::fs::write(inbox.join(".hidden.xml"), request(7)).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", inbox.join("link.xml")).unwrap();
+
+    wait_until("all files taken", Duration::from_secs(30), || {
+        files_in(inbox).len() == 2 && files_in(&s.dirs.processing()).is_empty() && files_in(&s.dirs.done()).len() + files_in(&s.dirs.error()).len() >= 4 + 4 * 2
+    })
+    .await;
+    // Still being written: left alone.
+    assert_eq!(files_in(inbox), vec![".hidden.xml", "half.xml.part"]);
+
+    let done = files_in(&s.dirs.done());
+    assert_eq!(done.len(), 4, "{done:?}");
+    assert!(done.iter().any(|n| n.ends_with("--mit leerzeichen äöü.xml")));
+    assert!(done.iter().any(|n| n.ends_with("---leading-dash.xml")));
+
+    let error = files_in(&s.dirs.error());
+    let reason = |suffix: &str| {
+        let name = error.iter().find(|n| n.ends_with(&format!("--{suffix}.error.txt"))).unwrap_or_else(|| panic!("{suffix}: {error:?}"));
+        std::fs::read_to_string(s.dirs.error().join(name)).unwrap()
+    };
+    assert!(reason("sum.xml").contains("ersuchen/gesamtbetrag"), "{}", reason("sum.xml"));
+    assert!(reason("laughs.xml").contains("DOCTYPE"));
+    assert!(reason("duplicate.xml").contains("duplicate") && reason("duplicate.xml").contains("7d3c1f0e-2b7a-4c55-9a51-000000000001"));
+    assert!(reason("link.xml").contains("symbolic link"));
+    // The refused symlink was moved, not followed.
+    assert!(std::fs::symlink_metadata(s.dirs.error().join(error.iter().find(|n| n.ends_with("--link.xml")).unwrap())).unwrap().file_type().is_symlink());
+
+    let validated = s.ledger.list(&ListFilter::default().state(RequestState::Validated)).await.unwrap();
+    assert_eq!(validated.len(), 4);
+    let rejected = s.ledger.list(&ListFilter::default().state(RequestState::Rejected)).await.unwrap();
+    assert_eq!(rejected.len(), 2, "sum and laughs are recorded as rejected");
+    let journal = s.ledger.journal(validated[0].id).await.unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].to, RequestState::Validated);
+
+    s.stop.send(true).unwrap();
+    s.task.await.unwrap().unwrap();
+    drop(s.root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_growing_is_not_taken() {
+    let s = start_watcher().await;
+    let path = s.dirs.inbox.join("growing.xml");
+    let text = request(10);
+    let (head, tail) = text.split_at(1000);
+    std::fs::write(&path, head).unwrap();
+    // Keep it growing for a while: it must stay in the inbox.
+    for chunk in tail.as_bytes().chunks(tail.len() / 5 + 1) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        use std::io::Write;
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(chunk).unwrap();
+        assert!(path.exists(), "taken while still growing");
+    }
+    wait_until("the finished file", Duration::from_secs(20), || files_in(&s.dirs.done()).len() == 1).await;
+    assert!(files_in(&s.dirs.error()).is_empty(), "{:?}", files_in(&s.dirs.error()));
+    s.stop.send(true).unwrap();
+    s.task.await.unwrap().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The crash test, with the real binary.
+
+fn start_serve(root: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_amtsbote"))
+        .arg("serve")
+        .env("AMTSBOTE_DATA_DIR", root)
+        .env("AMTSBOTE_HTTP_LISTEN", "127.0.0.1:0")
+        .env("AMTSBOTE_INTAKE_POLL_INTERVAL_MS", "20")
+        .env("AMTSBOTE_INTAKE_SETTLE_MS", "10")
+        .env("AMTSBOTE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_taking_in_a_thousand_files_nothing_is_lost_or_doubled() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let inbox = root.join("inbox/demo");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // 1,000 files: 950 valid requests, 50 invalid ones.
+    let total = 1000u32;
+    let staging = root.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    for n in 0..total {
+        let text = if n % 20 == 7 { request(n).replace(">445.00<", ">1.00<") } else { request(n) };
+        std::fs::write(staging.join(format!("ersuchen {n:04}.xml")), text).unwrap();
+    }
+    for n in 0..total {
+        let name = format!("ersuchen {n:04}.xml");
+        std::fs::rename(staging.join(&name), inbox.join(&name)).unwrap();
+    }
+
+    let ledger_url = format!("sqlite:{}", root.join("ledger.sqlite").display());
+    let dirs = InboxDirs { tenant: "demo".into(), inbox: inbox.clone() };
+    let finished = |dirs: &InboxDirs| files_in(&dirs.done()).len() + files_in(&dirs.error()).iter().filter(|n| !n.ends_with(".error.txt")).count();
+
+    // Kill it three times while it works, each time once some files went through.
+    for round in 1..=3 {
+        let mut child = start_serve(root);
+        let before = finished(&dirs);
+        let start = Instant::now();
+        while finished(&dirs) < before + 150 * round && finished(&dirs) < total as usize && start.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    // Restart and let it finish.
+    let mut child = start_serve(root);
+    let start = Instant::now();
+    while !(finished(&dirs) == total as usize && files_in(&dirs.processing()).is_empty() && files_in(&inbox).is_empty()) {
+        assert!(start.elapsed() < Duration::from_secs(120), "not finished: {} of {total}", finished(&dirs));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Every file exactly once: in done/ or in error/, with its original name.
+    let mut seen = std::collections::HashMap::new();
+    for name in files_in(&dirs.done()).into_iter().chain(files_in(&dirs.error()).into_iter().filter(|n| !n.ends_with(".error.txt"))) {
+        let original = name.split_once("--").unwrap().1.to_string();
+        *seen.entry(original).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), total as usize);
+    assert!(seen.values().all(|&c| c == 1), "a file ended twice: {:?}", seen.iter().filter(|(_, c)| **c != 1).collect::<Vec<_>>());
+    assert_eq!(files_in(&dirs.done()).len(), 950);
+
+    // Each valid request is in the ledger once; each invalid one is recorded as rejected.
+    let ledger = ledger::open(&ledger_url).await.unwrap();
+    let validated = ledger.list(&ListFilter::default().state(RequestState::Validated).limit(1000)).await.unwrap();
+    assert_eq!(validated.len(), 950);
+    let uuids: std::collections::HashSet<_> = validated.iter().map(|r| r.nachrichten_uuid.clone()).collect();
+    assert_eq!(uuids.len(), 950);
+    let rejected = ledger.list(&ListFilter::default().state(RequestState::Rejected).limit(1000)).await.unwrap();
+    assert_eq!(rejected.len(), 50);
+}
