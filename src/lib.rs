@@ -6,6 +6,7 @@
 //! - [`intake`]: taking messages in from inbox folders and HTTP, once each.
 //! - [`config`]: the configuration file and `AMTSBOTE_*` variables.
 //! - [`cli`]: the `amtsbote` command line.
+//! - [`web`]: the HTTP API (`/api/v1`), `/healthz` and `/metrics`.
 
 pub mod cli;
 pub mod config;
@@ -13,4 +14,5 @@ pub mod intake;
 pub mod ledger;
 pub mod queue;
 pub mod serve;
+pub mod web;
 pub mod xamtshilfe;

@@ -38,9 +38,11 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {} (http.listen); is another amtsbote running?", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    // WEB-WIRING
-    drop(listener);
-    let http_task = tokio::spawn(async { Ok::<(), std::io::Error>(()) });
+    let state = crate::web::AppState::from_config(intake, &config);
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    }));
 
     print_where_everything_is(&config, http_addr, &dirs);
 

@@ -650,3 +650,78 @@ async fn lock_and_ack_find_jobs_by_primary_key_after_our_migration() {
         .get(0);
     assert_eq!(n, 10050);
 }
+
+// ---------------------------------------------------------------------------------------
+// Schedules
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PrintBatch {
+    tick: u64,
+}
+
+/// A scheduled queue: a cron worker (apalis-cron, in the schedule's time zone) pushes one
+/// job per tick with an idempotency key; with two processes' cron workers both firing,
+/// each tick still makes one job.
+async fn push_print_batch(
+    tick: apalis_cron::Tick<chrono_tz::Tz>,
+    store: Data<QueueStore>,
+) -> Result<(), BoxDynError> {
+    let at = tick.get_timestamp();
+    store
+        .push_task(
+            Queue::Print,
+            TaskBuilder::new(PrintBatch { tick: at }).idempotency_key(format!("print:{at}")),
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_schedule_pushes_one_job_per_tick_however_many_schedulers_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut configs = configs();
+    let every_second = Queue::Print
+        .default_config()
+        .replace("0 0 22 * * *", "* * * * * *");
+    configs.set(Queue::Print, JobConfig::parse(&every_second).unwrap());
+    let store = open_store(dir.path(), configs).await;
+    let schedule = store.configs().get(Queue::Print).schedule.clone().unwrap();
+    assert_eq!(schedule.timezone(), chrono_tz::Europe::Berlin);
+
+    let mut stops = Vec::new();
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let worker = WorkerBuilder::new(worker_name(Queue::Print))
+            .backend(schedule.scheduler())
+            .data(store.clone())
+            .build(push_print_batch);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        running.push(tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+            Ok::<(), WorkerError>(())
+        })));
+    }
+    let admin = store.admin();
+    wait_for(Duration::from_secs(10), "three ticks", || {
+        let admin = admin.clone();
+        async move { counts(&admin, Queue::Print).await.pending >= 3 }
+    })
+    .await;
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for worker in running {
+        let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+    }
+    let jobs = admin
+        .list_jobs(Some(Queue::Print), &[JobState::Pending], 100)
+        .await
+        .unwrap();
+    let mut ticks: Vec<u64> = jobs.iter().map(|j| j.args["tick"].as_u64().unwrap()).collect();
+    ticks.sort();
+    let before = ticks.len();
+    ticks.dedup();
+    assert_eq!(before, ticks.len(), "one job per tick: {ticks:?}");
+    assert!(ticks.windows(2).all(|w| w[1] > w[0]));
+}

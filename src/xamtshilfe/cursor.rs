@@ -310,7 +310,14 @@ impl Sequence {
     /// The index of the field this child fills, and its path step.
     fn place(&mut self, el: &Element<'_>) -> Result<(usize, Step)> {
         let name = el.name();
-        let Some(i) = self.fields.iter().position(|(n, _)| n.as_bytes() == name) else {
+        // Children nearly always come in order: look from the current field on first.
+        let from = self.last.unwrap_or(0);
+        let found = self.fields[from..]
+            .iter()
+            .position(|(n, _)| n.as_bytes() == name)
+            .map(|i| i + from)
+            .or_else(|| self.fields[..from].iter().position(|(n, _)| n.as_bytes() == name));
+        let Some(i) = found else {
             return Err(Failure::new(format!("unknown element `{}`", clip(&String::from_utf8_lossy(name)))));
         };
         let (field, occurs) = self.fields[i];
@@ -340,13 +347,19 @@ fn attributes<'e, const N: usize>(el: &'e Element<'_>, names: [&str; N], lenient
     if el.start.attributes_raw().iter().all(u8::is_ascii_whitespace) {
         return Ok(out);
     }
-    for (n, attr) in el.start.attributes().enumerate() {
+    let mut attrs = el.start.attributes();
+    // quick-xml's duplicate check allocates for every element; for the fixed names of an
+    // inner element, a second value for a slot already filled is the duplicate check. The
+    // root, which may carry any namespace declarations, keeps quick-xml's check.
+    attrs.with_checks(lenient);
+    for (n, attr) in attrs.enumerate() {
         if n >= el.max_attributes {
             return Err(Failure::new(format!("more than {} attributes", el.max_attributes)));
         }
         let attr = attr.map_err(|e| Failure::new(format!("attributes: {e}")))?;
         let key = attr.key.as_ref();
         match names.iter().position(|n| n.as_bytes() == key) {
+            Some(i) if out[i].is_some() => return Err(Failure::new(format!("attribute `{}` appears twice", names[i]))),
             Some(i) => out[i] = Some(attr.unescape_value().map_err(|e| Failure::new(format!("attribute `{}`: {e}", names[i])))?),
             None if lenient && (key == b"xmlns" || key.starts_with(b"xmlns:") || key.starts_with(b"xsi:")) => {}
             None => return Err(Failure::new(format!("unknown attribute `{}`", clip(&String::from_utf8_lossy(key))))),
@@ -435,41 +448,33 @@ impl FromXml for Code {
     }
 }
 
-/// An amount element: `waehrung` attribute (and the extra ones named) and a decimal text.
-fn amount<'a, 'e, const N: usize>(c: &mut Cursor<'a>, el: &'e Element<'a>, extra: [&str; N]) -> Result<(String, super::Cents, [Option<Cow<'e, str>>; N])> {
-    let mut names = vec!["waehrung"];
-    names.extend(extra);
-    let mut found: Vec<Option<Cow<'e, str>>> = Vec::with_capacity(names.len());
-    for (n, attr) in el.start.attributes().enumerate() {
-        if n >= el.max_attributes {
-            return Err(Failure::new(format!("more than {} attributes", el.max_attributes)));
+/// An amount element: `waehrung` attribute (and `extra`, when given) and a decimal text.
+fn amount<'a, 'e>(c: &mut Cursor<'a>, el: &'e Element<'a>, extra: Option<&'static str>) -> Result<(String, super::Cents, Option<Cow<'e, str>>)> {
+    let (waehrung, other) = match extra {
+        Some(name) => {
+            let [w, o] = attributes(el, ["waehrung", name], false)?;
+            (w, o)
         }
-        let attr = attr.map_err(|e| Failure::new(format!("attributes: {e}")))?;
-        let key = attr.key.as_ref();
-        let Some(i) = names.iter().position(|n| n.as_bytes() == key) else {
-            return Err(Failure::new(format!("unknown attribute `{}`", clip(&String::from_utf8_lossy(key)))));
-        };
-        found.resize(names.len(), None);
-        found[i] = Some(attr.unescape_value().map_err(|e| Failure::new(format!("attribute `{}`: {e}", names[i])))?);
-    }
-    found.resize(names.len(), None);
-    let mut it = found.into_iter();
-    let waehrung = required_attr(it.next().flatten(), "waehrung")?.into_owned();
-    let rest: [Option<Cow<'e, str>>; N] = std::array::from_fn(|_| it.next().flatten());
+        None => {
+            let [w] = attributes(el, ["waehrung"], false)?;
+            (w, None)
+        }
+    };
+    let waehrung = required_attr(waehrung, "waehrung")?.into_owned();
     let wert = c.value(el)?;
-    Ok((waehrung, wert, rest))
+    Ok((waehrung, wert, other))
 }
 
 impl FromXml for Betrag {
     fn from_xml<'a>(c: &mut Cursor<'a>, el: &Element<'a>) -> Result<Self> {
-        let (waehrung, wert, []) = amount(c, el, [])?;
+        let (waehrung, wert, _) = amount(c, el, None)?;
         Ok(Betrag { waehrung, wert })
     }
 }
 
 impl FromXml for Saeumniszuschlaege {
     fn from_xml<'a>(c: &mut Cursor<'a>, el: &Element<'a>) -> Result<Self> {
-        let (waehrung, wert, [bis]) = amount(c, el, ["bis"])?;
+        let (waehrung, wert, bis) = amount(c, el, Some("bis"))?;
         Ok(Saeumniszuschlaege { bis: parse_attr(bis, "bis")?, waehrung, wert })
     }
 }

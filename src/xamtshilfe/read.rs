@@ -9,7 +9,6 @@
 //! the typed model from the same borrowed text; no copy of the input is made on the way, and an
 //! attachment's base64 is copied once, into its `String`.
 
-use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 
@@ -268,13 +267,11 @@ fn root_kind(start: &quick_xml::events::BytesStart<'_>, config: &ReaderConfig) -
     let qname = start.name();
     let local = String::from_utf8_lossy(qname.local_name().into_inner()).into_owned();
     let kind = MessageKind::from_root_name(&local).ok_or_else(|| ReadError::UnknownKind(super::values::clip(&local)))?;
-    let wanted_attr: Cow<'_, [u8]> = match qname.prefix() {
-        Some(p) => {
-            let mut a = b"xmlns:".to_vec();
-            a.extend_from_slice(p.into_inner());
-            Cow::Owned(a)
-        }
-        None => Cow::Borrowed(b"xmlns"),
+    // The attribute that declares the root's namespace: `xmlns:<prefix>`, or `xmlns`.
+    let prefix = qname.prefix().map(|p| p.into_inner());
+    let declares = |key: &[u8]| match prefix {
+        Some(p) => key.len() == 6 + p.len() && key.starts_with(b"xmlns:") && &key[6..] == p,
+        None => key == b"xmlns",
     };
     let mut found: Option<String> = None;
     for (n, attr) in start.attributes().enumerate() {
@@ -282,7 +279,7 @@ fn root_kind(start: &quick_xml::events::BytesStart<'_>, config: &ReaderConfig) -
             return Err(ReadError::TooManyAttributes { limit: config.limits.max_attributes, line: 1 });
         }
         let attr = attr.map_err(|e| ReadError::Malformed { line: 1, column: 1, message: format!("root attributes: {e}") })?;
-        if attr.key.as_ref() == wanted_attr.as_ref() {
+        if declares(attr.key.as_ref()) {
             found = Some(String::from_utf8_lossy(&attr.value).into_owned());
         }
     }

@@ -1,0 +1,77 @@
+//! The JSON error answer shared by every endpoint: `{"error": "...", "reasons": [...]}`,
+//! plus fields of the case (`id`, `existing`, `location`, …).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+use crate::ledger::LedgerError;
+
+/// An error answer. Build with [`ApiError::new`], add fields with [`ApiError::with`].
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: String,
+    pub reasons: Vec<String>,
+    extra: Map<String, Value>,
+    location: Option<String>,
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>, reasons: Vec<String>) -> Self {
+        ApiError { status, error: error.into(), reasons, extra: Map::new(), location: None, retry_after: None }
+    }
+
+    /// Adds a field to the JSON body.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Sets the `Location` header (and the `location` field).
+    pub fn location(mut self, location: String) -> Self {
+        self.extra.insert("location".into(), Value::String(location.clone()));
+        self.location = Some(location);
+        self
+    }
+
+    /// The ledger did not answer: 503, "try again", never the error's text (it may name
+    /// tables, paths or hosts). The error is logged.
+    pub fn unavailable(err: &LedgerError) -> Self {
+        tracing::error!(error = %err, "ledger unavailable; answering 503");
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ledger is not available; try again later",
+            vec!["the ledger did not answer; repeating the identical request is safe".into()],
+        );
+        e.retry_after = Some(5);
+        e
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = Map::new();
+        body.insert("error".into(), Value::String(self.error));
+        body.insert("reasons".into(), Value::from(self.reasons));
+        body.extend(self.extra);
+        let mut response = (self.status, Json(Value::Object(body))).into_response();
+        if let Some(location) = self.location.and_then(|l| HeaderValue::try_from(l).ok()) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+pub(crate) async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not found", vec![format!("no such endpoint: {}", uri.path())])
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", vec![])
+}

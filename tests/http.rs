@@ -1,0 +1,444 @@
+//! The HTTP API over real sockets: the real router on 127.0.0.1:0, a real SQLite ledger,
+//! the default checker, and a minimal HTTP/1.1 client written here (one request per
+//! connection, `Connection: close`), so that the test needs no HTTP client crate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use amtsbote::config::Tenant;
+use amtsbote::intake::Intake;
+use amtsbote::ledger::{self, Event, Ledger, LedgerError, ListFilter, NewRequest, Recorded, Request, RequestId, RequestState};
+use amtsbote::web::{self, AppState};
+use amtsbote::xamtshilfe::Checker;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ERSUCHEN: &str = include_str!("../examples/messages/ersuchen.xml");
+const XML: &str = "application/xml";
+
+fn tenant(id: &str, kennung: &str) -> Tenant {
+    Tenant { id: id.into(), name: format!("Tenant {id}"), kennung: kennung.into(), inbox: None, outbox: None }
+}
+
+struct Server {
+    addr: SocketAddr,
+    ledger: Arc<dyn Ledger>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        Server::start_with(vec![tenant("demo", "vbh:057660440000")], 1 << 20).await
+    }
+
+    async fn start_with(tenants: Vec<Tenant>, max_body_bytes: u64) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger::open(&format!("sqlite:{}", dir.path().join("ledger.sqlite").display())).await.unwrap();
+        ledger.migrate().await.unwrap();
+        Server::start_on(ledger, tenants, max_body_bytes, dir).await
+    }
+
+    async fn start_on(ledger: Arc<dyn Ledger>, tenants: Vec<Tenant>, max_body_bytes: u64, dir: tempfile::TempDir) -> Server {
+        let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults()));
+        let state = AppState::new(intake, tenants, max_body_bytes);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(web::serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        Server { addr, ledger, stop: Some(stop), task: Some(task), _dir: dir }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, &[], b"").await
+    }
+
+    async fn post(&self, path: &str, content_type: &str, body: &str) -> Reply {
+        self.send("POST", path, &[("Content-Type", content_type)], body.as_bytes()).await
+    }
+
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if method == "POST" || !body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        stream.write_all(&request).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        Reply::parse(&raw)
+    }
+
+    /// Stops the server gracefully and checks that it stopped without error.
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let result = tokio::time::timeout(std::time::Duration::from_secs(10), self.task.take().unwrap()).await;
+        result.expect("graceful shutdown within 10 s").unwrap().unwrap();
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn parse(raw: &[u8]) -> Reply {
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+        let head = std::str::from_utf8(&raw[..end]).unwrap();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (name, value) = l.split_once(':').unwrap();
+                (name.trim().to_ascii_lowercase(), value.trim().to_string())
+            })
+            .collect();
+        let mut body = raw[end + 4..].to_vec();
+        if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
+            body = dechunk(&body);
+        }
+        Reply { status, headers, body }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        assert_eq!(self.header("content-type"), Some("application/json"), "{self:?}");
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn reasons(&self) -> Vec<String> {
+        let json = self.json();
+        assert!(json["error"].is_string(), "{json}");
+        json["reasons"].as_array().unwrap_or_else(|| panic!("no reasons: {json}")).iter().map(|r| r.as_str().unwrap().to_string()).collect()
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// The sample request under another Nachrichten-UUID.
+fn ersuchen(n: u32) -> String {
+    ERSUCHEN.replace("7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11", &format!("7d3c1f0e-2b7a-4c55-9a51-{n:012x}"))
+}
+
+async fn count(ledger: &Arc<dyn Ledger>, state: RequestState) -> u64 {
+    ledger.count_by_state().await.unwrap().into_iter().find(|(s, _)| *s == state).unwrap().1
+}
+
+#[tokio::test]
+async fn accepted_message_is_readable_with_its_journal() {
+    let server = Server::start().await;
+    let reply = server.post("/api/v1/nachrichten?tenant=demo", XML, ERSUCHEN).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let json = reply.json();
+    let id = json["id"].as_i64().unwrap();
+    let location = format!("/api/v1/requests/{id}");
+    assert_eq!(json["state"], "validated");
+    assert_eq!(json["location"], location.as_str());
+    assert_eq!(reply.header("location"), Some(location.as_str()));
+
+    let reply = server.get(&location).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let request = reply.json();
+    assert_eq!(request["id"], id);
+    assert_eq!(request["tenant"], "demo");
+    assert_eq!(request["state"], "validated");
+    assert_eq!(request["kind"], "vollstreckungshilfe.Ersuchen.0101");
+    assert_eq!(request["nachrichten_uuid"], "7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11");
+    assert_eq!(request["test"], false);
+    assert!(request["file_name"].is_null());
+    for key in ["state_detail", "created_at", "updated_at"] {
+        assert!(request.get(key).is_some(), "{key} missing: {request}");
+    }
+    assert!(request.get("payload").is_none() && request.get("source").is_none(), "{request}");
+    let journal = request["journal"].as_array().unwrap();
+    assert_eq!(journal.len(), 1, "{request}");
+    assert_eq!(journal[0]["seq"], 1);
+    assert!(journal[0]["from"].is_null());
+    assert_eq!(journal[0]["to"], "validated");
+    assert_eq!(journal[0]["actor"], "system:intake");
+    assert!(journal[0]["at"].is_string() && journal[0]["detail"].is_string(), "{request}");
+
+    // The identical POST again — here naming the tenant by header — is the same delivery.
+    let again = server.send("POST", "/api/v1/nachrichten", &[("Content-Type", "text/xml; charset=utf-8"), ("X-Amtsbote-Tenant", "demo")], ERSUCHEN.as_bytes()).await;
+    assert_eq!(again.status, 202, "{}", again.text());
+    let json = again.json();
+    assert_eq!(json["id"], id);
+    assert_eq!(json["state"], "validated");
+    assert_eq!(json["already_recorded"], true);
+    assert_eq!(again.header("location"), Some(location.as_str()));
+
+    // Listing, with filters; no payloads, no journals.
+    let list = server.get("/api/v1/requests?state=validated&tenant=demo&limit=50").await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let requests = list.json()["requests"].as_array().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["id"], id);
+    assert!(requests[0].get("journal").is_none() && requests[0].get("payload").is_none());
+    let list = server.get("/api/v1/requests?state=rejected").await;
+    assert_eq!(list.json()["requests"].as_array().unwrap().len(), 0);
+    let list = server.get("/api/v1/requests?tenant=elsewhere").await;
+    assert_eq!(list.json()["requests"].as_array().unwrap().len(), 0);
+    let bad = server.get("/api/v1/requests?state=sent").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.reasons().iter().any(|r| r.contains("validated")), "{}", bad.text());
+    let bad = server.get("/api/v1/requests?stat=validated").await;
+    assert_eq!(bad.status, 400, "a misspelt filter is not silently ignored: {}", bad.text());
+
+    // Operators' endpoints.
+    let health = server.get("/healthz").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json(), serde_json::json!({"status": "ok"}));
+    let metrics = server.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    let text = metrics.text();
+    assert!(text.contains("# HELP amtsbote_requests "), "{text}");
+    assert!(text.contains("# TYPE amtsbote_requests gauge\n"), "{text}");
+    assert!(text.lines().any(|l| l == "amtsbote_requests{state=\"validated\"} 1"), "{text}");
+    assert!(text.lines().any(|l| l == "amtsbote_requests{state=\"rejected\"} 0"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("amtsbote_requests{")).count(), RequestState::ALL.len(), "{text}");
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn same_nachrichten_uuid_with_another_body_is_a_conflict() {
+    let server = Server::start().await;
+    let first = server.post("/api/v1/nachrichten?tenant=demo", XML, ERSUCHEN).await;
+    assert_eq!(first.status, 202, "{}", first.text());
+    let id = first.json()["id"].as_i64().unwrap();
+
+    let changed = ERSUCHEN.replace("VH-2026-000123", "VH-2026-999999");
+    assert_ne!(changed, ERSUCHEN);
+    let reply = server.post("/api/v1/nachrichten?tenant=demo", XML, &changed).await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    let json = reply.json();
+    assert_eq!(json["error"], "duplicate");
+    assert_eq!(json["existing"], id);
+    assert_eq!(json["nachrichten_uuid"], "7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11");
+    assert!(json["reasons"][0].as_str().unwrap().contains("7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11"), "{json}");
+    assert_eq!(reply.header("location"), Some(format!("/api/v1/requests/{id}").as_str()));
+    assert_eq!(server.ledger.list(&ListFilter::default()).await.unwrap().len(), 1, "the duplicate is not recorded");
+
+    // Another message goes through.
+    let other = server.post("/api/v1/nachrichten?tenant=demo", XML, &ersuchen(2)).await;
+    assert_eq!(other.status, 202, "{}", other.text());
+    assert_ne!(other.json()["id"], id);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_message_is_rejected_with_reasons_and_recorded() {
+    let server = Server::start().await;
+    let invalid = ERSUCHEN.replace(">445.00<", ">445.01<");
+    assert_ne!(invalid, ERSUCHEN);
+    let reply = server.post("/api/v1/nachrichten?tenant=demo", XML, &invalid).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    let reasons = reply.reasons();
+    assert!(reasons.iter().any(|r| r.contains("ersuchen/gesamtbetrag")), "{reasons:?}");
+    let json = reply.json();
+    assert_eq!(json["error"], "rejected");
+    let id = json["id"].as_i64().unwrap();
+
+    let request = server.get(&format!("/api/v1/requests/{id}")).await.json();
+    assert_eq!(request["state"], "rejected");
+    assert!(request["state_detail"].as_str().unwrap().contains("ersuchen/gesamtbetrag"), "{request}");
+
+    // Posting the same body again gives the same answer from the ledger.
+    let again = server.post("/api/v1/nachrichten?tenant=demo", XML, &invalid).await;
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert_eq!(again.json()["id"], id);
+    assert_eq!(again.reasons(), reasons);
+
+    // A hostile body: rejected before any entity is expanded, and recorded without content leaking back.
+    let laughs = "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">]><l>&b;</l>";
+    let reply = server.post("/api/v1/nachrichten?tenant=demo", XML, laughs).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    let reasons = reply.reasons();
+    assert!(reasons.iter().any(|r| r.to_ascii_lowercase().contains("doctype")), "{reasons:?}");
+    assert!(!reply.text().contains("aaaaaaaaaa"), "{}", reply.text());
+
+    assert_eq!(count(&server.ledger, RequestState::Rejected).await, 2);
+    let metrics = server.get("/metrics").await.text();
+    assert!(metrics.lines().any(|l| l == "amtsbote_requests{state=\"rejected\"} 2"), "{metrics}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413_and_not_recorded() {
+    let server = Server::start_with(vec![tenant("demo", "vbh:057660440000")], 1000).await;
+    assert!(ERSUCHEN.len() > 1000);
+    let reply = server.post("/api/v1/nachrichten?tenant=demo", XML, ERSUCHEN).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    let json = reply.json();
+    assert!(json["error"].as_str().unwrap().contains("1000"), "{json}");
+    assert_eq!(json["limit"], 1000);
+
+    // Without Content-Length (chunked), the DefaultBodyLimit layer catches it.
+    let chunked = format!("{:x}\r\n{ERSUCHEN}\r\n0\r\n\r\n", ERSUCHEN.len());
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /api/v1/nachrichten?tenant=demo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/xml\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(format!("{head}{chunked}").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let reply = Reply::parse(&raw);
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert!(reply.json()["error"].as_str().unwrap().contains("1000"));
+
+    // A small message still passes.
+    let small = server.post("/api/v1/nachrichten?tenant=demo", XML, "<x/>").await;
+    assert_eq!(small.status, 400, "{}", small.text());
+    assert_eq!(server.ledger.list(&ListFilter::default()).await.unwrap().len(), 1, "only the small one is recorded");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tenant_and_content_type_are_checked() {
+    let server = Server::start().await;
+    let reply = server.post("/api/v1/nachrichten?tenant=koeln", XML, ERSUCHEN).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(reply.reasons()[0].contains("koeln"));
+    let reply = server.send("POST", "/api/v1/nachrichten", &[("Content-Type", XML), ("X-Amtsbote-Tenant", "koeln")], ERSUCHEN.as_bytes()).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+
+    let reply = server.post("/api/v1/nachrichten?tenant=demo", "application/json", ERSUCHEN).await;
+    assert_eq!(reply.status, 415, "{}", reply.text());
+    assert!(!reply.reasons().is_empty());
+    let reply = server.send("POST", "/api/v1/nachrichten?tenant=demo", &[], ERSUCHEN.as_bytes()).await;
+    assert_eq!(reply.status, 415, "{}", reply.text());
+    let reply = server.post("/api/v1/nachrichten?tenant=demo&tennant=x", XML, ERSUCHEN).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(server.ledger.list(&ListFilter::default()).await.unwrap().len(), 0);
+
+    // One tenant configured and none named: that one.
+    let reply = server.post("/api/v1/nachrichten", "Application/XML; charset=UTF-8", ERSUCHEN).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let id = reply.json()["id"].as_i64().unwrap();
+    assert_eq!(server.get(&format!("/api/v1/requests/{id}")).await.json()["tenant"], "demo");
+    server.stop().await;
+
+    // Several: the client must say which.
+    let server = Server::start_with(vec![tenant("a", "vbh:057660440000"), tenant("b", "vbh:053150000000")], 1 << 20).await;
+    let reply = server.post("/api/v1/nachrichten", XML, ERSUCHEN).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.reasons()[0].contains("X-Amtsbote-Tenant"));
+    let reply = server.post("/api/v1/nachrichten?tenant=b", XML, ERSUCHEN).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    // The same message for another tenant is not a duplicate: UUIDs are unique per tenant.
+    let reply = server.post("/api/v1/nachrichten?tenant=a", XML, ERSUCHEN).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids_and_routes() {
+    let server = Server::start().await;
+    let reply = server.get("/api/v1/requests/4711").await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert!(reply.reasons()[0].contains("4711"));
+    for bad in ["abc", "0", "-3", "1.5"] {
+        let reply = server.get(&format!("/api/v1/requests/{bad}")).await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.text());
+        assert!(!reply.reasons().is_empty());
+    }
+    let reply = server.get("/api/v1/nope").await;
+    assert_eq!(reply.status, 404);
+    assert!(!reply.reasons().is_empty());
+    let reply = server.get("/api/v1/nachrichten").await;
+    assert_eq!(reply.status, 405, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "method not allowed");
+    assert_eq!(reply.header("allow"), Some("POST"));
+    server.stop().await;
+}
+
+/// A ledger that never answers, as when the database is down.
+struct DownLedger;
+
+fn down<T>() -> Result<T, LedgerError> {
+    Err(LedgerError::Database(sqlx::Error::PoolTimedOut))
+}
+
+#[async_trait::async_trait]
+impl Ledger for DownLedger {
+    async fn migrate(&self) -> Result<(), LedgerError> {
+        down()
+    }
+    async fn record(&self, _: NewRequest, _: RequestState, _: &ledger::Actor, _: Option<&str>) -> Result<Recorded, LedgerError> {
+        down()
+    }
+    async fn transition(&self, _: RequestId, _: RequestState, _: RequestState, _: &ledger::Actor, _: Option<&str>) -> Result<(), LedgerError> {
+        down()
+    }
+    async fn get(&self, _: RequestId) -> Result<Option<Request>, LedgerError> {
+        down()
+    }
+    async fn journal(&self, _: RequestId) -> Result<Vec<Event>, LedgerError> {
+        down()
+    }
+    async fn payload(&self, _: RequestId) -> Result<Vec<u8>, LedgerError> {
+        down()
+    }
+    async fn find_by_source(&self, _: &str) -> Result<Option<Request>, LedgerError> {
+        down()
+    }
+    async fn list(&self, _: &ListFilter) -> Result<Vec<Request>, LedgerError> {
+        down()
+    }
+    async fn count_by_state(&self) -> Result<Vec<(RequestState, u64)>, LedgerError> {
+        down()
+    }
+}
+
+#[tokio::test]
+async fn ledger_down_is_503_try_again_without_internals() {
+    let server = Server::start_on(Arc::new(DownLedger), vec![tenant("demo", "vbh:057660440000")], 1 << 20, tempfile::tempdir().unwrap()).await;
+    for reply in [
+        server.post("/api/v1/nachrichten?tenant=demo", XML, ERSUCHEN).await,
+        server.get("/api/v1/requests/1").await,
+        server.get("/api/v1/requests").await,
+        server.get("/healthz").await,
+        server.get("/metrics").await,
+    ] {
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        let json = reply.json();
+        assert!(json["error"].as_str().unwrap().contains("try again"), "{json}");
+        assert!(reply.header("retry-after").is_some());
+        let text = reply.text().to_ascii_lowercase();
+        assert!(!text.contains("pool") && !text.contains("sqlx") && !text.contains("database"), "{text}");
+    }
+    assert_eq!(server.get("/healthz").await.json()["status"], "unavailable");
+    server.stop().await;
+}
