@@ -75,9 +75,8 @@ impl Intake {
 
     /// Checks `bytes` and records the result under `source`.
     pub async fn accept(&self, tenant: &str, source: &str, file_name: Option<&str>, bytes: Vec<u8>) -> Result<Outcome, LedgerError> {
-        if let Some(existing) = self.ledger.find_by_source(source).await? {
-            return Ok(Outcome::AlreadyRecorded { id: existing.id, state: Some(existing.state) });
-        }
+        // No look-up first: recording is idempotent by `source` (the database decides), and
+        // a redelivery after a crash is rare enough to pay for one more check.
         let sha256 = hex::encode(Sha256::digest(&bytes));
         // Checking is CPU work of ~20 µs for a typical message, milliseconds for a 40 MB
         // one: big messages go to the blocking pool so the runtime keeps answering.
