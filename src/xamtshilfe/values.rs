@@ -43,9 +43,10 @@ impl FromStr for Cents {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let s = text.trim();
+        // As xs:decimal in our XSD: an optional minus, no plus sign.
         let (negative, digits) = match s.strip_prefix('-') {
             Some(rest) => (true, rest),
-            None => (false, s.strip_prefix('+').unwrap_or(s)),
+            None => (false, s),
         };
         let (whole, frac) = match digits.split_once('.') {
             Some((w, f)) => (w, f),
@@ -147,7 +148,13 @@ impl fmt::Display for Timestamp {
 impl FromStr for Timestamp {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        DateTime::parse_from_rfc3339(text.trim())
+        let s = text.trim();
+        // RFC 3339 allows a space or a lowercase 't' between date and time; xs:dateTime
+        // (and so our XSD) does not.
+        if s.as_bytes().get(10) != Some(&b'T') {
+            return Err(format!("'{}' is not a date-time of the form 2026-11-27T10:15:00.000+01:00", clip(text)));
+        }
+        DateTime::parse_from_rfc3339(s)
             .map(Timestamp)
             .map_err(|e| format!("'{}' is not a date-time with time zone (e.g. 2026-11-27T10:15:00.000+01:00): {e}", clip(text)))
     }
@@ -283,5 +290,7 @@ mod tests {
         let t: Timestamp = "2026-11-27T10:15:00.000+01:00".parse().unwrap();
         assert_eq!(t.to_string(), "2026-11-27T10:15:00.000+01:00");
         assert!("2026-11-27T10:15:00".parse::<Timestamp>().is_err());
+        assert!("2026-11-27 10:15:00+01:00".parse::<Timestamp>().is_err());
+        assert!("+12.00".parse::<Cents>().is_err());
     }
 }
