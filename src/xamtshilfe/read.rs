@@ -265,30 +265,33 @@ pub fn guard<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<Guarded<'a>, 
 /// Tells the kind from the root's local name and checks its namespace.
 fn root_kind(start: &quick_xml::events::BytesStart<'_>, config: &ReaderConfig) -> Result<MessageKind, ReadError> {
     let qname = start.name();
-    let local = String::from_utf8_lossy(qname.local_name().into_inner()).into_owned();
-    let kind = MessageKind::from_root_name(&local).ok_or_else(|| ReadError::UnknownKind(super::values::clip(&local)))?;
+    let local = qname.local_name().into_inner();
+    let kind = MessageKind::ALL.into_iter().find(|k| k.root_name().as_bytes() == local).ok_or_else(|| {
+        ReadError::UnknownKind(super::values::clip(&String::from_utf8_lossy(local)))
+    })?;
     // The attribute that declares the root's namespace: `xmlns:<prefix>`, or `xmlns`.
     let prefix = qname.prefix().map(|p| p.into_inner());
     let declares = |key: &[u8]| match prefix {
         Some(p) => key.len() == 6 + p.len() && key.starts_with(b"xmlns:") && &key[6..] == p,
         None => key == b"xmlns",
     };
-    let mut found: Option<String> = None;
+    let mut found = None;
     for (n, attr) in start.attributes().enumerate() {
         if n >= config.limits.max_attributes {
             return Err(ReadError::TooManyAttributes { limit: config.limits.max_attributes, line: 1 });
         }
         let attr = attr.map_err(|e| ReadError::Malformed { line: 1, column: 1, message: format!("root attributes: {e}") })?;
         if declares(attr.key.as_ref()) {
-            found = Some(String::from_utf8_lossy(&attr.value).into_owned());
+            found = Some(attr.value);
         }
     }
     let found = found.unwrap_or_default();
-    if config.namespaces.iter().any(|ns| *ns == found) {
+    if config.namespaces.iter().any(|ns| ns.as_bytes() == &*found) {
         Ok(kind)
     } else {
+        let found = String::from_utf8_lossy(&found);
         Err(ReadError::Namespace {
-            root: local,
+            root: kind.root_name().to_string(),
             found: if found.is_empty() { "(none)".into() } else { super::values::clip(&found) },
             accepted: config.namespaces.join(", "),
         })
