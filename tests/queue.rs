@@ -12,9 +12,9 @@ use std::{
 };
 
 use amtsbote::queue::{
-    JobConfig, JobConfigs, JobState, Queue, QueueAdmin, QueueCounts, QueueError, QueueStore,
-    explain_query_plan, migrate, open_queue_pool, run_index_fix, run_library_migrations,
-    worker_name,
+    JobConfig, JobConfigs, JobState, QueryPlan, Queue, QueueAdmin, QueueCounts, QueueError,
+    QueueStore, explain_query_plan, migrate, open_queue_pool, run_index_fix,
+    run_library_migrations, worker_name,
 };
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -600,7 +600,8 @@ async fn lock_and_ack_find_jobs_by_primary_key_after_our_migration() {
     }
 
     // The statements that used the dropped indexes, or could now pick a worse one.
-    let checks: &[(&str, &dyn Fn(&amtsbote::queue::QueryPlan) -> bool)] = &[
+    type Check<'a> = (&'a str, &'a dyn Fn(&QueryPlan) -> bool);
+    let checks: &[Check] = &[
         // Every heartbeat: in-flight jobs of dead workers, through the partial index.
         ("backend/reenqueue_orphaned.sql", &|p| {
             p.uses_index("Jobs", "amtsbote_jobs_inflight_lock_by") && !p.scans("Jobs")
@@ -718,7 +719,10 @@ async fn a_cron_schedule_pushes_one_job_per_tick_however_many_schedulers_fire() 
         .list_jobs(Some(Queue::Print), &[JobState::Pending], 100)
         .await
         .unwrap();
-    let mut ticks: Vec<u64> = jobs.iter().map(|j| j.args["tick"].as_u64().unwrap()).collect();
+    let mut ticks: Vec<u64> = jobs
+        .iter()
+        .map(|j| j.args["tick"].as_u64().unwrap())
+        .collect();
     ticks.sort();
     let before = ticks.len();
     ticks.dedup();
