@@ -20,6 +20,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let ledger = open_ledger(&config).await?;
     let queues = open_queues(&config).await?;
     let checker = Arc::new(config.checker().context("messages: code lists")?);
+    let limits = checker.reader.limits;
     let intake = Intake::new(ledger.clone(), checker);
 
     let dirs: Vec<InboxDirs> = config.tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: t.inbox().to_path_buf() }).collect();
@@ -28,7 +29,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         poll_interval: Duration::from_millis(config.intake.poll_interval_ms.max(10)),
         settle: Duration::from_millis(config.intake.settle_ms),
         concurrency: intake_jobs.concurrency.max(1),
-        limits: config.checker()?.reader.limits,
+        limits,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = Watcher::new(intake.clone(), dirs.clone(), watch_config);
