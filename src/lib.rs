@@ -4,15 +4,18 @@
 //! One module per part of the domain; docs/ARCHITECTURE.md shows how data flows through them.
 //! - [`xamtshilfe`]: the messages — typed model, reading with limits, writing, validation.
 //! - [`intake`]: taking messages in from inbox folders and HTTP, once each.
+//! - [`route`]: the routing stage — validated requests to the responsible authority.
 //! - [`config`]: the configuration file and `AMTSBOTE_*` variables.
 //! - [`cli`]: the `amtsbote` command line.
 //! - [`web`]: the HTTP API (`/api/v1`), `/healthz` and `/metrics`.
 
 pub mod cli;
 pub mod config;
+pub mod directory;
 pub mod intake;
 pub mod ledger;
 pub mod queue;
+pub mod route;
 pub mod serve;
 pub mod web;
 pub mod xamtshilfe;

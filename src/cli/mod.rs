@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 the command's own "no" (an invalid message, an unknown id),
 //! 2 usage or configuration errors and failures of the machinery.
 
+mod directory;
 mod ops;
 mod validate;
 
@@ -54,11 +55,19 @@ enum Command {
         /// The job's id (from `amtsbote jobs`).
         id: String,
     },
+    /// Route a request again (an unroutable one, after the directory was fixed).
+    Route {
+        /// The request's id.
+        id: String,
+    },
     /// Give up a job for good.
     Discard {
         /// The job's id (from `amtsbote jobs`).
         id: String,
     },
+    /// The directory of authorities: import its files, look up who is responsible.
+    #[command(subcommand)]
+    Directory(directory::DirectoryCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +122,8 @@ fn run_async(config: Config, command: Command) -> anyhow::Result<ExitCode> {
             Command::Jobs(args) => ops::jobs(&config, args).await,
             Command::Retry { id } => ops::retry(&config, &id).await,
             Command::Discard { id } => ops::discard(&config, &id).await,
+            Command::Route { id } => ops::route(&config, &id).await,
+            Command::Directory(command) => directory::run(&config, command),
             Command::Validate(_) => unreachable!("handled without a runtime"),
         }
     })
