@@ -39,7 +39,14 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {} (http.listen); is another amtsbote running?", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    let state = crate::web::AppState::from_config(intake, &config);
+    let directory = crate::directory::open_or_sample(&config.data_dir).context("the directory (import it again with `amtsbote directory import`)")?;
+    if directory.is_sample() {
+        tracing::warn!("no directory imported: lookups answer from the sample data (amtsbote directory import …)");
+    }
+    let directory = Arc::new(crate::directory::SharedDirectory::new(directory));
+    let router = crate::route::Router { ledger: ledger.clone(), checker: intake.checker.clone(), directory: directory.clone() };
+    let router_task = tokio::spawn(router.run(Duration::from_millis(config.intake.poll_interval_ms.max(10)), stop_rx.clone()));
+    let state = crate::web::AppState::from_config(intake, &config).with_directory(directory);
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
@@ -52,6 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let _ = stop_tx.send(true);
     watcher_task.await.context("inbox watcher")??;
     http_task.await.context("HTTP server")??;
+    router_task.await.context("routing")?;
     eprintln!("amtsbote: stopped");
     Ok(ExitCode::SUCCESS)
 }

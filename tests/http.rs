@@ -442,3 +442,53 @@ async fn ledger_down_is_503_try_again_without_internals() {
     assert_eq!(server.get("/healthz").await.json()["status"], "unavailable");
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The directory over HTTP (answering from the sample data in examples/directory).
+
+#[tokio::test]
+async fn zustaendigkeit_as_json_follows_the_lookup_contract() {
+    let server = Server::start().await;
+    let reply = server.get("/api/v1/zustaendigkeit?plz=50667&ort=K%C3%B6ln&strasse=Hohe%20Str.%2012a&einnahmeart=GWST&datum=2026-11-27").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let json = reply.json();
+    assert_eq!(json["status"], "found", "{json}");
+    assert_eq!(json["kennung"], "vbh:053150000000");
+    assert_eq!(json["kanal"], "xta");
+    // The specific Einnahmeart wins over `*`.
+    let json = server.get("/api/v1/zustaendigkeit?plz=50667&ort=K%C3%B6ln&einnahmeart=GRST&datum=2026-11-27").await.json();
+    assert_eq!(json["kennung"], "vbh:053150000001", "{json}");
+    let json = server.get("/api/v1/zustaendigkeit?plz=99999&ort=Nirgendwo").await.json();
+    assert_eq!(json["status"], "not_found");
+    let reply = server.get("/api/v1/zustaendigkeit?ort=K%C3%B6ln").await;
+    assert_eq!(reply.status, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn zustaendigkeit_as_the_xml_pair() {
+    let server = Server::start().await;
+    let anfrage = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/messages/zustaendigkeit-anfrage.xml")).unwrap();
+    let reply = server.post("/api/v1/zustaendigkeit", "application/xml", &anfrage).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let answer = Checker::with_defaults().check(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.text()));
+    let amtsbote::xamtshilfe::Message::ZustaendigkeitAntwort(answer) = answer else { panic!("{}", reply.text()) };
+    match reply.header("x-amtsbote-lookup") {
+        Some("found") => assert!(answer.behoerde.is_some()),
+        Some("not_found" | "ambiguous") => assert!(answer.behoerde.is_none()),
+        other => panic!("{other:?}"),
+    }
+    // Unknown address: the empty answer.
+    let unknown = anfrage.replace(
+        &anfrage[anfrage.find("<postleitzahl>").unwrap()..anfrage.find("</postleitzahl>").unwrap()],
+        "<postleitzahl>99999",
+    );
+    let reply = server.post("/api/v1/zustaendigkeit", "application/xml", &unknown).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-amtsbote-lookup"), Some("not_found"));
+    assert!(!reply.text().contains("<behoerde>"), "{}", reply.text());
+    // Another message kind is refused.
+    let ersuchen = ersuchen(1);
+    assert_eq!(server.post("/api/v1/zustaendigkeit", "application/xml", &ersuchen).await.status, 400);
+    server.stop().await;
+}

@@ -211,3 +211,30 @@ pub async fn discard(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+pub async fn route(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
+    let Ok(id) = id.parse::<RequestId>() else {
+        eprintln!("'{id}' is not a request id (a positive number)");
+        return Ok(ExitCode::from(2));
+    };
+    let ledger = open_ledger(config).await?;
+    let Some(request) = ledger.get(id).await? else {
+        eprintln!("request {id} is not in the ledger");
+        return Ok(ExitCode::from(1));
+    };
+    if !matches!(request.state, RequestState::Unroutable | RequestState::Validated) {
+        eprintln!("request {id} is {}; only validated or unroutable requests are routed", request.state);
+        return Ok(ExitCode::from(1));
+    }
+    let directory = crate::directory::open_or_sample(&config.data_dir).context("the directory")?;
+    let router = crate::route::Router {
+        ledger,
+        checker: Arc::new(config.checker()?),
+        directory: Arc::new(crate::directory::SharedDirectory::new(directory)),
+    };
+    let operator = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let state = router.route(id, request.state, &crate::ledger::Actor::operator(operator)).await?;
+    let detail = router.ledger.get(id).await?.and_then(|r| r.state_detail).unwrap_or_default();
+    println!("request {id}: {state}: {detail}");
+    Ok(if state == RequestState::Routed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

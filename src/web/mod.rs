@@ -28,6 +28,7 @@
 pub mod api;
 pub mod error;
 pub mod ops;
+pub mod zustaendigkeit;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::config::{Config, Tenant};
+use crate::directory::{Directory, SharedDirectory};
 use crate::intake::Intake;
 use crate::ledger::Ledger;
 
@@ -49,13 +51,16 @@ pub struct AppState {
     pub tenants: Vec<Tenant>,
     /// Largest request body accepted; larger ones get 413 without being recorded.
     pub max_body_bytes: u64,
+    /// The directory lookups answer from (the sample data until one is imported).
+    pub directory: Arc<SharedDirectory>,
 }
 
 impl AppState {
     /// State over the intake's ledger.
     pub fn new(intake: Intake, tenants: Vec<Tenant>, max_body_bytes: u64) -> Self {
         let ledger = intake.ledger.clone();
-        AppState { intake, ledger, tenants, max_body_bytes }
+        let directory = Arc::new(SharedDirectory::new(Directory::sample()));
+        AppState { intake, ledger, tenants, max_body_bytes, directory }
     }
 
     /// State as the configuration asks: its tenants, and `http.max_body_bytes` (default:
@@ -63,6 +68,12 @@ impl AppState {
     pub fn from_config(intake: Intake, config: &Config) -> Self {
         let limit = config.http.max_body_bytes.unwrap_or(config.messages.max_bytes);
         AppState::new(intake, config.tenants.clone(), limit)
+    }
+
+    /// Answers lookups from `directory` instead of the sample data.
+    pub fn with_directory(mut self, directory: Arc<SharedDirectory>) -> Self {
+        self.directory = directory;
+        self
     }
 
     pub(crate) fn tenant(&self, id: &str) -> Option<&Tenant> {
@@ -79,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nachrichten", post(api::post_nachricht))
         .route("/api/v1/requests", get(api::list_requests))
         .route("/api/v1/requests/{id}", get(api::get_request))
+        .route("/api/v1/zustaendigkeit", get(zustaendigkeit::get).post(zustaendigkeit::post))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .fallback(error::not_found)
