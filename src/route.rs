@@ -109,7 +109,7 @@ impl Router {
     pub async fn route(&self, id: RequestId, from: RequestState, actor: &Actor) -> Result<RequestState, LedgerError> {
         let payload = self.ledger.payload(id).await?;
         let (to, detail) = match self.checker.check(&payload) {
-            Ok(message) => match decide(&message, &self.directory.get(), chrono::Local::now().date_naive()) {
+            Ok(message) => match decide(&message, &self.directory.get(), crate::directory::today()) {
                 Routing::Routed { detail, .. } => (RequestState::Routed, detail),
                 Routing::Unroutable { detail } => (RequestState::Unroutable, detail),
                 Routing::Rejected { detail } => (RequestState::Rejected, detail),

@@ -44,6 +44,26 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         tracing::warn!("no directory imported: lookups answer from the sample data (amtsbote directory import …)");
     }
     let directory = Arc::new(crate::directory::SharedDirectory::new(directory));
+    // An import by `amtsbote directory import` (another process) is picked up here.
+    let reload = {
+        let (directory, data_dir, mut stop) = (directory.clone(), config.data_dir.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.changed() => return,
+                }
+                let (d, dir) = (directory.clone(), data_dir.clone());
+                // Re-indexing a full street file takes a second: not on the runtime's threads.
+                let reloaded = tokio::task::spawn_blocking(move || d.reload_if_changed(&dir)).await;
+                match reloaded.unwrap_or(Ok(false)) {
+                    Ok(true) => tracing::info!("directory reloaded after an import"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot reload the directory; keeping the one in use"),
+                }
+            }
+        })
+    };
     let router = crate::route::Router { ledger: ledger.clone(), checker: intake.checker.clone(), directory: directory.clone() };
     let router_task = tokio::spawn(router.run(Duration::from_millis(config.intake.poll_interval_ms.max(10)), stop_rx.clone()));
     let state = crate::web::AppState::from_config(intake, &config).with_directory(directory);
@@ -60,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     watcher_task.await.context("inbox watcher")??;
     http_task.await.context("HTTP server")??;
     router_task.await.context("routing")?;
+    reload.abort();
     eprintln!("amtsbote: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -97,7 +97,7 @@ pub(crate) fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<
                 );
             }
             let date =
-                args.date.unwrap_or_else(|| chrono::Utc::now().with_timezone(&chrono_tz::Europe::Berlin).date_naive());
+                args.date.unwrap_or_else(crate::directory::today);
             let result = dir.lookup(&Query {
                 plz: &args.plz,
                 ort: &args.ort,

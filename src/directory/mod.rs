@@ -497,6 +497,12 @@ impl Directory {
     }
 }
 
+/// Today in Europe/Berlin: the day a lookup answers for unless told otherwise (rules change
+/// at German midnight, not at UTC midnight).
+pub fn today() -> NaiveDate {
+    chrono::Utc::now().with_timezone(&chrono_tz::Europe::Berlin).date_naive()
+}
+
 /// The directory a running process answers from; [`SharedDirectory::replace`] swaps in a
 /// fully built new one, so a lookup sees either the old or the new data, never a mixture,
 /// and never waits for an import.

@@ -30,7 +30,7 @@ pub(crate) struct Params {
 
 fn day(datum: Option<&str>) -> Result<chrono::NaiveDate, ApiError> {
     match datum {
-        None => Ok(chrono::Local::now().date_naive()),
+        None => Ok(crate::directory::today()),
         Some(d) => d
             .parse::<crate::xamtshilfe::Date>()
             .map(|d| d.0)
@@ -67,7 +67,7 @@ pub(crate) async fn post(State(state): State<Shared>, body: Bytes) -> Result<Res
         ort: &a.ort,
         strasse: a.strasse.as_deref(),
         einnahmeart: Some(anfrage.einnahmeart.code.as_str()),
-        date: chrono::Local::now().date_naive(),
+        date: crate::directory::today(),
     });
     let (status, behoerde) = match &result {
         LookupResult::Found { authority, .. } => (
