@@ -119,6 +119,38 @@ pub struct Tenant {
     /// Where messages for the tenant are delivered; default `<data_dir>/outbox/<id>`.
     #[serde(default)]
     pub outbox: Option<PathBuf>,
+    /// Where delivery-status mails for the tenant go.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// First day the tenant may deliver (inclusive).
+    #[serde(default)]
+    pub valid_from: Option<chrono::NaiveDate>,
+    /// Last day the tenant may deliver (inclusive): a trial ends by itself.
+    #[serde(default)]
+    pub valid_to: Option<chrono::NaiveDate>,
+    /// `false` deactivates the tenant at once.
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Tenant {
+    fn default() -> Self {
+        Tenant {
+            id: String::new(),
+            name: String::new(),
+            kennung: String::new(),
+            inbox: None,
+            outbox: None,
+            notify: Vec::new(),
+            valid_from: None,
+            valid_to: None,
+            active: true,
+        }
+    }
 }
 
 impl Default for Config {
@@ -175,8 +207,7 @@ impl Config {
                 id: "demo".into(),
                 name: "Stadt Lemgo, Stadtkasse (sample tenant)".into(),
                 kennung: "vbh:057660440000".into(),
-                inbox: None,
-                outbox: None,
+                ..Tenant::default()
             });
         }
         let data = self.data_dir.clone();
@@ -196,6 +227,11 @@ impl Config {
             }
             t.inbox.get_or_insert_with(|| data.join("inbox").join(&t.id));
             t.outbox.get_or_insert_with(|| data.join("outbox").join(&t.id));
+            if let (Some(from), Some(to)) = (t.valid_from, t.valid_to)
+                && from > to
+            {
+                bail!("tenant '{}': valid_from {from} lies after valid_to {to}", t.id);
+            }
         }
         self.min_amount()?;
         if self.messages.namespaces.is_empty() {
@@ -239,6 +275,24 @@ impl Config {
 }
 
 impl Tenant {
+    /// Why the tenant may not deliver on `day`, if it may not.
+    pub fn refusal_on(&self, day: chrono::NaiveDate) -> Option<String> {
+        if !self.active {
+            return Some(format!("tenant '{}' is deactivated", self.id));
+        }
+        if let Some(from) = self.valid_from
+            && day < from
+        {
+            return Some(format!("tenant '{}' may deliver from {from} on", self.id));
+        }
+        if let Some(to) = self.valid_to
+            && day > to
+        {
+            return Some(format!("tenant '{}' could deliver until {to} (its term has ended)", self.id));
+        }
+        None
+    }
+
     pub fn inbox(&self) -> &Path {
         self.inbox.as_deref().unwrap_or(Path::new("."))
     }

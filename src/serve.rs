@@ -21,7 +21,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let queues = open_queues(&config).await?;
     let checker = Arc::new(config.checker().context("messages: code lists")?);
     let limits = checker.reader.limits;
-    let intake = Intake::new(ledger.clone(), checker);
+    let intake = Intake::new(ledger.clone(), checker).with_tenants(config.tenants.clone());
 
     let dirs: Vec<InboxDirs> = config.tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: t.inbox().to_path_buf() }).collect();
     let intake_jobs = queues.configs().get(Queue::Intake);

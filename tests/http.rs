@@ -18,7 +18,7 @@ const ERSUCHEN: &str = include_str!("../examples/messages/ersuchen.xml");
 const XML: &str = "application/xml";
 
 fn tenant(id: &str, kennung: &str) -> Tenant {
-    Tenant { id: id.into(), name: format!("Tenant {id}"), kennung: kennung.into(), inbox: None, outbox: None }
+    Tenant { id: id.into(), name: format!("Tenant {id}"), kennung: kennung.into(), ..Tenant::default() }
 }
 
 struct Server {

@@ -214,3 +214,39 @@ async fn killed_while_taking_in_a_thousand_files_nothing_is_lost_or_doubled() {
     assert_eq!(rejected.len(), 50);
     assert!(rejected.iter().all(|r| r.nachrichten_uuid.is_none()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_tenant_or_an_ended_trial_is_refused_with_the_reason() {
+    use amtsbote::config::Tenant;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ledger = ledger::open(&format!("sqlite:{}", root.join("ledger.sqlite").display())).await.unwrap();
+    ledger.migrate().await.unwrap();
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Duration::days(2);
+    let tenants = vec![
+        Tenant { id: "off".into(), kennung: "vbh:1".into(), active: false, ..Tenant::default() },
+        Tenant { id: "trial".into(), kennung: "vbh:2".into(), valid_to: Some(yesterday), ..Tenant::default() },
+        Tenant { id: "on".into(), kennung: "vbh:3".into(), ..Tenant::default() },
+    ];
+    let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults())).with_tenants(tenants.clone());
+    let dirs: Vec<InboxDirs> = tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: root.join("inbox").join(&t.id) }).collect();
+    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_millis(10), concurrency: 2, limits: Limits::default() };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Watcher::new(intake, dirs.clone(), config).run(rx));
+    wait_until("inbox folders", Duration::from_secs(10), || dirs.iter().all(|d| d.done().is_dir())).await;
+    for (i, d) in dirs.iter().enumerate() {
+        std::fs::write(d.inbox.join("ersuchen.xml"), request(100 + i as u32)).unwrap();
+    }
+    wait_until("three files", Duration::from_secs(20), || {
+        files_in(&dirs[0].error()).len() == 2 && files_in(&dirs[1].error()).len() == 2 && files_in(&dirs[2].done()).len() == 1
+    })
+    .await;
+    let reason = |d: &InboxDirs| {
+        let name = files_in(&d.error()).into_iter().find(|n| n.ends_with(".error.txt")).unwrap();
+        std::fs::read_to_string(d.error().join(name)).unwrap()
+    };
+    assert!(reason(&dirs[0]).contains("deactivated"), "{}", reason(&dirs[0]));
+    assert!(reason(&dirs[1]).contains("term has ended"), "{}", reason(&dirs[1]));
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}

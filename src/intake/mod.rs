@@ -44,33 +44,36 @@ impl Outcome {
 pub struct Intake {
     pub ledger: Arc<dyn Ledger>,
     pub checker: Arc<Checker>,
+    /// When set, deliveries for tenants not in it, deactivated or outside their validity
+    /// dates are rejected with that reason.
+    pub tenants: Option<Arc<Vec<crate::config::Tenant>>>,
 }
 
 impl Intake {
     pub fn new(ledger: Arc<dyn Ledger>, checker: Arc<Checker>) -> Self {
-        Intake { ledger, checker }
+        Intake { ledger, checker, tenants: None }
+    }
+
+    /// Refuses deliveries for tenants that are not (or no longer) active.
+    pub fn with_tenants(mut self, tenants: Vec<crate::config::Tenant>) -> Self {
+        self.tenants = Some(Arc::new(tenants));
+        self
+    }
+
+    /// Why `tenant` may not deliver today, if it may not.
+    fn tenant_refusal(&self, tenant: &str) -> Option<String> {
+        let tenants = self.tenants.as_ref()?;
+        match tenants.iter().find(|t| t.id == tenant) {
+            None => Some(format!("tenant '{tenant}' is not configured")),
+            Some(t) => t.refusal_on(crate::directory::today()),
+        }
     }
 
     /// Records a delivery that could not even be read (too large, unreadable) as rejected,
     /// without its content.
     pub async fn accept_unreadable(&self, tenant: &str, source: &str, file_name: Option<&str>, error: crate::xamtshilfe::ReadError) -> Result<Outcome, LedgerError> {
-        let reason = error.to_string();
-        let new = NewRequest {
-            tenant: tenant.to_string(),
-            source: source.to_string(),
-            sha256: String::new(),
-            nachrichten_uuid: None,
-            kind: "unreadable".into(),
-            test: false,
-            payload: Vec::new(),
-            file_name: file_name.map(str::to_string),
-        };
-        let detail = format!("rejected: {reason}");
-        Ok(match self.ledger.record(new, RequestState::Rejected, &Actor::system("intake"), Some(&detail)).await? {
-            Recorded::New(id) => Outcome::Rejected { id, reasons: vec![reason] },
-            Recorded::AlreadyRecorded(id) => Outcome::AlreadyRecorded { id, state: Some(RequestState::Rejected) },
-            Recorded::Duplicate { existing } => Outcome::Duplicate { existing, uuid: String::new() },
-        })
+        let delivery = Delivery { tenant, source, file_name, sha256: String::new(), payload: Vec::new() };
+        self.reject(delivery, "unreadable", vec![error.to_string()]).await
     }
 
     /// Checks `bytes` and records the result under `source`.
@@ -78,6 +81,10 @@ impl Intake {
         // No look-up first: recording is idempotent by `source` (the database decides), and
         // a redelivery after a crash is rare enough to pay for one more check.
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        if let Some(reason) = self.tenant_refusal(tenant) {
+            let delivery = Delivery { tenant, source, file_name, sha256, payload: bytes };
+            return self.reject(delivery, "refused", vec![reason]).await;
+        }
         // Checking is CPU work of ~20 µs for a typical message, milliseconds for a 40 MB
         // one: big messages go to the blocking pool so the runtime keeps answering.
         let (checked, bytes) = if bytes.len() > 256 * 1024 {
@@ -88,53 +95,64 @@ impl Intake {
         } else {
             (self.checker.check(&bytes), bytes)
         };
-        let actor = Actor::system("intake");
-        match checked {
-            Ok(message) => {
-                let uuid = message.uuid().map(|u| u.to_string());
-                let kind = message.kind();
-                let detail = format!("{} from {source}{}", kind.root_name(), if message.is_test() { " (test message)" } else { "" });
-                let new = NewRequest {
-                    tenant: tenant.to_string(),
-                    source: source.to_string(),
-                    sha256,
-                    nachrichten_uuid: uuid.clone(),
-                    kind: kind.root_name().to_string(),
-                    test: message.is_test(),
-                    payload: bytes,
-                    file_name: file_name.map(str::to_string),
-                };
-                Ok(match self.ledger.record(new, RequestState::Validated, &actor, Some(&detail)).await? {
-                    Recorded::New(id) => Outcome::Accepted { id },
-                    Recorded::AlreadyRecorded(id) => Outcome::AlreadyRecorded { id, state: None },
-                    Recorded::Duplicate { existing } => Outcome::Duplicate { existing, uuid: uuid.unwrap_or_default() },
-                })
-            }
+        let message = match checked {
+            Ok(message) => message,
             Err(rejection) => {
-                let reasons = rejection.reasons();
-                let detail = format!("rejected: {}", reasons.join("; "));
-                // A rejected message holds no Nachrichten-UUID in the ledger: the corrected
-                // message may come again under the same one.
                 let kind = match &rejection {
-                    Rejection::Unreadable(_) => "unreadable".to_string(),
-                    Rejection::Invalid(_) => "invalid".to_string(),
+                    Rejection::Unreadable(_) => "unreadable",
+                    Rejection::Invalid(_) => "invalid",
                 };
-                let new = NewRequest {
-                    tenant: tenant.to_string(),
-                    source: source.to_string(),
-                    sha256,
-                    nachrichten_uuid: None,
-                    kind,
-                    test: false,
-                    payload: bytes,
-                    file_name: file_name.map(str::to_string),
-                };
-                Ok(match self.ledger.record(new, RequestState::Rejected, &actor, Some(&detail)).await? {
-                    Recorded::New(id) => Outcome::Rejected { id, reasons },
-                    Recorded::AlreadyRecorded(id) => Outcome::AlreadyRecorded { id, state: Some(RequestState::Rejected) },
-                    Recorded::Duplicate { existing } => Outcome::Duplicate { existing, uuid: String::new() },
-                })
+                let delivery = Delivery { tenant, source, file_name, sha256, payload: bytes };
+                return self.reject(delivery, kind, rejection.reasons()).await;
             }
-        }
+        };
+        let uuid = message.uuid().map(|u| u.to_string());
+        let kind = message.kind();
+        let detail = format!("{} from {source}{}", kind.root_name(), if message.is_test() { " (test message)" } else { "" });
+        let new = NewRequest {
+            tenant: tenant.to_string(),
+            source: source.to_string(),
+            sha256,
+            nachrichten_uuid: uuid.clone(),
+            kind: kind.root_name().to_string(),
+            test: message.is_test(),
+            payload: bytes,
+            file_name: file_name.map(str::to_string),
+        };
+        Ok(match self.ledger.record(new, RequestState::Validated, &Actor::system("intake"), Some(&detail)).await? {
+            Recorded::New(id) => Outcome::Accepted { id },
+            Recorded::AlreadyRecorded(id) => Outcome::AlreadyRecorded { id, state: None },
+            Recorded::Duplicate { existing } => Outcome::Duplicate { existing, uuid: uuid.unwrap_or_default() },
+        })
     }
+
+    /// Records a delivery as rejected with its reasons. A rejected message holds no
+    /// Nachrichten-UUID in the ledger: the corrected message may come again under the same one.
+    async fn reject(&self, d: Delivery<'_>, kind: &str, reasons: Vec<String>) -> Result<Outcome, LedgerError> {
+        let detail = format!("rejected: {}", reasons.join("; "));
+        let new = NewRequest {
+            tenant: d.tenant.to_string(),
+            source: d.source.to_string(),
+            sha256: d.sha256,
+            nachrichten_uuid: None,
+            kind: kind.to_string(),
+            test: false,
+            payload: d.payload,
+            file_name: d.file_name.map(str::to_string),
+        };
+        Ok(match self.ledger.record(new, RequestState::Rejected, &Actor::system("intake"), Some(&detail)).await? {
+            Recorded::New(id) => Outcome::Rejected { id, reasons },
+            Recorded::AlreadyRecorded(id) => Outcome::AlreadyRecorded { id, state: Some(RequestState::Rejected) },
+            Recorded::Duplicate { existing } => Outcome::Duplicate { existing, uuid: String::new() },
+        })
+    }
+}
+
+/// One delivery on its way into the ledger.
+struct Delivery<'a> {
+    tenant: &'a str,
+    source: &'a str,
+    file_name: Option<&'a str>,
+    sha256: String,
+    payload: Vec<u8>,
 }
