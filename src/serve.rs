@@ -44,6 +44,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         tracing::warn!("no directory imported: lookups answer from the sample data (amtsbote directory import …)");
     }
     let directory = Arc::new(crate::directory::SharedDirectory::new(directory));
+    crate::directory::certs::warn_about(&crate::directory::certs::scan(&crate::directory::certs::certs_dir(&config.data_dir), chrono::Utc::now()));
     // An import by `amtsbote directory import` (another process) is picked up here.
     let reload = {
         let (directory, data_dir, mut stop) = (directory.clone(), config.data_dir.clone(), stop_rx.clone());

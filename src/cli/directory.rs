@@ -27,6 +27,13 @@ pub(crate) enum DirectoryCommand {
     /// Who is responsible for an address and kind of claim (JSON on stdout; exit 0 found,
     /// 1 ambiguous or not found).
     Lookup(LookupArgs),
+    /// Peer certificates in <data_dir>/certs: subject, end date, days left; exit 1 when one
+    /// has expired, expires within 30 days or cannot be read.
+    Certs {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +73,27 @@ pub(crate) struct LookupArgs {
 
 pub(crate) fn run(config: &Config, command: DirectoryCommand) -> anyhow::Result<ExitCode> {
     match command {
+        DirectoryCommand::Certs { json } => {
+            let dir = directory::certs::certs_dir(&config.data_dir);
+            let certs = directory::certs::scan(&dir, chrono::Utc::now());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&certs)?);
+            } else {
+                println!("{:<11} {:>9}  {:<20} {:<40} file", "status", "days left", "expires (UTC)", "subject");
+                for c in &certs {
+                    let status = serde_json::to_value(c.status)?.as_str().unwrap_or_default().to_string();
+                    let days = c.days_left.map(|d| d.to_string()).unwrap_or_default();
+                    let until = c.not_after.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+                    let subject = if c.subject.is_empty() { c.problem.clone().unwrap_or_default() } else { c.subject.clone() };
+                    println!("{status:<11} {days:>9}  {until:<20} {subject:<40} {}", c.file.display());
+                }
+                if certs.is_empty() {
+                    eprintln!("no certificates in {} (*.pem, *.crt)", dir.display());
+                }
+            }
+            let attention = certs.iter().any(|c| c.status != directory::certs::CertStatus::Valid);
+            Ok(if attention { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
         DirectoryCommand::Import(args) => {
             let sources = ImportSources {
                 authorities: args.authorities,

@@ -20,6 +20,8 @@
 mod import;
 mod normalize;
 
+pub mod certs;
+
 pub use import::{
     ImportError, ImportSources, ImportSummary, import, open, open_or_sample, store_dir, stored_generation,
 };
