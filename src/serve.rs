@@ -48,11 +48,19 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     // An import by `amtsbote directory import` (another process) is picked up here.
     let reload = {
         let (directory, data_dir, mut stop) = (directory.clone(), config.data_dir.clone(), stop_rx.clone());
+        let certs = crate::directory::certs::certs_dir(&config.data_dir);
         tokio::spawn(async move {
+            let mut certs_checked = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                     _ = stop.changed() => return,
+                }
+                // Certificates are looked at again once a day, so a long-running process
+                // still warns 30 days ahead.
+                if certs_checked.elapsed() >= Duration::from_secs(24 * 3600) {
+                    certs_checked = std::time::Instant::now();
+                    crate::directory::certs::warn_about(&crate::directory::certs::scan(&certs, chrono::Utc::now()));
                 }
                 let (d, dir) = (directory.clone(), data_dir.clone());
                 // Re-indexing a full street file takes a second: not on the runtime's threads.
