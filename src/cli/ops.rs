@@ -184,29 +184,26 @@ pub async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn retry(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
-    let store = open_queues(config).await?;
-    match store.admin().retry(id).await {
-        Ok(job) => {
-            println!("job {} ({}) will run again now", job.id, job.queue);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("cannot retry job {id}: {e}");
-            Ok(ExitCode::from(1))
-        }
-    }
+/// What an operator does with one job.
+#[derive(Debug, Clone, Copy)]
+pub enum JobAction {
+    Retry,
+    Discard,
 }
 
-pub async fn discard(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
-    let store = open_queues(config).await?;
-    match store.admin().discard(id).await {
+pub async fn job_action(config: &Config, id: &str, action: JobAction) -> anyhow::Result<ExitCode> {
+    let admin = open_queues(config).await?.admin();
+    let (result, verb, done) = match action {
+        JobAction::Retry => (admin.retry(id).await, "retry", "will run again now"),
+        JobAction::Discard => (admin.discard(id).await, "discard", "discarded"),
+    };
+    match result {
         Ok(job) => {
-            println!("job {} ({}) discarded", job.id, job.queue);
+            println!("job {} ({}) {done}", job.id, job.queue);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("cannot discard job {id}: {e}");
+            eprintln!("cannot {verb} job {id}: {e}");
             Ok(ExitCode::from(1))
         }
     }
