@@ -492,3 +492,15 @@ async fn zustaendigkeit_as_the_xml_pair() {
     assert_eq!(server.post("/api/v1/zustaendigkeit", "application/xml", &ersuchen).await.status, 400);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_deactivated_tenant_is_refused_before_anything_is_read() {
+    let off = Tenant { active: false, ..tenant("off", "vbh:1") };
+    let server = Server::start_with(vec![off, tenant("on", "vbh:2")], 1 << 20).await;
+    let reply = server.post("/api/v1/nachrichten?tenant=off", "application/xml", &ersuchen(1)).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(reply.reasons()[0].contains("deactivated"));
+    assert_eq!(count(&server.ledger, RequestState::Validated).await, 0);
+    assert_eq!(server.post("/api/v1/nachrichten?tenant=on", "application/xml", &ersuchen(1)).await.status, 202);
+    server.stop().await;
+}

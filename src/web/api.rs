@@ -176,17 +176,22 @@ fn choose_tenant(state: &Shared, query: Option<&str>, headers: &HeaderMap) -> Re
             None => None,
         },
     };
-    match named {
-        Some(id) => state.tenant(&id).map(|t| t.id.clone()).ok_or_else(|| unknown_tenant(&id)),
+    let tenant = match named {
+        Some(id) => state.tenant(&id).ok_or_else(|| unknown_tenant(&id))?,
         None => match state.tenants.as_slice() {
-            [only] => Ok(only.id.clone()),
-            _ => Err(ApiError::new(
+            [only] => only,
+            _ => return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "which tenant?",
                 vec![format!("name the tenant with ?tenant=<id> or the header X-Amtsbote-Tenant ({} tenants are configured)", state.tenants.len())],
             )),
         },
+    };
+    // Deactivated, or outside its validity dates: refused before anything is read.
+    if let Some(reason) = tenant.refusal_on(crate::directory::today()) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "tenant not active", vec![reason]));
     }
+    Ok(tenant.id.clone())
 }
 
 fn unknown_tenant(id: &str) -> ApiError {
