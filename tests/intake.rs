@@ -44,13 +44,17 @@ struct Setup {
 }
 
 async fn start_watcher() -> Setup {
+    start_watcher_settling(Duration::from_millis(10)).await
+}
+
+async fn start_watcher_settling(settle: Duration) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let ledger = ledger::open(&format!("sqlite:{}", root.join("ledger.sqlite").display())).await.unwrap();
     ledger.migrate().await.unwrap();
     let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults()));
     let dirs = InboxDirs { tenant: "demo".into(), inbox: root.join("inbox/demo") };
-    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_millis(10), concurrency: 4, limits: Limits::default() };
+    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle, concurrency: 4, limits: Limits::default() };
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(Watcher::new(intake, vec![dirs.clone()], config).run(rx));
     wait_until("inbox folders", Duration::from_secs(10), || dirs.done().is_dir()).await;
@@ -111,7 +115,9 @@ async fn files_end_in_done_or_error_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_still_growing_is_not_taken() {
-    let s = start_watcher().await;
+    // A file that grows every 5 ms must not be taken; the settle time leaves room for a
+    // loaded CI machine pausing this test for a while between two writes.
+    let s = start_watcher_settling(Duration::from_millis(500)).await;
     let path = s.dirs.inbox.join("growing.xml");
     let text = request(10);
     let (head, tail) = text.split_at(1000);
