@@ -11,8 +11,12 @@
 //!
 //! Without `--bench` (as a test target) it only checks that both variants drain 200 jobs.
 
+#[path = "../tests/support/library_sql.rs"]
+mod library_sql;
+use library_sql::library_sql;
+
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -408,34 +412,3 @@ async fn print_plans() {
     }
 }
 
-/// The text of one of apalis-sqlite's statements, from the version in Cargo.lock as
-/// cargo unpacked it under $CARGO_HOME/registry/src.
-fn library_sql(relative: &str) -> String {
-    let lock =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).unwrap();
-    let version = lock
-        .split("[[package]]")
-        .find(|p| p.contains("name = \"apalis-sqlite\"\n"))
-        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
-        .map(|v| v.trim_end_matches('"').to_owned())
-        .expect("apalis-sqlite in Cargo.lock");
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
-    for registry in
-        std::fs::read_dir(cargo_home.join("registry/src")).expect("cargo registry sources")
-    {
-        let path = registry
-            .unwrap()
-            .path()
-            .join(format!("apalis-sqlite-{version}/queries"))
-            .join(relative);
-        if let Ok(sql) = std::fs::read_to_string(&path) {
-            return sql;
-        }
-    }
-    panic!(
-        "apalis-sqlite-{version}/queries/{relative} not found under {}",
-        cargo_home.display()
-    );
-}
