@@ -30,15 +30,6 @@ pub enum Outcome {
     Rejected { id: RequestId, reasons: Vec<String> },
 }
 
-impl Outcome {
-    pub fn id(&self) -> RequestId {
-        match self {
-            Outcome::Accepted { id } | Outcome::AlreadyRecorded { id, .. } | Outcome::Rejected { id, .. } => *id,
-            Outcome::Duplicate { existing, .. } => *existing,
-        }
-    }
-}
-
 /// Checks messages and records them.
 #[derive(Clone)]
 pub struct Intake {
