@@ -38,11 +38,21 @@ pub struct LedgerConfig {
     pub url: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// SQLite file of the job queues; default `<data_dir>/queue.sqlite`.
     pub url: Option<String>,
+    /// Finished jobs (done, or killed) are deleted this many hours after they ended
+    /// (hourly, by `serve`); dead jobs are kept until an operator acts. The ledger keeps
+    /// every request's history; a finished job holds nothing more. Default 168 (a week).
+    pub keep_finished_hours: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { url: None, keep_finished_hours: 168 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,7 +344,8 @@ fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<
     // The section's own deny_unknown_fields reports unknown keys, naming the variable.
     let known = match section {
         None => ["data_dir"].as_slice(),
-        Some("ledger") | Some("queue") => ["url"].as_slice(),
+        Some("ledger") => ["url"].as_slice(),
+        Some("queue") => ["url", "keep_finished_hours"].as_slice(),
         Some("http") => ["listen", "max_body_bytes"].as_slice(),
         Some("messages") => ["namespaces", "min_amount", "max_bytes", "max_depth", "max_attributes", "codelists_dir"].as_slice(),
         Some("intake") => ["poll_interval_ms", "settle_ms"].as_slice(),
@@ -348,7 +359,7 @@ fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<
 }
 
 fn known_vars() -> &'static str {
-    "AMTSBOTE_DATA_DIR, AMTSBOTE_LEDGER_URL, AMTSBOTE_QUEUE_URL, AMTSBOTE_HTTP_LISTEN, AMTSBOTE_HTTP_MAX_BODY_BYTES, \
+    "AMTSBOTE_DATA_DIR, AMTSBOTE_LEDGER_URL, AMTSBOTE_QUEUE_{URL,KEEP_FINISHED_HOURS}, AMTSBOTE_HTTP_LISTEN, AMTSBOTE_HTTP_MAX_BODY_BYTES, \
      AMTSBOTE_MESSAGES_{NAMESPACES,MIN_AMOUNT,MAX_BYTES,MAX_DEPTH,MAX_ATTRIBUTES,CODELISTS_DIR}, \
      AMTSBOTE_INTAKE_{POLL_INTERVAL_MS,SETTLE_MS}"
 }
@@ -387,6 +398,7 @@ mod tests {
         assert_eq!(c.http.listen, "127.0.0.1:9999");
         assert_eq!(c.messages.namespaces, vec!["xAmtshilfe110", "xAmtshilfe120"]);
         assert_eq!(c.intake.poll_interval_ms, 50);
+        assert_eq!(c.queue.keep_finished_hours, 168);
         assert_eq!(c.tenants[0].inbox(), Path::new("/srv/amtsbote/inbox/koeln"));
         assert_eq!(c.ledger_url(), "sqlite:/srv/amtsbote/ledger.sqlite");
     }

@@ -75,6 +75,11 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     };
     let router = crate::route::Router { ledger: ledger.clone(), checker: intake.checker.clone(), directory: directory.clone() };
     let router_task = tokio::spawn(router.run(Duration::from_millis(config.intake.poll_interval_ms.max(10)), stop_rx.clone()));
+    let purge_task = tokio::spawn(crate::queue::purge_every_hour(
+        queues.admin(),
+        Duration::from_secs(config.queue.keep_finished_hours.saturating_mul(3600)),
+        stop_rx.clone(),
+    ));
     let state = crate::web::AppState::from_config(intake, &config).with_directory(directory);
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
@@ -89,6 +94,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     watcher_task.await.context("inbox watcher")??;
     http_task.await.context("HTTP server")??;
     router_task.await.context("routing")?;
+    purge_task.await.context("job purge")?;
     reload.abort();
     eprintln!("amtsbote: stopped");
     Ok(ExitCode::SUCCESS)

@@ -17,7 +17,7 @@ use std::{
 
 use amtsbote::queue::{
     JobConfig, JobConfigs, JobState, QueryPlan, Queue, QueueAdmin, QueueCounts, QueueError,
-    QueueStore, explain_query_plan, migrate, open_queue_pool, run_index_fix,
+    QueueStore, explain_query_plan, migrate, open_queue_pool, purge_every_hour, run_index_fix,
     run_library_migrations, worker_name,
 };
 use apalis::prelude::*;
@@ -389,6 +389,99 @@ async fn retry_and_discard_refuse_what_they_cannot_do() {
         err.to_string(),
         format!("job {later} is done: cannot retry it")
     );
+}
+
+#[tokio::test]
+async fn purge_deletes_finished_jobs_older_than_the_cutoff_and_keeps_everything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), configs()).await;
+    let admin = store.admin();
+    let pool = store.pool();
+    let now = chrono::Utc::now().timestamp();
+    let (old, recent) = (now - 10 * 24 * 3600, now - 60);
+
+    // 4,500 old done jobs: more than one purge chunk.
+    let tasks: Vec<apalis_sqlite::SqliteTask> = (0..4_500)
+        .map(|n| {
+            TaskBuilder::new(serde_json::to_vec(&Ping { n }).unwrap())
+                .task_id(TaskId::from_ulid(ulid::Ulid::generate()))
+                .build()
+        })
+        .collect();
+    let mut tx = pool.begin().await.unwrap();
+    apalis_sqlite::queries::push_tasks(&mut *tx, Queue::Reconcile.name(), &tasks)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query("UPDATE Jobs SET status = 'Done', done_at = ?1")
+        .bind(old)
+        .execute(pool)
+        .await
+        .unwrap();
+
+    // One job in each other situation; (status, attempts, done_at, purged?).
+    let cases = [
+        ("Done", 1, Some(recent), false),   // done, but recently
+        ("Killed", 1, Some(old), true),     // discarded long ago
+        ("Killed", 1, Some(recent), false), // discarded recently
+        ("Failed", 25, Some(old), false),   // dead: waits for an operator, however old
+        ("Failed", 2, None, false),         // failed, attempts left
+        ("Pending", 0, None, false),
+        ("Running", 1, None, false),
+    ];
+    let mut ids = Vec::new();
+    for (status, attempts, done_at, purged) in cases {
+        let id = store.push(Queue::Transmit, Ping { n: 0 }).await.unwrap();
+        sqlx::query("UPDATE Jobs SET status = ?2, attempts = ?3, max_attempts = 25, done_at = ?4 WHERE id = ?1")
+            .bind(&id)
+            .bind(status)
+            .bind(attempts)
+            .bind(done_at)
+            .execute(pool)
+            .await
+            .unwrap();
+        ids.push((id, status, purged));
+    }
+
+    let cutoff = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(admin.purge_finished(cutoff).await.unwrap(), 4_500 + 1);
+    for (id, status, purged) in &ids {
+        let found = admin.job(id).await.unwrap().is_some();
+        assert_eq!(found, !purged, "{status} job {id}: purged = {purged}");
+    }
+    assert_eq!(counts(&admin, Queue::Reconcile).await.done, 0);
+    // Nothing left to purge: a second run deletes nothing.
+    assert_eq!(admin.purge_finished(cutoff).await.unwrap(), 0);
+
+    // What `serve` runs: a purge at once, then hourly, until told to stop.
+    let id = store.push(Queue::Reconcile, Ping { n: 1 }).await.unwrap();
+    sqlx::query("UPDATE Jobs SET status = 'Done', done_at = ?2 WHERE id = ?1")
+        .bind(&id)
+        .bind(old)
+        .execute(pool)
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let purging = tokio::spawn(purge_every_hour(
+        admin.clone(),
+        Duration::from_secs(3600),
+        stopped,
+    ));
+    wait_for(
+        Duration::from_secs(10),
+        "the hourly purge's first run",
+        || {
+            let admin = admin.clone();
+            let id = id.clone();
+            async move { admin.job(&id).await.unwrap().is_none() }
+        },
+    )
+    .await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), purging)
+        .await
+        .expect("the purge stops when told")
+        .unwrap();
 }
 
 #[tokio::test]

@@ -201,6 +201,19 @@ const DISCARD_JOB: &str = "UPDATE Jobs SET status = 'Killed', done_at = ?2, lock
        lock_at = NULL, last_result = json_object('Err', ?3, 'before', last_result) \
      WHERE id = ?1 AND status IN ('Pending', 'Failed')";
 
+/// Finished jobs (done, or killed: aborted or discarded) that ended before ?1, at most
+/// ?2 of them. Dead jobs (failed, no attempts left) are never purged: they wait for an
+/// operator. The first two terms repeat the WHERE of the library's partial index
+/// idx_jobs_completed_done_at word for word, so SQLite reads that index and not the table
+/// (a unit test below checks the plan).
+const PURGE_FINISHED: &str = "DELETE FROM Jobs WHERE ROWID IN (SELECT ROWID FROM Jobs \
+     WHERE status IN ('Done', 'Failed', 'Killed') AND done_at IS NOT NULL \
+       AND status IN ('Done', 'Killed') AND done_at < ?1 LIMIT ?2)";
+
+/// Jobs deleted per transaction by [`QueueAdmin::purge_finished`]: small enough that
+/// workers waiting for the write lock wait milliseconds, not seconds.
+const PURGE_CHUNK: i64 = 2_000;
+
 /// Counts, listings, retry and discard over the queue database. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct QueueAdmin {
@@ -345,6 +358,31 @@ impl QueueAdmin {
         .await
     }
 
+    /// Delete the jobs that finished (done or killed) before `before`, in chunks of
+    /// [`PURGE_CHUNK`] so workers are not held up; returns how many. apalis keeps every
+    /// finished job, so without this the table, its indexes and with them the cost of
+    /// every fetch, lock and ack grow for as long as the service runs. The ledger keeps
+    /// the requests' history; a finished job holds nothing else. (apalis-sqlite's own
+    /// `vacuum_before` compares the integer `run_at` with a date string, which SQLite
+    /// sorts after every integer: it deletes every finished job, of any age, and the dead
+    /// ones too.)
+    pub async fn purge_finished(&self, before: DateTime<Utc>) -> Result<u64, QueueError> {
+        let mut purged = 0;
+        loop {
+            let deleted = sqlx::query(PURGE_FINISHED)
+                .bind(before.timestamp())
+                .bind(PURGE_CHUNK)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            purged += deleted;
+            if deleted < PURGE_CHUNK as u64 {
+                return Ok(purged);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     async fn after_change(
         &self,
         id: &str,
@@ -364,6 +402,40 @@ impl QueueAdmin {
             });
         }
         Ok(job)
+    }
+}
+
+/// Purge finished jobs older than `keep` now and then every hour, until `stop` turns
+/// true (what `serve` runs). A failed purge is logged and tried again an hour later.
+pub async fn purge_every_hour(
+    admin: QueueAdmin,
+    keep: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+    loop {
+        // A `keep` too long for the calendar keeps everything.
+        let before = chrono::Duration::from_std(keep)
+            .ok()
+            .and_then(|keep| Utc::now().checked_sub_signed(keep));
+        let purged = match before {
+            Some(before) => admin.purge_finished(before).await,
+            None => Ok(0),
+        };
+        match purged {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                jobs = n,
+                "purged finished jobs older than queue.keep_finished_hours"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot purge finished jobs; trying again in an hour")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
     }
 }
 
@@ -432,6 +504,7 @@ mod tests {
             ("count by status", COUNT_BY_STATUS),
             ("count retrying", COUNT_RETRYING),
             ("list jobs", LIST_JOBS),
+            ("purge finished", PURGE_FINISHED),
         ] {
             let plan = explain_query_plan(&pool, sql).await.unwrap();
             assert!(!plan.scans("Jobs"), "{name}:\n{plan}");

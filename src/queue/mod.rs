@@ -63,7 +63,7 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-pub use admin::{JobInfo, JobState, QueueAdmin, QueueCounts};
+pub use admin::{JobInfo, JobState, QueueAdmin, QueueCounts, purge_every_hour};
 pub use backoff::{DurableBackoff, DurableBackoffLayer};
 pub use config::{
     Backoff, ConfigSource, JobConfig, JobConfigError, JobConfigs, JobSchedule, load_job_configs,
