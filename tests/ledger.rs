@@ -151,6 +151,7 @@ suite!(
     same_source_with_other_content_is_refused,
     duplicate_by_nachrichten_uuid,
     concurrent_records_of_one_message,
+    a_burst_of_records_gets_each_its_own_answer,
     transition_is_compare_and_set,
     invalid_transition_is_refused,
     unknown_request,
@@ -197,6 +198,11 @@ async fn record_new(l: &dyn Ledger, new: NewRequest) -> RequestId {
         Recorded::New(id) => id,
         other => panic!("expected a new request, got {other:?}"),
     }
+}
+
+/// How many requests the ledger holds, in any state.
+async fn recorded(l: &dyn Ledger) -> u64 {
+    l.count_by_state().await.unwrap().iter().map(|(_, n)| n).sum()
 }
 
 async fn state_of(l: &dyn Ledger, id: RequestId) -> RequestState {
@@ -520,6 +526,65 @@ async fn concurrent_records_of_one_message((l, _): Ctx) {
     }
     assert_eq!(l.list(&ListFilter::default()).await.unwrap().len(), 1);
     assert_eq!(l.journal(winner).await.unwrap().len(), 1);
+}
+
+async fn a_burst_of_records_gets_each_its_own_answer((l, _): Ctx) {
+    // Two bursts (on SQLite each is written in batches, many records per transaction):
+    // 200 new records at once, then 100 at once that each conflict with one of them in
+    // one of three ways. Each caller gets the answer that belongs to its own record,
+    // whichever batch it fell into. (Conflicts inside one batch: the test above.)
+    let original = |i: usize| new_request("t", &format!("inbox:t:{i}.xml"), Some(&format!("u-{i}")));
+    let burst = |requests: Vec<NewRequest>| {
+        let l = l.clone();
+        async move {
+            let tasks: Vec<_> = requests
+                .into_iter()
+                .map(|r| {
+                    let l = l.clone();
+                    tokio::spawn(async move { l.record(r, Received, &intake(), None).await })
+                })
+                .collect();
+            let mut outcomes = Vec::new();
+            for task in tasks {
+                outcomes.push(task.await.unwrap());
+            }
+            outcomes
+        }
+    };
+    let mut ids = Vec::new();
+    for (i, outcome) in burst((0..200).map(original).collect()).await.into_iter().enumerate() {
+        match outcome {
+            Ok(Recorded::New(id)) => ids.push(id),
+            other => panic!("record {i}: {other:?}"),
+        }
+    }
+    let conflicting: Vec<NewRequest> = (0..100)
+        .map(|i| match i % 3 {
+            // The same source with the same content: a re-run after a crash.
+            0 => original(i),
+            // Another source with a Nachrichten-UUID already taken: a duplicate.
+            1 => new_request("t", &format!("http:{i}"), Some(&format!("u-{i}"))),
+            // The same source with other content: the intake reused a key.
+            _ => {
+                let mut r = original(i);
+                r.payload = b"<Ersuchen>other</Ersuchen>".to_vec();
+                r.sha256 = fake_sha(&r.payload);
+                r
+            }
+        })
+        .collect();
+    for (i, outcome) in burst(conflicting).await.into_iter().enumerate() {
+        match (i % 3, outcome) {
+            (0, Ok(Recorded::AlreadyRecorded(id))) => assert_eq!(id, ids[i]),
+            (1, Ok(Recorded::Duplicate { existing })) => assert_eq!(existing, ids[i]),
+            (2, Err(LedgerError::SourceReused { existing, .. })) => assert_eq!(existing, ids[i]),
+            (_, other) => panic!("record {i}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(recorded(&*l).await, 200);
+    for id in ids {
+        assert_eq!(l.journal(id).await.unwrap().len(), 1);
+    }
 }
 
 async fn transition_is_compare_and_set((l, _): Ctx) {
@@ -942,6 +1007,90 @@ async fn sqlite_file_is_created_in_wal_mode() {
     record_new(&*l, new_request("t", "http:1", None)).await;
     assert!(path.exists());
     assert!(dir.path().join("sub-does-not-matter.db-wal").exists());
+}
+
+/// A SQLite ledger and a second connection to its file, for what the suite cannot do
+/// through the trait.
+async fn sqlite_with_connection() -> (tempfile::TempDir, Arc<dyn Ledger>, sqlx::SqliteConnection) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let l = ledger::open(&format!("sqlite:{}", path.display())).await.unwrap();
+    l.migrate().await.unwrap();
+    let conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    (dir, l, conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_record_that_fails_in_the_database_fails_alone() {
+    // A trigger makes the database refuse one tenant's records: a real SQL error in the
+    // middle of a group commit. The batch is rolled back and its records written one by
+    // one, so only the refused record fails.
+    let (_dir, l, mut conn) = sqlite_with_connection().await;
+    sqlx::query(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON requests WHEN NEW.tenant = 'poison' \
+         BEGIN SELECT RAISE(ABORT, 'poisoned tenant'); END",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let l = l.clone();
+        let tenant = if i % 40 == 7 { "poison" } else { "t" };
+        tasks.push(tokio::spawn(async move {
+            let r = new_request(tenant, &format!("http:{i}"), Some(&format!("u-{i}")));
+            (tenant, l.record(r, Received, &intake(), None).await)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            ("t", Ok(Recorded::New(_))) => ok += 1,
+            ("poison", Err(LedgerError::Database(e))) => {
+                assert!(e.to_string().contains("poisoned tenant"), "{e}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (117, 3));
+    assert_eq!(recorded(&*l).await, 117);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_callers_that_give_up_do_not_take_the_others_records_with_them() {
+    // Half the callers are dropped while they wait (an HTTP client that went away), some
+    // of them while their task is writing a batch that holds other callers' records.
+    // Everyone who waited gets an answer and finds the record in the ledger.
+    let (_dir, l, _conn) = sqlite_with_connection().await;
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for i in 0..200 {
+        let l = l.clone();
+        let task = tokio::spawn(async move {
+            let r = new_request("t", &format!("http:{i}"), Some(&format!("u-{i}")));
+            l.record(r, Received, &intake(), None).await
+        });
+        if i % 2 == 0 { kept.push(task) } else { dropped.push(task) }
+    }
+    tokio::task::yield_now().await;
+    for task in &dropped {
+        task.abort();
+    }
+    for task in kept {
+        let outcome = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("an answer, not a hang")
+            .unwrap();
+        let Ok(Recorded::New(id)) = outcome else {
+            panic!("unexpected {outcome:?}")
+        };
+        assert_eq!(l.journal(id).await.unwrap().len(), 1);
+    }
+    let recorded = recorded(&*l).await;
+    assert!((100..=200).contains(&recorded), "{recorded}");
 }
 
 #[test]

