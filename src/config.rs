@@ -61,11 +61,25 @@ pub struct HttpConfig {
     pub listen: String,
     /// Largest accepted request body (default: the message size limit).
     pub max_body_bytes: Option<u64>,
+    /// A client must send a request's headers within this time, or the connection is
+    /// closed; an idle keep-alive connection is closed after it too.
+    pub header_timeout_ms: u64,
+    /// A client must send a request's body within this time, or it gets 408 and nothing
+    /// is recorded. Long enough for the largest message over a slow line.
+    pub body_timeout_ms: u64,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:8080".into(), max_body_bytes: None }
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: None,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 120_000,
+            max_connections: 1_024,
+        }
     }
 }
 
@@ -244,6 +258,12 @@ impl Config {
             }
         }
         self.min_amount()?;
+        if self.http.header_timeout_ms == 0 || self.http.body_timeout_ms == 0 {
+            bail!("http.header_timeout_ms and http.body_timeout_ms must be at least 1");
+        }
+        if self.http.max_connections == 0 {
+            bail!("http.max_connections must be at least 1");
+        }
         if self.messages.namespaces.is_empty() {
             bail!("messages.namespaces: at least one namespace must be accepted");
         }
@@ -346,7 +366,7 @@ fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<
         None => ["data_dir"].as_slice(),
         Some("ledger") => ["url"].as_slice(),
         Some("queue") => ["url", "keep_finished_hours"].as_slice(),
-        Some("http") => ["listen", "max_body_bytes"].as_slice(),
+        Some("http") => ["listen", "max_body_bytes", "header_timeout_ms", "body_timeout_ms", "max_connections"].as_slice(),
         Some("messages") => ["namespaces", "min_amount", "max_bytes", "max_depth", "max_attributes", "codelists_dir"].as_slice(),
         Some("intake") => ["poll_interval_ms", "settle_ms"].as_slice(),
         Some(_) => [].as_slice(),
@@ -359,7 +379,7 @@ fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<
 }
 
 fn known_vars() -> &'static str {
-    "AMTSBOTE_DATA_DIR, AMTSBOTE_LEDGER_URL, AMTSBOTE_QUEUE_{URL,KEEP_FINISHED_HOURS}, AMTSBOTE_HTTP_LISTEN, AMTSBOTE_HTTP_MAX_BODY_BYTES, \
+    "AMTSBOTE_DATA_DIR, AMTSBOTE_LEDGER_URL, AMTSBOTE_QUEUE_{URL,KEEP_FINISHED_HOURS}, AMTSBOTE_HTTP_{LISTEN,MAX_BODY_BYTES,HEADER_TIMEOUT_MS,BODY_TIMEOUT_MS,MAX_CONNECTIONS}, \
      AMTSBOTE_MESSAGES_{NAMESPACES,MIN_AMOUNT,MAX_BYTES,MAX_DEPTH,MAX_ATTRIBUTES,CODELISTS_DIR}, \
      AMTSBOTE_INTAKE_{POLL_INTERVAL_MS,SETTLE_MS}"
 }

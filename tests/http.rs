@@ -8,7 +8,7 @@ use std::sync::Arc;
 use amtsbote::config::Tenant;
 use amtsbote::intake::Intake;
 use amtsbote::ledger::{self, Event, Ledger, LedgerError, ListFilter, NewRequest, Recorded, Request, RequestId, RequestState};
-use amtsbote::web::{self, AppState};
+use amtsbote::web::{self, AppState, HttpLimits};
 use amtsbote::xamtshilfe::Checker;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,8 +42,20 @@ impl Server {
     }
 
     async fn start_on(ledger: Arc<dyn Ledger>, tenants: Vec<Tenant>, max_body_bytes: u64, dir: tempfile::TempDir) -> Server {
+        Server::start_limited(ledger, tenants, max_body_bytes, dir, HttpLimits::default()).await
+    }
+
+    /// A server with short timeouts and few connections, for the slow-client tests.
+    async fn start_strict(limits: HttpLimits) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger::open(&format!("sqlite:{}", dir.path().join("ledger.sqlite").display())).await.unwrap();
+        ledger.migrate().await.unwrap();
+        Server::start_limited(ledger, vec![tenant("demo", "vbh:057660440000")], 1 << 20, dir, limits).await
+    }
+
+    async fn start_limited(ledger: Arc<dyn Ledger>, tenants: Vec<Tenant>, max_body_bytes: u64, dir: tempfile::TempDir, limits: HttpLimits) -> Server {
         let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults()));
-        let state = AppState::new(intake, tenants, max_body_bytes);
+        let state = AppState::new(intake, tenants, max_body_bytes).with_limits(limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -322,6 +334,90 @@ async fn body_over_the_limit_is_413_and_not_recorded() {
     let small = server.post("/api/v1/nachrichten?tenant=demo", XML, "<x/>").await;
     assert_eq!(small.status, 400, "{}", small.text());
     assert_eq!(server.ledger.list(&ListFilter::default()).await.unwrap().len(), 1, "only the small one is recorded");
+    server.stop().await;
+}
+
+/// Reads until the server closes the connection; what it sent. Gives up (fails) after
+/// `limit`, far beyond the timeout under test: a hang is what these tests catch.
+async fn read_until_closed(stream: &mut TcpStream, limit: std::time::Duration) -> Vec<u8> {
+    let mut raw = Vec::new();
+    match tokio::time::timeout(limit, stream.read_to_end(&mut raw)).await {
+        Ok(Ok(_)) => raw,
+        // A reset after the server closed: what arrived is the answer.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => raw,
+        Ok(Err(e)) => panic!("reading: {e}"),
+        Err(_) => panic!("the server kept the connection open for {limit:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_trickling_headers_or_idling_is_disconnected() {
+    let limits = HttpLimits { header_timeout: std::time::Duration::from_millis(300), ..HttpLimits::default() };
+    let server = Server::start_strict(limits).await;
+    let limit = std::time::Duration::from_secs(20);
+
+    // Half a request head, then nothing.
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"POST /api/v1/nachrichten?tenant=demo HTTP/1.1\r\nHost: x\r\nContent-Ty").await.unwrap();
+    let raw = read_until_closed(&mut slow, limit).await;
+    assert!(raw.is_empty() || raw.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&raw));
+
+    // A connection that never sends a byte.
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    read_until_closed(&mut idle, limit).await;
+
+    // A keep-alive connection after its request: answered, then closed when idle.
+    let mut kept = TcpStream::connect(server.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let raw = read_until_closed(&mut kept, limit).await;
+    assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+
+    // The server still answers others.
+    assert_eq!(server.get("/healthz").await.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_408_and_not_recorded() {
+    let limits = HttpLimits { body_timeout: std::time::Duration::from_millis(300), ..HttpLimits::default() };
+    let server = Server::start_strict(limits).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/nachrichten?tenant=demo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+        ERSUCHEN.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&ERSUCHEN.as_bytes()[..100]).await.unwrap();
+    let raw = read_until_closed(&mut stream, std::time::Duration::from_secs(20)).await;
+    let reply = Reply::parse(&raw);
+    assert_eq!(reply.status, 408, "{}", reply.text());
+    let json = reply.json();
+    assert!(json["error"].as_str().unwrap().contains("300 ms"), "{json}");
+    assert!(server.ledger.list(&ListFilter::default()).await.unwrap().is_empty(), "nothing recorded");
+
+    // The same on the directory's XML endpoint.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(b"POST /api/v1/zustaendigkeit HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/xml\r\nContent-Length: 500\r\n\r\n<x").await.unwrap();
+    let reply = Reply::parse(&read_until_closed(&mut stream, std::time::Duration::from_secs(20)).await);
+    assert_eq!(reply.status, 408, "{}", reply.text());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_and_are_served_when_one_closes() {
+    // One connection at a time: a second client waits until the first is done, and is
+    // then served; a client holding its connection idle is dropped by the header timeout.
+    let limits = HttpLimits { max_connections: 1, header_timeout: std::time::Duration::from_millis(500), ..HttpLimits::default() };
+    let server = Server::start_strict(limits).await;
+    let mut holder = TcpStream::connect(server.addr).await.unwrap();
+    holder.write_all(b"GET /heal").await.unwrap();
+    // Served once the holder is dropped by the header timeout.
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(20), server.get("/healthz")).await.expect("served after the holder was dropped");
+    assert_eq!(reply.status, 200);
+    read_until_closed(&mut holder, std::time::Duration::from_secs(20)).await;
+    for _ in 0..5 {
+        assert_eq!(server.get("/healthz").await.status, 200);
+    }
     server.stop().await;
 }
 

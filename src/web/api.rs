@@ -22,11 +22,11 @@
 //! | invalid, recorded as rejected | 400 | `{"error": "rejected", "reasons": [...], "id", "location"}` |
 //! | Nachrichten-UUID already received for the tenant | 409, `Location` of the first | `{"error": "duplicate", "reasons", "existing", "nachrichten_uuid", "location"}` |
 //! | body larger than `max_body_bytes` | 413 | nothing recorded |
+//! | body not complete within `http.body_timeout_ms` | 408 | nothing recorded |
 //! | ledger unavailable | 503, `Retry-After` | "try again" |
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -74,11 +74,7 @@ pub(crate) async fn post_nachricht(State(state): State<Shared>, request: Request
         return Err(too_large());
     }
     // Honours the DefaultBodyLimit layer (max_body_bytes) for bodies without Content-Length.
-    let body = match Bytes::from_request(request, &state).await {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
-        Err(rejection) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "the body could not be read", vec![rejection.body_text()])),
-    };
+    let body = super::read_body(request, &state, too_large).await?;
 
     let source = format!("http:{tenant}:{}", hex::encode(Sha256::digest(&body)));
     let bytes = Vec::from(body);

@@ -1,7 +1,8 @@
 //! The HTTP interface: the intake's API under `/api/v1`, the health check and the
 //! Prometheus metrics. What this module owns:
 //!
-//! - [`AppState`], [`router`] and [`serve`] (with graceful shutdown),
+//! - [`AppState`], [`router`] and [`serve`] (with graceful shutdown, and the limits that
+//!   keep slow or many clients from tying the server up: [`HttpLimits`]),
 //! - the JSON error shape every endpoint answers with, `{"error": "...", "reasons": [...]}`
 //!   (plus fields of the case, e.g. `id` or `existing`) — see [`error`],
 //! - the handlers, each in the module of its part: [`api`] (messages in, requests out),
@@ -9,7 +10,7 @@
 //!
 //! | route | answers |
 //! |---|---|
-//! | `POST /api/v1/nachrichten` | 202 accepted (or this very body accepted before), 400 rejected, 403 unknown tenant, 409 duplicate Nachrichten-UUID, 413 too large, 415 not XML, 503 ledger unavailable |
+//! | `POST /api/v1/nachrichten` | 202 accepted (or this very body accepted before), 400 rejected, 403 unknown tenant, 408 body not sent within `http.body_timeout_ms`, 409 duplicate Nachrichten-UUID, 413 too large, 415 not XML, 503 ledger unavailable |
 //! | `GET /api/v1/requests/{id}` | 200 the request with its journal, 400 not an id, 404 unknown |
 //! | `GET /api/v1/requests?state=&tenant=&limit=&offset=` | 200 `{"requests": [...]}` newest first, without payloads; 400 bad filter |
 //! | `GET /healthz` | 200 `{"status":"ok"}` when the ledger answers, 503 otherwise |
@@ -32,6 +33,7 @@ pub mod zustaendigkeit;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -53,6 +55,37 @@ pub struct AppState {
     pub max_body_bytes: u64,
     /// The directory lookups answer from (the sample data until one is imported).
     pub directory: Arc<SharedDirectory>,
+    pub limits: HttpLimits,
+}
+
+/// What a client may take of the server: time to send headers and body, connections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HttpLimits {
+    /// Headers not complete after this: the connection is closed (also an idle
+    /// keep-alive connection). A client trickling bytes cannot hold a connection.
+    pub header_timeout: Duration,
+    /// Body not complete after this: 408, nothing recorded.
+    pub body_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        let http = crate::config::HttpConfig::default();
+        HttpLimits::from_config(&http)
+    }
+}
+
+impl HttpLimits {
+    /// `http.header_timeout_ms`, `http.body_timeout_ms`, `http.max_connections`.
+    pub fn from_config(http: &crate::config::HttpConfig) -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_millis(http.header_timeout_ms.max(1)),
+            body_timeout: Duration::from_millis(http.body_timeout_ms.max(1)),
+            max_connections: http.max_connections.max(1),
+        }
+    }
 }
 
 impl AppState {
@@ -60,14 +93,20 @@ impl AppState {
     pub fn new(intake: Intake, tenants: Vec<Tenant>, max_body_bytes: u64) -> Self {
         let ledger = intake.ledger.clone();
         let directory = Arc::new(SharedDirectory::new(Directory::sample()));
-        AppState { intake, ledger, tenants, max_body_bytes, directory }
+        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default() }
     }
 
     /// State as the configuration asks: its tenants, and `http.max_body_bytes` (default:
     /// the message size limit, `messages.max_bytes`).
     pub fn from_config(intake: Intake, config: &Config) -> Self {
         let limit = config.http.max_body_bytes.unwrap_or(config.messages.max_bytes);
-        AppState::new(intake, config.tenants.clone(), limit)
+        AppState::new(intake, config.tenants.clone(), limit).with_limits(HttpLimits::from_config(&config.http))
+    }
+
+    /// Other time and connection limits than the defaults.
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Answers lookups from `directory` instead of the sample data.
@@ -82,6 +121,25 @@ impl AppState {
 }
 
 pub(crate) type Shared = Arc<AppState>;
+
+/// The request's body, read within [`HttpLimits::body_timeout`] and the body limit.
+/// A body that does not arrive in time gets 408; one over the limit `too_large()`;
+/// one that breaks off 400.
+pub(crate) async fn read_body(request: axum::extract::Request, state: &Shared, too_large: impl FnOnce() -> error::ApiError) -> Result<axum::body::Bytes, error::ApiError> {
+    use axum::extract::FromRequest;
+    use axum::http::StatusCode;
+    let timeout = state.limits.body_timeout;
+    match tokio::time::timeout(timeout, axum::body::Bytes::from_request(request, state)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+        Ok(Err(rejection)) => Err(error::ApiError::new(StatusCode::BAD_REQUEST, "the body could not be read", vec![rejection.body_text()])),
+        Err(_) => Err(error::ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} ms", timeout.as_millis()),
+            vec!["send the whole body at once (http.body_timeout_ms); nothing was recorded".into()],
+        )),
+    }
+}
 
 /// All routes, with the body limit applied.
 pub fn router(state: AppState) -> Router {
@@ -100,7 +158,51 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then stops taking
-/// connections and waits for the requests in flight to finish.
+/// connections and waits (at most 30 s) for the requests in flight to finish.
+///
+/// Our own accept loop rather than `axum::serve`, which gives hyper no timer and so no
+/// header timeout: a client sending one header byte a minute would hold its connection
+/// forever, and enough of them every file descriptor. Here each connection has
+/// [`HttpLimits::header_timeout`], and at most [`HttpLimits::max_connections`] are open.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let limits = state.limits;
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+        tracing::warn!("HTTP connections still open 30 s after the stop; closing them");
+    }
+    Ok(())
 }

@@ -6,7 +6,6 @@
 //! candidates) or `not_found`; `POST` answers the empty `ZustaendigkeitAntwort.002` and says
 //! which in the header `X-Amtsbote-Lookup`.
 
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -48,7 +47,12 @@ pub(crate) async fn get(State(state): State<Shared>, query: Result<Query<Params>
 }
 
 /// `POST /api/v1/zustaendigkeit` with a `ZustaendigkeitAnfrage.001`.
-pub(crate) async fn post(State(state): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn post(State(state): State<Shared>, request: axum::extract::Request) -> Result<Response, ApiError> {
+    let body = super::read_body(request, &state, || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", state.max_body_bytes), vec![])
+            .with("limit", state.max_body_bytes)
+    })
+    .await?;
     let anfrage = match state.intake.checker.check(&body) {
         Ok(Message::ZustaendigkeitAnfrage(a)) => a,
         Ok(other) => {
