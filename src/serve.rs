@@ -33,6 +33,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = Watcher::new(intake.clone(), dirs.clone(), watch_config);
+    let inbox_stats = watcher.stats.clone();
     let watcher_task = tokio::spawn(watcher.run(stop_rx.clone()));
 
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
@@ -80,7 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         Duration::from_secs(config.queue.keep_finished_hours.saturating_mul(3600)),
         stop_rx.clone(),
     ));
-    let state = crate::web::AppState::from_config(intake, &config).with_directory(directory);
+    let state = crate::web::AppState::from_config(intake, &config).with_directory(directory).with_queues(queues.admin()).with_inbox_stats(inbox_stats);
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;

@@ -42,7 +42,7 @@ impl Server {
     }
 
     async fn start_on(ledger: Arc<dyn Ledger>, tenants: Vec<Tenant>, max_body_bytes: u64, dir: tempfile::TempDir) -> Server {
-        Server::start_limited(ledger, tenants, max_body_bytes, dir, HttpLimits::default()).await
+        Server::start_configured(ledger, tenants, max_body_bytes, dir, |state| state).await
     }
 
     /// A server with short timeouts and few connections, for the slow-client tests.
@@ -50,12 +50,13 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let ledger = ledger::open(&format!("sqlite:{}", dir.path().join("ledger.sqlite").display())).await.unwrap();
         ledger.migrate().await.unwrap();
-        Server::start_limited(ledger, vec![tenant("demo", "vbh:057660440000")], 1 << 20, dir, limits).await
+        Server::start_configured(ledger, vec![tenant("demo", "vbh:057660440000")], 1 << 20, dir, |state| state.with_limits(limits)).await
     }
 
-    async fn start_limited(ledger: Arc<dyn Ledger>, tenants: Vec<Tenant>, max_body_bytes: u64, dir: tempfile::TempDir, limits: HttpLimits) -> Server {
+    /// A server whose state `configure` adjusts (limits, queues, inbox counters).
+    async fn start_configured(ledger: Arc<dyn Ledger>, tenants: Vec<Tenant>, max_body_bytes: u64, dir: tempfile::TempDir, configure: impl FnOnce(AppState) -> AppState) -> Server {
         let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults()));
-        let state = AppState::new(intake, tenants, max_body_bytes).with_limits(limits);
+        let state = configure(AppState::new(intake, tenants, max_body_bytes));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -418,6 +419,52 @@ async fn connections_beyond_the_cap_wait_and_are_served_when_one_closes() {
     for _ in 0..5 {
         assert_eq!(server.get("/healthz").await.status, 200);
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_report_jobs_by_queue_and_state_and_inbox_files_by_outcome() {
+    use amtsbote::queue::{JobConfigs, Queue, QueueStore};
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger::open(&format!("sqlite:{}", dir.path().join("ledger.sqlite").display())).await.unwrap();
+    ledger.migrate().await.unwrap();
+    let queues = QueueStore::open(&dir.path().join("queue.sqlite"), JobConfigs::builtin().unwrap()).await.unwrap();
+    for n in 0..3u32 {
+        queues.push(Queue::Transmit, n).await.unwrap();
+    }
+    let dead = queues.push(Queue::Notify, 9u32).await.unwrap();
+    sqlx::query("UPDATE Jobs SET status = 'Failed', attempts = max_attempts WHERE id = ?1").bind(&dead).execute(queues.pool()).await.unwrap();
+    let inbox = Arc::new(amtsbote::intake::inbox::Stats::default());
+    inbox.accepted.fetch_add(7, Relaxed);
+    inbox.refused.fetch_add(1, Relaxed);
+    let (admin, stats) = (queues.admin(), inbox.clone());
+    let server = Server::start_configured(ledger, vec![tenant("demo", "vbh:057660440000")], 1 << 20, dir, |state| state.with_queues(admin).with_inbox_stats(stats)).await;
+
+    let text = server.get("/metrics").await.text();
+    for line in [
+        "amtsbote_queues_up 1",
+        "amtsbote_jobs{queue=\"transmit\",state=\"pending\"} 3",
+        "amtsbote_jobs{queue=\"notify\",state=\"dead\"} 1",
+        "amtsbote_jobs{queue=\"print\",state=\"pending\"} 0",
+        "amtsbote_inbox_files_total{outcome=\"accepted\"} 7",
+        "amtsbote_inbox_files_total{outcome=\"refused\"} 1",
+        "amtsbote_inbox_retries_total 0",
+        "# TYPE amtsbote_inbox_files_total counter",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+    // Every sample line is `name{labels} value` or `name value`, as Prometheus reads it.
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, value) = l.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{l}");
+    }
+
+    // The queue database gone: the rest is still served, and says so.
+    queues.pool().close().await;
+    let text = server.get("/metrics").await.text();
+    assert!(text.lines().any(|l| l == "amtsbote_queues_up 0"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("amtsbote_requests{")), "{text}");
     server.stop().await;
 }
 

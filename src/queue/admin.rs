@@ -116,7 +116,7 @@ pub struct QueueCounts {
     pub dead: u64,
     /// Aborted or discarded.
     pub killed: u64,
-    /// Done (until the queue is vacuumed).
+    /// Done (until purged: `queue.keep_finished_hours`).
     pub done: u64,
 }
 

@@ -14,7 +14,7 @@
 //! | `GET /api/v1/requests/{id}` | 200 the request with its journal, 400 not an id, 404 unknown |
 //! | `GET /api/v1/requests?state=&tenant=&limit=&offset=` | 200 `{"requests": [...]}` newest first, without payloads; 400 bad filter |
 //! | `GET /healthz` | 200 `{"status":"ok"}` when the ledger answers, 503 otherwise |
-//! | `GET /metrics` | Prometheus text: `amtsbote_requests{state="…"}` gauges |
+//! | `GET /metrics` | Prometheus text: requests by state, jobs by queue and state, inbox files by outcome (see [`ops`]) |
 //!
 //! # Privacy
 //!
@@ -56,6 +56,10 @@ pub struct AppState {
     /// The directory lookups answer from (the sample data until one is imported).
     pub directory: Arc<SharedDirectory>,
     pub limits: HttpLimits,
+    /// The job queues, for `/metrics` (none: no queue metrics).
+    pub queues: Option<crate::queue::QueueAdmin>,
+    /// The inbox watcher's counters, for `/metrics` (none: no inbox metrics).
+    pub inbox: Option<Arc<crate::intake::inbox::Stats>>,
 }
 
 /// What a client may take of the server: time to send headers and body, connections.
@@ -93,7 +97,7 @@ impl AppState {
     pub fn new(intake: Intake, tenants: Vec<Tenant>, max_body_bytes: u64) -> Self {
         let ledger = intake.ledger.clone();
         let directory = Arc::new(SharedDirectory::new(Directory::sample()));
-        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default() }
+        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None }
     }
 
     /// State as the configuration asks: its tenants, and `http.max_body_bytes` (default:
@@ -101,6 +105,18 @@ impl AppState {
     pub fn from_config(intake: Intake, config: &Config) -> Self {
         let limit = config.http.max_body_bytes.unwrap_or(config.messages.max_bytes);
         AppState::new(intake, config.tenants.clone(), limit).with_limits(HttpLimits::from_config(&config.http))
+    }
+
+    /// `/metrics` also reports the job queues' counts.
+    pub fn with_queues(mut self, queues: crate::queue::QueueAdmin) -> Self {
+        self.queues = Some(queues);
+        self
+    }
+
+    /// `/metrics` also reports the inbox watcher's counters.
+    pub fn with_inbox_stats(mut self, stats: Arc<crate::intake::inbox::Stats>) -> Self {
+        self.inbox = Some(stats);
+        self
     }
 
     /// Other time and connection limits than the defaults.

@@ -20,7 +20,18 @@ pub(crate) async fn healthz(State(state): State<Shared>) -> Response {
     }
 }
 
-/// `GET /metrics`: one gauge per request state, zeros included.
+/// `GET /metrics`, what an operator's alerts need:
+///
+/// - `amtsbote_requests{state}`: requests in the ledger by state (zeros included), so
+///   "requests waiting in `unroutable`" or "`failed` above zero" can page someone;
+/// - `amtsbote_jobs{queue,state}`: jobs by queue and state (pending, running, failed with
+///   attempts left, dead, killed, done), and `amtsbote_queues_up` (0 when the queue
+///   database did not answer: the other figures are still served);
+/// - `amtsbote_inbox_files_total{outcome}` and `amtsbote_inbox_retries_total`: files the
+///   inbox watcher took in since the start (accepted, rejected, duplicate, refused) and
+///   recordings it had to try again (the ledger was unavailable).
+///
+/// 503 when the ledger does not answer.
 pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
     let counts = match state.ledger.count_by_state().await {
         Ok(counts) => counts,
@@ -31,6 +42,35 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
     text.push_str("# TYPE amtsbote_requests gauge\n");
     for (state, n) in counts {
         let _ = writeln!(text, "amtsbote_requests{{state=\"{state}\"}} {n}");
+    }
+    if let Some(queues) = &state.queues {
+        let counts = queues.counts().await;
+        text.push_str("# HELP amtsbote_queues_up Whether the queue database answered (1) or not (0).\n");
+        text.push_str("# TYPE amtsbote_queues_up gauge\n");
+        let _ = writeln!(text, "amtsbote_queues_up {}", u8::from(counts.is_ok()));
+        match counts {
+            Ok(counts) => {
+                text.push_str("# HELP amtsbote_jobs Jobs in the queues, by queue and state.\n");
+                text.push_str("# TYPE amtsbote_jobs gauge\n");
+                for c in counts {
+                    for (job_state, n) in [("pending", c.pending), ("running", c.running), ("failed", c.failed), ("dead", c.dead), ("killed", c.killed), ("done", c.done)] {
+                        let _ = writeln!(text, "amtsbote_jobs{{queue=\"{}\",state=\"{job_state}\"}} {n}", c.queue);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: the queue database did not answer"),
+        }
+    }
+    if let Some(inbox) = &state.inbox {
+        use std::sync::atomic::Ordering::Relaxed;
+        text.push_str("# HELP amtsbote_inbox_files_total Files taken in from the inbox folders since the start, by outcome.\n");
+        text.push_str("# TYPE amtsbote_inbox_files_total counter\n");
+        for (outcome, n) in [("accepted", &inbox.accepted), ("rejected", &inbox.rejected), ("duplicate", &inbox.duplicates), ("refused", &inbox.refused)] {
+            let _ = writeln!(text, "amtsbote_inbox_files_total{{outcome=\"{outcome}\"}} {}", n.load(Relaxed));
+        }
+        text.push_str("# HELP amtsbote_inbox_retries_total Recordings of inbox files that failed and will be tried again.\n");
+        text.push_str("# TYPE amtsbote_inbox_retries_total counter\n");
+        let _ = writeln!(text, "amtsbote_inbox_retries_total {}", inbox.retried.load(Relaxed));
     }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
