@@ -1093,6 +1093,45 @@ async fn sqlite_callers_that_give_up_do_not_take_the_others_records_with_them() 
     assert!((100..=200).contains(&recorded), "{recorded}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_database_locked_by_another_process_fails_the_batch_at_once() {
+    // Another process holds the write lock longer than our busy timeout (200 ms here).
+    // Every waiting record gets "database is locked" after one busy wait per batch, not
+    // one per record (100 records one by one would take 20 s), and nothing is recorded.
+    // When the lock is gone, recording works again.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let options = ledger::SqliteLedgerOptions { busy_timeout: Duration::from_millis(200), ..Default::default() };
+    let l: Arc<dyn Ledger> = Arc::new(ledger::SqliteLedger::open_with(&path, &options).await.unwrap());
+    l.migrate().await.unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let l = l.clone();
+            tokio::spawn(async move { l.record(new_request("t", &format!("http:{i}"), Some(&format!("u-{i}"))), Received, &intake(), None).await })
+        })
+        .collect();
+    let all_answered = async {
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        outcomes
+    };
+    let outcomes = tokio::time::timeout(Duration::from_secs(10), all_answered).await.expect("every caller answered while the lock is held");
+    for outcome in &outcomes {
+        match outcome {
+            Err(LedgerError::Database(e)) => assert!(e.to_string().contains("locked"), "{e}"),
+            other => panic!("expected 'database is locked', got {other:?}"),
+        }
+    }
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    assert_eq!(recorded(&*l).await, 0);
+    record_new(&*l, new_request("t", "http:after", Some("u-after"))).await;
+}
+
 #[test]
 fn database_names_in_urls() {
     assert_eq!(

@@ -170,9 +170,11 @@ struct QueuedRecord {
     answer: tokio::sync::oneshot::Sender<Result<Recorded>>,
 }
 
-/// Write `batch` in one transaction and answer each record. If the transaction fails, each
-/// record is tried again in a transaction of its own, so that one record's failure is not
-/// its neighbours'.
+/// Write `batch` in one transaction and answer each record. If one record's statement
+/// fails (a constraint, a trigger), the others are tried again each in a transaction of
+/// its own, so that its failure is not its neighbours'. If the transaction itself fails
+/// (busy beyond the timeout, I/O, a full disk), every record gets that error at once:
+/// trying them one by one would only wait the busy timeout once per record.
 async fn write_batch(pool: &SqlitePool, batch: Vec<QueuedRecord>) {
     let at = ts(now());
     match write_records(pool, &batch, &at).await {
@@ -181,34 +183,67 @@ async fn write_batch(pool: &SqlitePool, batch: Vec<QueuedRecord>) {
                 let _ = record.answer.send(result);
             }
         }
-        Err(e) if batch.len() == 1 => {
-            let _ = batch.into_iter().next().map(|r| r.answer.send(Err(e.into())));
-        }
-        Err(_) => {
+        Err(BatchFailure::Record(_)) if batch.len() > 1 => {
             for record in batch {
                 let result = match write_records(pool, std::slice::from_ref(&record), &at).await {
                     Ok(mut results) => results.remove(0),
-                    Err(e) => Err(e.into()),
+                    Err(BatchFailure::Record(e) | BatchFailure::Whole(e)) => Err(e.into()),
                 };
                 let _ = record.answer.send(result);
+            }
+        }
+        Err(BatchFailure::Record(e) | BatchFailure::Whole(e)) => {
+            let message = e.to_string();
+            let mut first = Some(e);
+            for record in batch {
+                // sqlx::Error is not Clone: the first caller gets the error, the others
+                // the same text.
+                let error = first.take().unwrap_or_else(|| sqlx::Error::Protocol(message.clone()));
+                let _ = record.answer.send(Err(error.into()));
             }
         }
     }
 }
 
-/// One transaction for `records`: each one's outcome, or the database error that
-/// aborted the transaction.
+/// Why a batch's transaction failed.
+enum BatchFailure {
+    /// A statement of one record: the others may succeed without it.
+    Record(sqlx::Error),
+    /// The transaction: begin, commit, a busy database, I/O. No record can succeed now.
+    Whole(sqlx::Error),
+}
+
+/// Whether `e`, raised by one record's statement, belongs to that record (its data broke
+/// a constraint or a trigger, or does not fit) rather than to the database as a whole.
+fn is_about_the_record(e: &sqlx::Error) -> bool {
+    const SQLITE_TOOBIG: i64 = 18;
+    const SQLITE_CONSTRAINT: i64 = 19;
+    const SQLITE_MISMATCH: i64 = 20;
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .is_some_and(|code| matches!(code & 0xff, SQLITE_TOOBIG | SQLITE_CONSTRAINT | SQLITE_MISMATCH)),
+        _ => false,
+    }
+}
+
+/// One transaction for `records`: each one's outcome, or why the transaction failed.
 async fn write_records(
     pool: &SqlitePool,
     records: &[QueuedRecord],
     at: &str,
-) -> std::result::Result<Vec<Result<Recorded>>, sqlx::Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+) -> std::result::Result<Vec<Result<Recorded>>, BatchFailure> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(BatchFailure::Whole)?;
     let mut results = Vec::with_capacity(records.len());
     for record in records {
-        results.push(insert_record(&mut tx, record, at).await?);
+        match insert_record(&mut tx, record, at).await {
+            Ok(result) => results.push(result),
+            Err(e) if is_about_the_record(&e) => return Err(BatchFailure::Record(e)),
+            Err(e) => return Err(BatchFailure::Whole(e)),
+        }
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(BatchFailure::Whole)?;
     Ok(results)
 }
 
