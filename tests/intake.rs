@@ -1,6 +1,6 @@
 //! The inbox watcher against a real SQLite ledger and real folders, and the crash tests:
-//! `amtsbote serve` killed with SIGKILL while it takes in 1,000 files, or while clients post
-//! 400 messages over HTTP, then restarted.
+//! `amtsbote serve` killed with SIGKILL while it takes in 1,000 files (SQLite ledger) or 400
+//! files (PostgreSQL ledger), or while clients post 400 messages over HTTP, then restarted.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +11,10 @@ use amtsbote::intake::Intake;
 use amtsbote::intake::inbox::{InboxDirs, WatchConfig, Watcher};
 use amtsbote::ledger::{self, Ledger, ListFilter, RequestState};
 use amtsbote::xamtshilfe::{Checker, Limits};
+
+#[path = "support/postgres.rs"]
+mod postgres_support;
+use postgres_support::TestDatabase;
 
 const EXAMPLE: &str = include_str!("../examples/messages/ersuchen.xml");
 
@@ -139,14 +143,16 @@ async fn a_file_still_growing_is_not_taken() {
 // ---------------------------------------------------------------------------------------------
 // The crash test, with the real binary.
 
-fn start_serve(root: &Path) -> Child {
-    start_serve_on(root, "127.0.0.1:0")
+fn start_serve_on(root: &Path, listen: &str) -> Child {
+    let ledger_url = format!("sqlite:{}", root.join("ledger.sqlite").display());
+    start_serve_with(root, listen, &ledger_url)
 }
 
-fn start_serve_on(root: &Path, listen: &str) -> Child {
+fn start_serve_with(root: &Path, listen: &str, ledger_url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_amtsbote"))
         .arg("serve")
         .env("AMTSBOTE_DATA_DIR", root)
+        .env("AMTSBOTE_LEDGER_URL", ledger_url)
         .env("AMTSBOTE_HTTP_LISTEN", listen)
         .env("AMTSBOTE_INTAKE_POLL_INTERVAL_MS", "20")
         .env("AMTSBOTE_INTAKE_SETTLE_MS", "10")
@@ -160,11 +166,32 @@ fn start_serve_on(root: &Path, listen: &str) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_while_taking_in_a_thousand_files_nothing_is_lost_or_doubled() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let ledger_url = format!("sqlite:{}", dir.path().join("ledger.sqlite").display());
+    killed_while_taking_in(dir.path(), &ledger_url, 1000, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_postgres_ledger_killed_while_taking_in_files_nothing_is_lost_or_doubled() {
+    // The cluster mode's ledger: the same crash test against a database of its own on
+    // the local PostgreSQL server.
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (root, url) = (dir.path().to_path_buf(), database.url.clone());
+    let outcome = tokio::spawn(async move { killed_while_taking_in(&root, &url, 400, 2).await }).await;
+    database.drop().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Drops `total` files (every 20th invalid) into the inbox of a `serve` on `ledger_url`,
+/// kills it with SIGKILL `kills` times while it works, restarts it, and checks that every
+/// file ended exactly once in done/ or error/ and every message is in the ledger once.
+async fn killed_while_taking_in(root: &Path, ledger_url: &str, total: u32, kills: u32) {
     let inbox = root.join("inbox/demo");
     std::fs::create_dir_all(&inbox).unwrap();
-    // 1,000 files: 950 valid requests, 50 invalid ones.
-    let total = 1000u32;
     let staging = root.join("staging");
     std::fs::create_dir_all(&staging).unwrap();
     for n in 0..total {
@@ -175,24 +202,27 @@ async fn killed_while_taking_in_a_thousand_files_nothing_is_lost_or_doubled() {
         let name = format!("ersuchen {n:04}.xml");
         std::fs::rename(staging.join(&name), inbox.join(&name)).unwrap();
     }
+    let invalid = (0..total).filter(|n| n % 20 == 7).count();
+    let valid_count = total as usize - invalid;
 
-    let ledger_url = format!("sqlite:{}", root.join("ledger.sqlite").display());
     let dirs = InboxDirs { tenant: "demo".into(), inbox: inbox.clone() };
     let finished = |dirs: &InboxDirs| files_in(&dirs.done()).len() + files_in(&dirs.error()).iter().filter(|n| !n.ends_with(".error.txt")).count();
+    let serve = || start_serve_with(root, "127.0.0.1:0", ledger_url);
 
-    // Kill it three times while it works, each time once some files went through.
-    for round in 1..=3 {
-        let mut child = start_serve(root);
+    // Kill it while it works, each time once some more files went through.
+    let step = (total / (kills + 2)) as usize;
+    for round in 1..=kills as usize {
+        let mut child = serve();
         let before = finished(&dirs);
         let start = Instant::now();
-        while finished(&dirs) < before + 150 * round && finished(&dirs) < total as usize && start.elapsed() < Duration::from_secs(60) {
+        while finished(&dirs) < before + step * round && finished(&dirs) < total as usize && start.elapsed() < Duration::from_secs(60) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
     // Restart and let it finish.
-    let mut child = start_serve(root);
+    let mut child = serve();
     let start = Instant::now();
     while !(finished(&dirs) == total as usize && files_in(&dirs.processing()).is_empty() && files_in(&inbox).is_empty()) {
         assert!(start.elapsed() < Duration::from_secs(120), "not finished: {} of {total}", finished(&dirs));
@@ -209,20 +239,20 @@ async fn killed_while_taking_in_a_thousand_files_nothing_is_lost_or_doubled() {
     }
     assert_eq!(seen.len(), total as usize);
     assert!(seen.values().all(|&c| c == 1), "a file ended twice: {:?}", seen.iter().filter(|(_, c)| **c != 1).collect::<Vec<_>>());
-    assert_eq!(files_in(&dirs.done()).len(), 950);
+    assert_eq!(files_in(&dirs.done()).len(), valid_count);
 
     // Each valid request is in the ledger once; each invalid one is recorded as rejected.
-    let ledger = ledger::open(&ledger_url).await.unwrap();
+    let ledger = ledger::open(ledger_url).await.unwrap();
     // (serve also routes them: valid ones are validated or already routed by now.)
     let all = ledger.list(&ListFilter::default().limit(1000)).await.unwrap();
-    assert_eq!(all.len(), 1000, "one ledger entry per file");
+    assert_eq!(all.len(), total as usize, "one ledger entry per file");
     let valid: Vec<_> = all.iter().filter(|r| r.state != RequestState::Rejected).collect();
-    assert_eq!(valid.len(), 950);
+    assert_eq!(valid.len(), valid_count);
     assert!(valid.iter().all(|r| matches!(r.state, RequestState::Validated | RequestState::Routed)), "{:?}", valid.iter().map(|r| r.state).collect::<std::collections::HashSet<_>>());
     let uuids: std::collections::HashSet<_> = valid.iter().map(|r| r.nachrichten_uuid.clone()).collect();
-    assert_eq!(uuids.len(), 950);
+    assert_eq!(uuids.len(), valid_count);
     let rejected: Vec<_> = all.iter().filter(|r| r.state == RequestState::Rejected).collect();
-    assert_eq!(rejected.len(), 50);
+    assert_eq!(rejected.len(), invalid);
     assert!(rejected.iter().all(|r| r.nachrichten_uuid.is_none()));
 }
 

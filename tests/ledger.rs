@@ -17,6 +17,10 @@ use amtsbote::ledger::{
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+#[path = "support/postgres.rs"]
+mod postgres_support;
+use postgres_support::{TestDatabase, with_database};
+
 use RequestState::*;
 
 /// One test of the suite: gets a migrated, empty ledger and the URL it was opened from.
@@ -38,67 +42,15 @@ where
     test((ledger, url)).await;
 }
 
-fn admin_urls() -> Vec<String> {
-    match std::env::var("AMTSBOTE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => vec![url],
-        _ => vec![
-            "postgres://postgres@127.0.0.1:5432/test".into(),
-            "postgres://root@127.0.0.1:5432/test".into(),
-        ],
-    }
-}
-
-async fn admin_connection() -> Option<(PgConnection, String)> {
-    let mut last_error = String::new();
-    for url in admin_urls() {
-        match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&url)).await {
-            Ok(Ok(conn)) => return Some((conn, url)),
-            Ok(Err(e)) => last_error = e.to_string(),
-            Err(_) => last_error = "timed out".into(),
-        }
-    }
-    let message = format!(
-        "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! PostgreSQL is not reachable ({last_error}).\n\
-         !!! The PostgreSQL half of the ledger suite is SKIPPED.\n\
-         !!! Start it, or set AMTSBOTE_TEST_POSTGRES_URL.\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{message}(CI=true: a skipped database is a failure)");
-    }
-    eprintln!("{message}");
-    None
-}
-
-/// `url` with its database replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    format!("{base}/{database}{query}")
-}
-
 async fn with_postgres<F, Fut>(test: F)
 where
     F: FnOnce(Ctx) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some((mut admin, admin_url)) = admin_connection().await else {
+    let Some(database) = TestDatabase::create().await else {
         return;
     };
-    let database = format!("amtsbote_t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = with_database(&admin_url, &database);
+    let url = database.url.clone();
 
     // Run the test as its own task so that a failing assertion still lets us drop the database.
     let outcome = {
@@ -110,13 +62,7 @@ where
         }
     };
     let outcome = tokio::spawn(outcome).await;
-
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    database.drop().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
