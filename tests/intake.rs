@@ -23,9 +23,10 @@ fn request(n: u32) -> String {
     EXAMPLE.replace("7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11", &format!("7d3c1f0e-2b7a-4c55-9a51-{n:012x}"))
 }
 
+/// The files in `dir`, without folders and the watcher's lock file.
 fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().filter(|e| e.file_type().is_ok_and(|t| !t.is_dir())).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| rd.flatten().filter(|e| e.file_type().is_ok_and(|t| !t.is_dir())).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != amtsbote::intake::inbox::LOCK_FILE).collect())
         .unwrap_or_default();
     v.sort();
     v
@@ -116,6 +117,40 @@ async fn files_end_in_done_or_error_with_a_reason() {
     s.stop.send(true).unwrap();
     s.task.await.unwrap().unwrap();
     drop(s.root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_watcher_on_the_same_inbox_waits_and_takes_over_when_the_first_stops() {
+    // Two watchers (two amtsbote processes on shared folders) on one inbox and one
+    // ledger: only the first takes files in; the second leaves the inbox alone, even the
+    // claims in processing/, until the first stops, and then takes over.
+    let first = start_watcher().await;
+    let intake = Intake::new(first.ledger.clone(), Arc::new(Checker::with_defaults()));
+    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_millis(10), concurrency: 4, limits: Limits::default() };
+    let second = Watcher::new(intake, vec![first.dirs.clone()], config);
+    let second_stats = second.stats.clone();
+    let (stop_second, rx) = tokio::sync::watch::channel(false);
+    let second_task = tokio::spawn(second.run(rx));
+
+    let inbox = first.dirs.inbox.clone();
+    for n in 0..100 {
+        std::fs::write(inbox.join(format!("first-{n}.xml")), request(n)).unwrap();
+    }
+    wait_until("100 files in done/", Duration::from_secs(60), || files_in(&first.dirs.done()).len() == 100).await;
+    assert_eq!(second_stats.accepted.load(std::sync::atomic::Ordering::Relaxed), 0, "the second watcher took files while the first held the inbox");
+    assert!(std::fs::read_to_string(inbox.join(amtsbote::intake::inbox::LOCK_FILE)).unwrap().contains(&format!("pid {}", std::process::id())));
+
+    // The first stops; the second takes over, and every file still ends once.
+    first.stop.send(true).unwrap();
+    first.task.await.unwrap().unwrap();
+    for n in 100..150 {
+        std::fs::write(inbox.join(format!("second-{n}.xml")), request(n)).unwrap();
+    }
+    wait_until("150 files in done/", Duration::from_secs(60), || files_in(&first.dirs.done()).len() == 150).await;
+    assert_eq!(second_stats.accepted.load(std::sync::atomic::Ordering::Relaxed), 50);
+    assert_eq!(first.ledger.count_by_state().await.unwrap().iter().map(|(_, n)| n).sum::<u64>(), 150);
+    stop_second.send(true).unwrap();
+    second_task.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,12 @@
 //!   names the reason (rejected, duplicate, refused).
 //!
 //! Symlinks, FIFOs, sockets and devices are refused into `error/` without being opened.
+//!
+//! One process takes each inbox in: the watcher holds an exclusive lock on
+//! `inbox/<tenant>/.amtsbote-watcher.lock` while it works there (the kernel lets go of it when
+//! the process ends, however it ends). A second `amtsbote serve` on the same folders leaves
+//! that inbox alone, says so once, and takes over when the first one stops. Without the lock
+//! both would resume each other's claims in `processing/`.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -101,8 +107,12 @@ impl Watcher {
         let permits = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
         let in_flight: Arc<std::sync::Mutex<HashSet<PathBuf>>> = Arc::default();
         let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
+        let mut owners: HashMap<PathBuf, InboxOwner> = HashMap::new();
         loop {
             for dirs in &this.dirs {
+                if !owners.entry(dirs.inbox.clone()).or_default().try_own(dirs) {
+                    continue;
+                }
                 // Claimed earlier and not finished (a crash, a database outage): do again.
                 for claim in list_files(&dirs.processing()) {
                     let path = dirs.processing().join(&claim);
@@ -291,6 +301,70 @@ async fn spawn_process(
         }
         drop(permit);
     });
+}
+
+/// Whether this process takes an inbox in: the lock on its `.amtsbote-watcher.lock`.
+#[derive(Default)]
+enum InboxOwner {
+    /// Not tried yet.
+    #[default]
+    Unknown,
+    /// Ours while the file stays open.
+    Owned(#[allow(dead_code)] std::fs::File),
+    /// Another process holds it (and we said so once).
+    Elsewhere,
+    /// The file system cannot lock (some network file systems): taken in without a lock.
+    Unlocked,
+}
+
+impl InboxOwner {
+    /// Whether this process may work in `dirs` now; tries to take the lock when it does not
+    /// hold it, so that it takes over when the other process stops.
+    fn try_own(&mut self, dirs: &InboxDirs) -> bool {
+        if matches!(self, InboxOwner::Owned(_) | InboxOwner::Unlocked) {
+            return true;
+        }
+        let path = dirs.inbox.join(LOCK_FILE);
+        let file = match std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(tenant = %dirs.tenant, error = %e, "cannot open the inbox's lock file; taking the inbox in without it (run one amtsbote per inbox)");
+                *self = InboxOwner::Unlocked;
+                return true;
+            }
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                let holder = format!("pid {} on {}, since {}\n", std::process::id(), host(), chrono::Utc::now().to_rfc3339());
+                let _ = file.set_len(0).and_then(|()| std::io::Write::write_all(&mut &file, holder.as_bytes()));
+                if matches!(self, InboxOwner::Elsewhere) {
+                    tracing::info!(tenant = %dirs.tenant, "the other process stopped: this one takes the inbox in now");
+                }
+                *self = InboxOwner::Owned(file);
+                true
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if !matches!(self, InboxOwner::Elsewhere) {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    tracing::info!(tenant = %dirs.tenant, holder = %holder.trim(), "another amtsbote process takes this inbox in; this one leaves it alone and takes over if that one stops");
+                    *self = InboxOwner::Elsewhere;
+                }
+                false
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!(tenant = %dirs.tenant, error = %e, "the inbox's file system cannot lock; taking the inbox in without a lock (run one amtsbote per inbox)");
+                *self = InboxOwner::Unlocked;
+                true
+            }
+        }
+    }
+}
+
+/// The lock file in each inbox (a dotfile: never taken as a message).
+pub const LOCK_FILE: &str = ".amtsbote-watcher.lock";
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "this host".into())
 }
 
 /// Files being written by their sender: dotfiles, `*.part`, `*.tmp`.
