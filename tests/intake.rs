@@ -221,6 +221,59 @@ async fn with_a_postgres_ledger_killed_while_taking_in_files_nothing_is_lost_or_
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_serve_takes_over_the_inbox_when_the_active_one_is_killed() {
+    // Two `serve` processes on the same data directory: the second waits for the inbox
+    // while the first takes files in; the first is killed with SIGKILL halfway, and the
+    // standby finishes the work, including the claims the first left in processing/.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ledger_url = format!("sqlite:{}", root.join("ledger.sqlite").display());
+    let dirs = InboxDirs { tenant: "demo".into(), inbox: root.join("inbox/demo") };
+    let lock = dirs.inbox.join(amtsbote::intake::inbox::LOCK_FILE);
+    let holder = || std::fs::read_to_string(&lock).unwrap_or_default();
+
+    let mut active = start_serve_with(root, "127.0.0.1:0", &ledger_url);
+    let active_pid = format!("pid {} ", active.id());
+    wait_until("the first serve holds the inbox", Duration::from_secs(30), || holder().starts_with(&active_pid)).await;
+    let mut standby = start_serve_with(root, "127.0.0.1:0", &ledger_url);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(holder().starts_with(&active_pid), "the standby took the inbox from a live process: {}", holder());
+
+    let total = 1000u32;
+    let staging = root.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    for n in 0..total {
+        std::fs::write(staging.join(format!("e{n:04}.xml")), request(n)).unwrap();
+    }
+    for n in 0..total {
+        std::fs::rename(staging.join(format!("e{n:04}.xml")), dirs.inbox.join(format!("e{n:04}.xml"))).unwrap();
+    }
+    let start = Instant::now();
+    while files_in(&dirs.done()).len() < 100 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the first serve took nothing in");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    active.kill().unwrap(); // SIGKILL
+    active.wait().unwrap();
+    let left = total as usize - files_in(&dirs.done()).len();
+    eprintln!("killed the active serve with {left} of {total} files not yet done");
+
+    let standby_pid = format!("pid {} ", standby.id());
+    wait_until("the standby finished", Duration::from_secs(120), || {
+        files_in(&dirs.done()).len() == total as usize && files_in(&dirs.processing()).is_empty() && files_in(&dirs.inbox).is_empty()
+    })
+    .await;
+    assert!(holder().starts_with(&standby_pid), "{}", holder());
+    standby.kill().unwrap();
+    standby.wait().unwrap();
+
+    let ledger = ledger::open(&ledger_url).await.unwrap();
+    let all = ledger.list(&ListFilter::default().limit(1000)).await.unwrap();
+    assert_eq!(all.len(), total as usize, "each file once in the ledger");
+    assert!(files_in(&dirs.error()).is_empty(), "{:?}", files_in(&dirs.error()));
+}
+
 /// Drops `total` files (every 20th invalid) into the inbox of a `serve` on `ledger_url`,
 /// kills it with SIGKILL `kills` times while it works, restarts it, and checks that every
 /// file ended exactly once in done/ or error/ and every message is in the ledger once.
