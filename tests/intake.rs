@@ -154,6 +154,40 @@ async fn a_second_watcher_on_the_same_inbox_waits_and_takes_over_when_the_first_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_says_what_waits_and_for_how_long() {
+    // Files that will not settle within the test (settle time 10 minutes) wait in the inbox;
+    // the watcher's backlog, which /metrics shows, counts them and ages the oldest.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger::open(&format!("sqlite:{}", dir.path().join("ledger.sqlite").display())).await.unwrap();
+    ledger.migrate().await.unwrap();
+    let dirs = InboxDirs { tenant: "demo".into(), inbox: dir.path().join("inbox/demo") };
+    dirs.create().unwrap();
+    for n in 0..3 {
+        std::fs::write(dirs.inbox.join(format!("w{n}.xml")), request(n)).unwrap();
+    }
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(dirs.inbox.join("w1.xml")).unwrap().set_modified(an_hour_ago).unwrap();
+    std::fs::write(dirs.processing().join("01JDCLAIMED0000000000000000--stuck.xml"), "not read: the watcher waits for the ledger").unwrap();
+    std::fs::write(dirs.inbox.join("being-written.xml.part"), "…").unwrap();
+
+    let intake = Intake::new(ledger, Arc::new(Checker::with_defaults()));
+    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_secs(600), concurrency: 4, limits: Limits::default() };
+    let watcher = Watcher::new(intake, vec![dirs.clone()], config);
+    let stats = watcher.stats.clone();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(watcher.run(rx));
+    let backlog = || stats.backlog.lock().unwrap().get("demo").copied();
+    wait_until("a scan", Duration::from_secs(10), || backlog().is_some()).await;
+    let b = backlog().unwrap();
+    assert_eq!(b.waiting, 3, "{b:?}");
+    assert!((3600..3700).contains(&b.oldest_waiting_secs), "{b:?}");
+    // The claim in processing/ is tried (and rejected: not XML), so it may be gone already.
+    assert!(b.processing <= 1, "{b:?}");
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_still_growing_is_not_taken() {
     // A file that grows every 5 ms must not be taken; the settle time leaves room for a
     // loaded CI machine pausing this test for a while between two writes.

@@ -76,6 +76,19 @@ pub struct Stats {
     pub duplicates: std::sync::atomic::AtomicU64,
     pub refused: std::sync::atomic::AtomicU64,
     pub retried: std::sync::atomic::AtomicU64,
+    /// Per tenant whose inbox this process takes in: what waits there, as of its last scan.
+    pub backlog: std::sync::Mutex<std::collections::BTreeMap<String, Backlog>>,
+}
+
+/// What waits in one inbox: the answer to "is anything stuck?".
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Backlog {
+    /// Files in the inbox not taken yet (settling, or waiting for a free worker).
+    pub waiting: u64,
+    /// Claims in `processing/`: being recorded, or waiting for the ledger to come back.
+    pub processing: u64,
+    /// Seconds since the oldest waiting file was last written (0 when none waits).
+    pub oldest_waiting_secs: u64,
 }
 
 /// Watches the inbox folders until `shutdown` turns true.
@@ -114,13 +127,19 @@ impl Watcher {
                     continue;
                 }
                 // Claimed earlier and not finished (a crash, a database outage): do again.
-                for claim in list_files(&dirs.processing()) {
+                let claims = list_files(&dirs.processing());
+                let processing = claims.len() as u64;
+                for claim in claims {
                     let path = dirs.processing().join(&claim);
                     if in_flight.lock().map(|mut s| s.insert(path.clone())).unwrap_or(false) {
                         spawn_process(&this, dirs.clone(), claim, path, &permits, &in_flight).await;
                     }
                 }
-                this.scan(dirs, &mut seen, &permits, &in_flight).await;
+                let (waiting, oldest) = this.scan(dirs, &mut seen, &permits, &in_flight).await;
+                let oldest_waiting_secs = oldest.and_then(|t| t.elapsed().ok()).map_or(0, |age| age.as_secs());
+                if let Ok(mut backlog) = this.stats.backlog.lock() {
+                    backlog.insert(dirs.tenant.clone(), Backlog { waiting, processing, oldest_waiting_secs });
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(this.config.poll_interval) => {}
@@ -135,17 +154,20 @@ impl Watcher {
         Ok(())
     }
 
+    /// One pass over the inbox: claims the files that settled. Returns how many files were
+    /// left waiting, and the oldest one's mtime.
     async fn scan(
         self: &Arc<Self>,
         dirs: &InboxDirs,
         seen: &mut HashMap<PathBuf, Seen>,
         permits: &Arc<Semaphore>,
         in_flight: &Arc<std::sync::Mutex<HashSet<PathBuf>>>,
-    ) {
+    ) -> (u64, Option<SystemTime>) {
         let Ok(entries) = std::fs::read_dir(&dirs.inbox) else {
             tracing::warn!(tenant = %dirs.tenant, folder = %dirs.inbox.display(), "inbox folder cannot be read");
-            return;
+            return (0, None);
         };
+        let mut oldest: Option<SystemTime> = None;
         let now = Instant::now();
         let mut present = HashSet::new();
         for entry in entries.flatten() {
@@ -183,13 +205,15 @@ impl Watcher {
                         Err(e) => tracing::warn!(tenant = %dirs.tenant, error = %e, "cannot claim a file from the inbox"),
                     }
                 }
-                Some(s) if s.size == size && s.mtime == mtime => {}
+                Some(s) if s.size == size && s.mtime == mtime => oldest = Some(oldest.map_or(mtime, |o| o.min(mtime))),
                 _ => {
+                    oldest = Some(oldest.map_or(mtime, |o| o.min(mtime)));
                     seen.insert(path, Seen { size, mtime, since: now });
                 }
             }
         }
         seen.retain(|p, _| !p.starts_with(&dirs.inbox) || present.contains(p));
+        (present.len() as u64, oldest)
     }
 
     /// Moves a file that must not be read to `error/` with the reason.

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::Shared;
+use crate::intake::inbox::Backlog;
 use super::error::ApiError;
 
 /// `GET /healthz`: 200 `{"status":"ok"}` when the ledger answers a query, 503 otherwise.
@@ -29,7 +30,10 @@ pub(crate) async fn healthz(State(state): State<Shared>) -> Response {
 ///   database did not answer: the other figures are still served);
 /// - `amtsbote_inbox_files_total{outcome}` and `amtsbote_inbox_retries_total`: files the
 ///   inbox watcher took in since the start (accepted, rejected, duplicate, refused) and
-///   recordings it had to try again (the ledger was unavailable).
+///   recordings it had to try again (the ledger was unavailable);
+/// - per tenant whose inbox this process takes in, as of the last scan:
+///   `amtsbote_inbox_waiting_files`, `amtsbote_inbox_processing_files` and
+///   `amtsbote_inbox_oldest_waiting_seconds` (a file waiting for minutes is stuck).
 ///
 /// 503 when the ledger does not answer.
 pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
@@ -71,6 +75,18 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
         text.push_str("# HELP amtsbote_inbox_retries_total Recordings of inbox files that failed and will be tried again.\n");
         text.push_str("# TYPE amtsbote_inbox_retries_total counter\n");
         let _ = writeln!(text, "amtsbote_inbox_retries_total {}", inbox.retried.load(Relaxed));
+        let backlog = inbox.backlog.lock().map(|b| b.clone()).unwrap_or_default();
+        for (name, help, value) in [
+            ("amtsbote_inbox_waiting_files", "Files waiting in a tenant's inbox, as of the last scan.", (|b: &Backlog| b.waiting) as fn(&Backlog) -> u64),
+            ("amtsbote_inbox_processing_files", "Claims in a tenant's processing/ folder (being recorded, or waiting for the ledger).", |b: &Backlog| b.processing),
+            ("amtsbote_inbox_oldest_waiting_seconds", "Age of the oldest file waiting in a tenant's inbox (0: none waits).", |b: &Backlog| b.oldest_waiting_secs),
+        ] {
+            let _ = writeln!(text, "# HELP {name} {help}");
+            let _ = writeln!(text, "# TYPE {name} gauge");
+            for (tenant, b) in &backlog {
+                let _ = writeln!(text, "{name}{{tenant=\"{tenant}\"}} {}", value(b));
+            }
+        }
     }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
