@@ -106,7 +106,8 @@ fn main() {
     println!("amtsbote message benchmark — one thread, typical request of {size} bytes");
     println!("(each figure: repeated passes over 1,000 distinct messages for ~{budget:?})\n");
     println!("{:<44} {:>12} {:>10} {:>10}", "stage", "messages/s", "MB/s", "µs/msg");
-    let stages: [(&str, Box<dyn Fn(&[u8])>); 5] = [
+    type Stage<'a> = (&'static str, Box<dyn Fn(&[u8]) + 'a>);
+    let stages: [Stage; 5] = [
         ("baseline: quick-xml raw event scan", Box::new(raw_scan)),
         ("serde reader: guard + serde model", Box::new(|b| {
             black_box(read::parse_with_serde(b, &config).unwrap());

@@ -367,6 +367,9 @@ async fn run(indexes: Indexes, backlog: usize, measure: Measure, budget: Duratio
     }
 }
 
+/// Which pair of outcomes of a row a table shows.
+type Pick = fn(&Row) -> &[Outcome; 2];
+
 fn print_table(rows: &[Row], measured: usize, budget: Duration) {
     println!();
     println!(
@@ -394,7 +397,7 @@ fn print_table(rows: &[Row], measured: usize, budget: Duration) {
             format!("{:.0} ({:.2} s{median})", o.rate(), o.elapsed.as_secs_f64())
         }
     };
-    let ratio = |pick: fn(&Row) -> &[Outcome; 2], i: usize| {
+    let ratio = |pick: Pick, i: usize| {
         let at = |n: usize| {
             rows.iter()
                 .find(|r| r.backlog == n)
@@ -402,7 +405,7 @@ fn print_table(rows: &[Row], measured: usize, budget: Duration) {
         };
         at(1_000).zip(at(10_000)).map(|(r1, r10)| r10 / r1)
     };
-    let tables: [(&str, fn(&Row) -> &[Outcome; 2]); 2] = [
+    let tables: [(&str, Pick); 2] = [
         (
             "held backlog: jobs/s while the backlog stays at its size",
             |r| &r.held,

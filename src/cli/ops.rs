@@ -13,10 +13,10 @@ use crate::queue::{Queue, QueueAdmin, QueueStore, load_job_configs};
 
 /// Opens the ledger and brings its schema up to date.
 pub async fn open_ledger(config: &Config) -> anyhow::Result<Arc<dyn Ledger>> {
-    if let Some(path) = config.ledger_url().strip_prefix("sqlite:") {
-        if let Some(parent) = std::path::Path::new(path.trim_start_matches("//")).parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        }
+    if let Some(path) = config.ledger_url().strip_prefix("sqlite:")
+        && let Some(parent) = std::path::Path::new(path.trim_start_matches("//")).parent()
+    {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let ledger = ledger::open(config.ledger_url()).await.context("cannot open the ledger")?;
     ledger.migrate().await.context("cannot migrate the ledger")?;
@@ -125,7 +125,7 @@ pub async fn requests(config: &Config, args: RequestsArgs) -> anyhow::Result<Exi
         filter = filter.tenant(t);
     }
     let list = ledger.list(&filter).await?;
-    println!("{:>8}  {:<14} {:<10} {:<38} {}", "id", "state", "tenant", "kind", "updated (UTC)");
+    println!("{:>8}  {:<14} {:<10} {:<38} updated (UTC)", "id", "state", "tenant", "kind");
     for r in &list {
         println!("{:>8}  {:<14} {:<10} {:<38} {}", r.id, r.state.as_str(), r.tenant, r.kind, r.updated_at.format("%Y-%m-%d %H:%M:%S"));
     }
@@ -166,7 +166,7 @@ pub async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<ExitCode> {
     } else {
         admin.list_jobs(args.queue, &crate::queue::JobState::ALL, args.limit).await?
     };
-    println!("{:<26}  {:<10} {:<8} {:>8}  {}", "id", "queue", "state", "attempts", "last error");
+    println!("{:<26}  {:<10} {:<8} {:>8}  last error", "id", "queue", "state", "attempts");
     for j in &jobs {
         println!(
             "{:<26}  {:<10} {:<8} {:>4}/{:<3}  {}",

@@ -130,12 +130,10 @@ impl<'a> Cursor<'a> {
                 }
             }
             Event::End(_) => self.depth -= 1,
-            Event::GeneralRef(r) => {
-                if !r.is_char_ref() && !matches!(&**r, b"lt" | b"gt" | b"amp" | b"apos" | b"quot") {
-                    let name = clip(&String::from_utf8_lossy(r));
-                    let line = self.line_at(at);
-                    return Err(self.fail_hard(ReadError::Entity { name, line }));
-                }
+            Event::GeneralRef(r) if !r.is_char_ref() && !matches!(&**r, b"lt" | b"gt" | b"amp" | b"apos" | b"quot") => {
+                let name = clip(&String::from_utf8_lossy(r));
+                let line = self.line_at(at);
+                return Err(self.fail_hard(ReadError::Entity { name, line }));
             }
             Event::Eof if self.depth > 0 => {
                 let e = super::read::truncated(self.text);

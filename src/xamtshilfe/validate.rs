@@ -549,7 +549,7 @@ impl Anhang {
             }
         }
         let total = count + padding;
-        if total % 4 != 0 {
+        if !total.is_multiple_of(4) {
             return Err(format!("is not base64: {total} characters is not a multiple of 4 (truncated?)"));
         }
         Ok(total / 4 * 3 - padding)
