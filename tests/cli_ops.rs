@@ -65,3 +65,28 @@ fn requests_queues_and_jobs() {
     assert_eq!(amtsbote(dir.path(), &["discard", "01NOSUCHJOB"]).status.code(), Some(1));
     assert_eq!(amtsbote(dir.path(), &["requests", "--state", "nonsense"]).status.code(), Some(2));
 }
+
+#[test]
+fn queues_shows_what_waits_in_each_inbox_and_who_takes_it_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox/demo");
+    std::fs::create_dir_all(inbox.join("processing")).unwrap();
+    std::fs::write(inbox.join("a.xml"), "<a/>").unwrap();
+    std::fs::write(inbox.join("b.xml"), "<b/>").unwrap();
+    std::fs::write(inbox.join("still-writing.xml.part"), "<").unwrap();
+    std::fs::write(inbox.join("processing/01JDCLAIM00000000000000000--c.xml"), "<c/>").unwrap();
+    let row = |out: &Output| text(&out.stdout).lines().find(|l| l.starts_with("demo ")).map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).unwrap_or_default();
+
+    let out = amtsbote(dir.path(), &["queues"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let demo = row(&out);
+    assert_eq!(&demo[..3], ["demo", "2", "1"], "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("nobody"), "{}", text(&out.stdout));
+
+    // A process holding the inbox's lock, as `serve` does: named in the table.
+    let lock = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(inbox.join(amtsbote::intake::inbox::LOCK_FILE)).unwrap();
+    lock.lock().unwrap();
+    std::io::Write::write_all(&mut &lock, b"pid 4242 on testhost, since 2026-11-27T20:00:00Z\n").unwrap();
+    let out = amtsbote(dir.path(), &["queues"]);
+    assert!(text(&out.stdout).contains("pid 4242 on testhost"), "{}", text(&out.stdout));
+}

@@ -142,6 +142,16 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
     for c in counts {
         println!("{:<10} {:>9} {:>8} {:>7} {:>6} {:>7} {:>9}", c.queue.name(), c.pending, c.running, c.failed, c.dead, c.killed, c.done);
     }
+    // The intake stage's queue is its folders: what waits there, and who takes it in.
+    println!();
+    println!("{:<10} {:>9} {:>11} {:>15}  taken in by", "inbox", "waiting", "processing", "oldest waiting");
+    for tenant in &config.tenants {
+        let dirs = crate::intake::inbox::InboxDirs { tenant: tenant.id.clone(), inbox: tenant.inbox().to_path_buf() };
+        let r = dirs.report();
+        let oldest = r.oldest_waiting.and_then(|t| t.elapsed().ok()).map_or("-".to_string(), |age| format!("{} s", age.as_secs()));
+        let by = r.taken_in_by.unwrap_or_else(|| "nobody: no amtsbote serve takes this inbox in".into());
+        println!("{:<10} {:>9} {:>11} {:>15}  {by}", tenant.id, r.waiting, r.processing, oldest);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -384,6 +384,45 @@ impl InboxOwner {
     }
 }
 
+/// An inbox as another process sees it (`amtsbote queues`): what waits, and which process
+/// takes it in, read from the folders and the lock file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxReport {
+    /// Files in the inbox not taken yet (without dotfiles, `*.part` and `*.tmp`).
+    pub waiting: u64,
+    /// Claims in `processing/`.
+    pub processing: u64,
+    /// The last write of the oldest waiting file.
+    pub oldest_waiting: Option<SystemTime>,
+    /// Who holds the lock (pid, host, since), or None when no process takes the inbox in.
+    pub taken_in_by: Option<String>,
+}
+
+impl InboxDirs {
+    /// Looks at the folders and the lock, without taking anything. (Testing the lock holds
+    /// it for an instant; a watcher starting in that instant takes the inbox a poll later.)
+    pub fn report(&self) -> InboxReport {
+        let mut waiting = 0;
+        let mut oldest_waiting: Option<SystemTime> = None;
+        for entry in std::fs::read_dir(&self.inbox).into_iter().flatten().flatten() {
+            if ignored(&entry.file_name()) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            waiting += 1;
+            if let Ok(mtime) = entry.metadata().and_then(|m| m.modified()) {
+                oldest_waiting = Some(oldest_waiting.map_or(mtime, |o| o.min(mtime)));
+            }
+        }
+        let processing = list_files(&self.processing()).len() as u64;
+        let lock = self.inbox.join(LOCK_FILE);
+        let taken_in_by = std::fs::File::open(&lock).ok().and_then(|file| match file.try_lock_shared() {
+            Err(std::fs::TryLockError::WouldBlock) => Some(std::fs::read_to_string(&lock).unwrap_or_default().trim().to_owned()),
+            _ => None,
+        });
+        InboxReport { waiting, processing, oldest_waiting, taken_in_by }
+    }
+}
+
 /// The lock file in each inbox (a dotfile: never taken as a message).
 pub const LOCK_FILE: &str = ".amtsbote-watcher.lock";
 
