@@ -61,20 +61,11 @@ pub(crate) async fn post_nachricht(State(state): State<Shared>, request: Request
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad query", vec![e.body_text()]))?
         .0;
     let tenant = choose_tenant(&state, params.tenant.as_deref(), request.headers())?;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than the limit of {} bytes", state.max_body_bytes),
-            vec![format!("messages may have at most {} bytes; nothing was recorded", state.max_body_bytes)],
-        )
-        .with("limit", state.max_body_bytes)
-    };
     let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > state.max_body_bytes) {
-        return Err(too_large());
+        return Err(super::too_large(state.max_body_bytes));
     }
-    // Honours the DefaultBodyLimit layer (max_body_bytes) for bodies without Content-Length.
-    let body = super::read_body(request, &state, too_large).await?;
+    let body = super::read_body(request, &state).await?;
 
     let source = format!("http:{tenant}:{}", hex::encode(Sha256::digest(&body)));
     let bytes = Vec::from(body);

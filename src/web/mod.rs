@@ -14,7 +14,7 @@
 //! | `GET /api/v1/requests/{id}` | 200 the request with its journal, 400 not an id, 404 unknown |
 //! | `GET /api/v1/requests?state=&tenant=&limit=&offset=` | 200 `{"requests": [...]}` newest first, without payloads; 400 bad filter |
 //! | `GET /healthz` | 200 `{"status":"ok"}` when the ledger answers, 503 otherwise |
-//! | `GET /metrics` | Prometheus text: requests by state, jobs by queue and state, inbox files by outcome (see [`ops`]) |
+//! | `GET /metrics` | Prometheus text: requests by state, jobs by queue and state, inbox files by outcome, what waits in each inbox (see [`ops`]) |
 //!
 //! # Privacy
 //!
@@ -138,16 +138,27 @@ impl AppState {
 
 pub(crate) type Shared = Arc<AppState>;
 
-/// The request's body, read within [`HttpLimits::body_timeout`] and the body limit.
-/// A body that does not arrive in time gets 408; one over the limit `too_large()`;
-/// one that breaks off 400.
-pub(crate) async fn read_body(request: axum::extract::Request, state: &Shared, too_large: impl FnOnce() -> error::ApiError) -> Result<axum::body::Bytes, error::ApiError> {
+/// 413 for a body over `max_body_bytes`, announced or sent; nothing was recorded.
+pub(crate) fn too_large(max_body_bytes: u64) -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than the limit of {max_body_bytes} bytes"),
+        vec![format!("messages may have at most {max_body_bytes} bytes; nothing was recorded")],
+    )
+    .with("limit", max_body_bytes)
+}
+
+/// The request's body, read within [`HttpLimits::body_timeout`] and the body limit
+/// (the `DefaultBodyLimit` layer, also for bodies without `Content-Length`). A body that
+/// does not arrive in time gets 408; one over the limit 413 ([`too_large`]); one that
+/// breaks off 400.
+pub(crate) async fn read_body(request: axum::extract::Request, state: &Shared) -> Result<axum::body::Bytes, error::ApiError> {
     use axum::extract::FromRequest;
     use axum::http::StatusCode;
     let timeout = state.limits.body_timeout;
     match tokio::time::timeout(timeout, axum::body::Bytes::from_request(request, state)).await {
         Ok(Ok(body)) => Ok(body),
-        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large(state.max_body_bytes)),
         Ok(Err(rejection)) => Err(error::ApiError::new(StatusCode::BAD_REQUEST, "the body could not be read", vec![rejection.body_text()])),
         Err(_) => Err(error::ApiError::new(
             StatusCode::REQUEST_TIMEOUT,

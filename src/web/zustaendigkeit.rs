@@ -48,11 +48,7 @@ pub(crate) async fn get(State(state): State<Shared>, query: Result<Query<Params>
 
 /// `POST /api/v1/zustaendigkeit` with a `ZustaendigkeitAnfrage.001`.
 pub(crate) async fn post(State(state): State<Shared>, request: axum::extract::Request) -> Result<Response, ApiError> {
-    let body = super::read_body(request, &state, || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", state.max_body_bytes), vec![])
-            .with("limit", state.max_body_bytes)
-    })
-    .await?;
+    let body = super::read_body(request, &state).await?;
     let anfrage = match state.intake.checker.check(&body) {
         Ok(Message::ZustaendigkeitAnfrage(a)) => a,
         Ok(other) => {
