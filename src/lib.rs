@@ -19,3 +19,29 @@ pub mod route;
 pub mod serve;
 pub mod web;
 pub mod xamtshilfe;
+
+/// This machine's name, reduced to letters, digits, `.`, `-` and `_` so that it can stand in
+/// identifiers: in worker names (`queue::worker_name`) and in an inbox's lock file.
+pub(crate) fn hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
+}

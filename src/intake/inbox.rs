@@ -167,7 +167,6 @@ impl Watcher {
             tracing::warn!(tenant = %dirs.tenant, folder = %dirs.inbox.display(), "inbox folder cannot be read");
             return (0, None);
         };
-        let mut oldest: Option<SystemTime> = None;
         let now = Instant::now();
         let mut present = HashSet::new();
         for entry in entries.flatten() {
@@ -205,14 +204,15 @@ impl Watcher {
                         Err(e) => tracing::warn!(tenant = %dirs.tenant, error = %e, "cannot claim a file from the inbox"),
                     }
                 }
-                Some(s) if s.size == size && s.mtime == mtime => oldest = Some(oldest.map_or(mtime, |o| o.min(mtime))),
+                Some(s) if s.size == size && s.mtime == mtime => {}
                 _ => {
-                    oldest = Some(oldest.map_or(mtime, |o| o.min(mtime)));
                     seen.insert(path, Seen { size, mtime, since: now });
                 }
             }
         }
         seen.retain(|p, _| !p.starts_with(&dirs.inbox) || present.contains(p));
+        // What is left in `seen` for this inbox is what still waits there.
+        let oldest = seen.iter().filter(|(p, _)| p.starts_with(&dirs.inbox)).map(|(_, s)| s.mtime).min();
         (present.len() as u64, oldest)
     }
 
@@ -359,7 +359,7 @@ impl InboxOwner {
         };
         match file.try_lock() {
             Ok(()) => {
-                let holder = format!("pid {} on {}, since {}\n", std::process::id(), host(), chrono::Utc::now().to_rfc3339());
+                let holder = format!("pid {} on {}, since {}\n", std::process::id(), crate::hostname(), chrono::Utc::now().to_rfc3339());
                 let _ = file.set_len(0).and_then(|()| std::io::Write::write_all(&mut &file, holder.as_bytes()));
                 if matches!(self, InboxOwner::Elsewhere) {
                     tracing::info!(tenant = %dirs.tenant, "the other process stopped: this one takes the inbox in now");
@@ -402,17 +402,14 @@ impl InboxDirs {
     /// Looks at the folders and the lock, without taking anything. (Testing the lock holds
     /// it for an instant; a watcher starting in that instant takes the inbox a poll later.)
     pub fn report(&self) -> InboxReport {
-        let mut waiting = 0;
-        let mut oldest_waiting: Option<SystemTime> = None;
-        for entry in std::fs::read_dir(&self.inbox).into_iter().flatten().flatten() {
-            if ignored(&entry.file_name()) || !entry.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
-            waiting += 1;
-            if let Ok(mtime) = entry.metadata().and_then(|m| m.modified()) {
-                oldest_waiting = Some(oldest_waiting.map_or(mtime, |o| o.min(mtime)));
-            }
-        }
+        let files: Vec<std::fs::DirEntry> = std::fs::read_dir(&self.inbox)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !ignored(&e.file_name()) && e.file_type().is_ok_and(|t| t.is_file()))
+            .collect();
+        let waiting = files.len() as u64;
+        let oldest_waiting = files.iter().filter_map(|e| e.metadata().and_then(|m| m.modified()).ok()).min();
         let processing = list_files(&self.processing()).len() as u64;
         let lock = self.inbox.join(LOCK_FILE);
         let taken_in_by = std::fs::File::open(&lock).ok().and_then(|file| match file.try_lock_shared() {
@@ -425,10 +422,6 @@ impl InboxDirs {
 
 /// The lock file in each inbox (a dotfile: never taken as a message).
 pub const LOCK_FILE: &str = ".amtsbote-watcher.lock";
-
-fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "this host".into())
-}
 
 /// Files being written by their sender: dotfiles, `*.part`, `*.tmp`.
 fn ignored(name: &OsStr) -> bool {

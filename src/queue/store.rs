@@ -94,32 +94,9 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
 /// process, or a worker restarted inside one, must never reuse a name.
 pub fn worker_name(queue: Queue) -> String {
     let random = Ulid::generate().random() as u32;
-    format!("{queue}-{}-{}-{random:08x}", hostname(), std::process::id())
+    format!("{queue}-{}-{}-{random:08x}", crate::hostname(), std::process::id())
 }
 
-fn hostname() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let name: String = raw
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "localhost".to_owned()
-    } else {
-        name
-    }
-}
 
 /// The backend a worker of one queue gets from [`QueueStore::backend`]: apalis-sqlite's
 /// storage, polled every `poll_interval_ms` while idle (without it an idle worker looks
