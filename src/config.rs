@@ -47,11 +47,19 @@ pub struct QueueConfig {
     /// (hourly, by `serve`); dead jobs are kept until an operator acts. The ledger keeps
     /// every request's history; a finished job holds nothing more. Default 168 (a week).
     pub keep_finished_hours: u64,
+    /// How often the relay looks for triggers written by other processes (its own it
+    /// pushes at once). Default 250 ms.
+    pub relay_poll_ms: u64,
+    /// A request that has waited this long in a stage's input state with neither a trigger
+    /// nor a job is triggered again by the sweeper. Default 300 s.
+    pub sweep_after_secs: u64,
+    /// How often the sweeper looks. Default 60 s.
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { url: None, keep_finished_hours: 168 }
+        QueueConfig { url: None, keep_finished_hours: 168, relay_poll_ms: 250, sweep_after_secs: 300, sweep_interval_secs: 60 }
     }
 }
 
@@ -191,10 +199,42 @@ impl Default for Config {
     }
 }
 
-/// Sections that environment variables can address, longest first.
+/// Sections that environment variables can address.
 const SECTIONS: [&str; 5] = ["messages", "intake", "ledger", "queue", "http"];
-/// Keys that hold lists (comma-separated in the environment).
-const LIST_KEYS: [&str; 1] = ["messages.namespaces"];
+
+/// What an environment variable's text is read as: the type of its setting, never a guess
+/// from the text (`AMTSBOTE_MESSAGES_MIN_AMOUNT=50.00` is the string "50.00", not a float).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Number,
+    /// Comma-separated.
+    List,
+}
+
+/// Every setting a variable may set: its dotted key and its kind.
+const ENV_SETTINGS: &[(&str, Kind)] = &[
+    ("data_dir", Kind::Text),
+    ("ledger.url", Kind::Text),
+    ("queue.url", Kind::Text),
+    ("queue.keep_finished_hours", Kind::Number),
+    ("queue.relay_poll_ms", Kind::Number),
+    ("queue.sweep_after_secs", Kind::Number),
+    ("queue.sweep_interval_secs", Kind::Number),
+    ("http.listen", Kind::Text),
+    ("http.max_body_bytes", Kind::Number),
+    ("http.header_timeout_ms", Kind::Number),
+    ("http.body_timeout_ms", Kind::Number),
+    ("http.max_connections", Kind::Number),
+    ("messages.namespaces", Kind::List),
+    ("messages.min_amount", Kind::Text),
+    ("messages.max_bytes", Kind::Number),
+    ("messages.max_depth", Kind::Number),
+    ("messages.max_attributes", Kind::Number),
+    ("messages.codelists_dir", Kind::Text),
+    ("intake.poll_interval_ms", Kind::Number),
+    ("intake.settle_ms", Kind::Number),
+];
 
 impl Config {
     /// Reads the file (if any), applies the environment, fills in derived defaults and
@@ -343,16 +383,16 @@ fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<
         None => (None, rest.clone()),
     };
     let dotted = section.map_or(field.clone(), |s| format!("{s}.{field}"));
-    let parsed = if LIST_KEYS.contains(&dotted.as_str()) {
-        toml::Value::Array(value.split(',').map(|v| toml::Value::String(v.trim().to_string())).collect())
-    } else {
-        // Numbers and booleans as such, anything else as a string.
-        format!("v = {value}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .filter(|v| !v.is_table() && !v.is_array())
-            .unwrap_or_else(|| toml::Value::String(value.to_string()))
+    let Some(&(_, kind)) = ENV_SETTINGS.iter().find(|(k, _)| *k == dotted) else {
+        bail!("{key}: unknown setting (known: {})", known_vars());
+    };
+    let parsed = match kind {
+        Kind::Text => toml::Value::String(value.to_string()),
+        Kind::List => toml::Value::Array(value.split(',').map(|v| toml::Value::String(v.trim().to_string())).collect()),
+        Kind::Number => match value.trim().parse::<i64>() {
+            Ok(n) => toml::Value::Integer(n),
+            Err(_) => bail!("{key}={value:?}: expected a whole number"),
+        },
     };
     let target = match section {
         Some(s) => match table.entry(s).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
@@ -361,27 +401,13 @@ fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<
         },
         None => table,
     };
-    // The section's own deny_unknown_fields reports unknown keys, naming the variable.
-    let known = match section {
-        None => ["data_dir"].as_slice(),
-        Some("ledger") => ["url"].as_slice(),
-        Some("queue") => ["url", "keep_finished_hours"].as_slice(),
-        Some("http") => ["listen", "max_body_bytes", "header_timeout_ms", "body_timeout_ms", "max_connections"].as_slice(),
-        Some("messages") => ["namespaces", "min_amount", "max_bytes", "max_depth", "max_attributes", "codelists_dir"].as_slice(),
-        Some("intake") => ["poll_interval_ms", "settle_ms"].as_slice(),
-        Some(_) => [].as_slice(),
-    };
-    if !known.contains(&field.as_str()) {
-        bail!("{key}: unknown setting (known: {})", known_vars());
-    }
     target.insert(field, parsed);
     Ok(())
 }
 
-fn known_vars() -> &'static str {
-    "AMTSBOTE_DATA_DIR, AMTSBOTE_LEDGER_URL, AMTSBOTE_QUEUE_{URL,KEEP_FINISHED_HOURS}, AMTSBOTE_HTTP_{LISTEN,MAX_BODY_BYTES,HEADER_TIMEOUT_MS,BODY_TIMEOUT_MS,MAX_CONNECTIONS}, \
-     AMTSBOTE_MESSAGES_{NAMESPACES,MIN_AMOUNT,MAX_BYTES,MAX_DEPTH,MAX_ATTRIBUTES,CODELISTS_DIR}, \
-     AMTSBOTE_INTAKE_{POLL_INTERVAL_MS,SETTLE_MS}"
+/// `AMTSBOTE_DATA_DIR, AMTSBOTE_LEDGER_URL, …`, from [`ENV_SETTINGS`].
+fn known_vars() -> String {
+    ENV_SETTINGS.iter().map(|(k, _)| format!("AMTSBOTE_{}", k.replace('.', "_").to_ascii_uppercase())).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -435,5 +461,31 @@ mod tests {
         let e = Config::load_with(None, &env(&[("AMTSBOTE_MESSAGES_MIN_AMOUNT", "zwölf")])).unwrap_err().to_string();
         assert!(e.contains("min_amount"), "{e}");
         assert!(Config::load_with(None, &env(&[("AMTSBOTE_INTAKE_POLL_INTERVAL_MS", "soon")])).is_err());
+    }
+
+    /// Each variable is read as its setting's type: the README's example sets a decimal
+    /// amount, which must stay the text "50.00".
+    #[test]
+    fn environment_values_take_their_settings_type() {
+        let c = Config::load_with(None, &env(&[("AMTSBOTE_MESSAGES_MIN_AMOUNT", "50.00"), ("AMTSBOTE_HTTP_LISTEN", "127.0.0.1:9000"), ("AMTSBOTE_DATA_DIR", "1234"), ("AMTSBOTE_QUEUE_SWEEP_AFTER_SECS", "600")])).unwrap();
+        assert_eq!(c.messages.min_amount, "50.00");
+        assert_eq!(c.min_amount().unwrap().to_string(), "50.00");
+        assert_eq!(c.data_dir, PathBuf::from("1234"));
+        assert_eq!(c.queue.sweep_after_secs, 600);
+        let e = Config::load_with(None, &env(&[("AMTSBOTE_HTTP_MAX_CONNECTIONS", "many")])).unwrap_err().to_string();
+        assert!(e.contains("AMTSBOTE_HTTP_MAX_CONNECTIONS") && e.contains("whole number"), "{e}");
+        // Every documented variable is accepted.
+        for (key, kind) in ENV_SETTINGS {
+            let var = format!("AMTSBOTE_{}", key.replace('.', "_").to_ascii_uppercase());
+            let value = match kind {
+                Kind::Number => "7",
+                Kind::Text if *key == "messages.min_amount" => "40.00",
+                Kind::Text if *key == "ledger.url" => "sqlite::memory:",
+                _ => "x",
+            };
+            if let Err(e) = Config::load_with(None, &env(&[(&var, value)])) {
+                assert!(!e.to_string().contains("unknown setting"), "{var}: {e}");
+            }
+        }
     }
 }

@@ -5,10 +5,18 @@
 //! - [`xamtshilfe`]: the messages — typed model, reading with limits, writing, validation.
 //! - [`intake`]: taking messages in from inbox folders and HTTP, once each.
 //! - [`route`]: the routing stage — validated requests to the responsible authority.
+//! - [`ledger`]: the truth — requests, their journal, the outbox of triggers.
+//! - [`queue`]: the job queues behind one backend interface, the stage-worker harness, the
+//!   relay and the sweeper.
+//! - [`directory`]: the Authority-Server — who is responsible for an address.
+//! - [`supervise`]: every stage of `serve` restarted when it fails, and its health.
+//! - [`app`]: the wiring — opens the stores and builds the parts; `serve` and the CLI start
+//!   from it.
 //! - [`config`]: the configuration file and `AMTSBOTE_*` variables.
 //! - [`cli`]: the `amtsbote` command line.
 //! - [`web`]: the HTTP API (`/api/v1`), `/healthz` and `/metrics`.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod directory;
@@ -17,6 +25,7 @@ pub mod ledger;
 pub mod queue;
 pub mod route;
 pub mod serve;
+pub mod supervise;
 pub mod web;
 pub mod xamtshilfe;
 

@@ -14,22 +14,25 @@
 //! - An address under an information block (Auskunftssperre) is used for the lookup, but
 //!   never written into the journal: details name authorities and municipality keys only.
 //!
-//! The stage is driven by the ledger: [`Router::run`] takes requests in state `validated`
-//! (the truth; a restart loses nothing) and moves each with a compare-and-set, so two
-//! processes never route one request twice. `amtsbote route ID` re-routes an unroutable
-//! request after the directory was fixed.
+//! The stage is a worker of the `route` queue ([`RouteStage`]): a request entering
+//! `validated` gets a trigger in the ledger's outbox in the same transaction, the relay
+//! pushes it as a job, and the job moves the request with a compare-and-set, so a job run
+//! twice, or by two processes, routes it once. The decision (authority, channel, XTA reader
+//! and service, directory generation) is kept in the request's columns. `amtsbote route ID`
+//! re-routes an unroutable request after the directory was fixed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::directory::{Directory, LookupResult, Query, SharedDirectory};
-use crate::ledger::{Actor, Ledger, LedgerError, ListFilter, RequestId, RequestState};
+use crate::ledger::{Actor, Channel, Ledger, LedgerError, RequestId, RequestState, RoutedTo};
+use crate::queue::stage::{StageError, StageHandler};
+use crate::queue::{Queue, StageJob};
 use crate::xamtshilfe::{Checker, Message};
 
 /// Where a request went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Routing {
-    Routed { kennung: String, detail: String },
+    Routed { kennung: String, detail: String, to: RoutedTo },
     Unroutable { detail: String },
     Rejected { detail: String },
 }
@@ -88,12 +91,20 @@ pub fn decide(message: &Message, directory: &Directory, date: chrono::NaiveDate)
             detail: format!("the request names reader {} but the directory finds {kennung} {name}", leser.kennung.trim()),
         };
     }
-    let kanal = directory.authority(&kennung).map(|au| au.kanal);
-    let kanal = match kanal {
-        Some(crate::xamtshilfe::Kanal::Xta) => "xta",
-        _ => "post",
+    let authority = directory.authority(&kennung);
+    let channel = match authority.map(|au| au.kanal) {
+        Some(crate::xamtshilfe::Kanal::Xta) => Channel::Xta,
+        _ => Channel::Post,
     };
-    Routing::Routed { detail: format!("to {kennung} {name} via {kanal}"), kennung }
+    let to = RoutedTo {
+        kennung: kennung.clone(),
+        name: authority.map(|au| au.name.clone()).unwrap_or_default(),
+        channel,
+        xta_reader: authority.and_then(|au| au.xta_reader.clone()).filter(|_| channel == Channel::Xta),
+        xta_service: authority.and_then(|au| au.xta_service.clone()).filter(|_| channel == Channel::Xta),
+        directory_generation: directory.generation().unwrap_or("sample").to_string(),
+    };
+    Routing::Routed { detail: format!("to {kennung} {name} via {channel}"), kennung, to }
 }
 
 /// Routes validated requests.
@@ -108,48 +119,60 @@ impl Router {
     /// Routes one request that is `from` (validated, or unroutable when re-routing).
     pub async fn route(&self, id: RequestId, from: RequestState, actor: &Actor) -> Result<RequestState, LedgerError> {
         let payload = self.ledger.payload(id).await?;
-        let (to, detail) = match self.checker.check(&payload) {
+        let (to, detail, routed) = match self.checker.check(&payload) {
             Ok(message) => match decide(&message, &self.directory.get(), crate::directory::today()) {
-                Routing::Routed { detail, .. } => (RequestState::Routed, detail),
-                Routing::Unroutable { detail } => (RequestState::Unroutable, detail),
-                Routing::Rejected { detail } => (RequestState::Rejected, detail),
+                Routing::Routed { detail, to, .. } => (RequestState::Routed, detail, Some(to)),
+                Routing::Unroutable { detail } => (RequestState::Unroutable, detail, None),
+                Routing::Rejected { detail } => (RequestState::Rejected, detail, None),
             },
             // Checked at intake; a changed code list or limit may refuse it now.
-            Err(rejection) => (RequestState::Rejected, format!("no longer valid: {}", rejection.reasons().join("; "))),
+            Err(rejection) => (RequestState::Rejected, format!("no longer valid: {}", rejection.reasons().join("; ")), None),
         };
-        let to = if from == to { return Ok(from) } else { to };
-        self.ledger.transition(id, from, to, actor, Some(&detail)).await?;
+        match routed {
+            Some(routed) => self.ledger.route(id, from, &routed, actor, Some(&detail)).await?,
+            None if from == to => return Ok(from),
+            None => self.ledger.transition(id, from, to, actor, Some(&detail)).await?,
+        }
         Ok(to)
     }
+}
 
-    /// Routes whatever waits in state `validated`, until `shutdown` turns true.
-    pub async fn run(self, poll: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let actor = Actor::system("route");
-        loop {
-            let mut busy = false;
-            match self.ledger.list(&ListFilter::default().state(RequestState::Validated).limit(100)).await {
-                Ok(waiting) => {
-                    busy = waiting.len() == 100;
-                    for r in waiting {
-                        match self.route(r.id, RequestState::Validated, &actor).await {
-                            Ok(state) => tracing::info!(request = %r.id, %state, "request routed"),
-                            // Another process was quicker: fine.
-                            Err(LedgerError::Conflict { .. }) => {}
-                            Err(e) => tracing::warn!(request = %r.id, error = %e, "cannot route a request; will retry"),
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the requests waiting for routing; will retry"),
+/// The `route` queue's worker: routes the request a job names, if it still waits in
+/// `validated`.
+pub struct RouteStage {
+    pub router: Router,
+}
+
+#[async_trait::async_trait]
+impl StageHandler for RouteStage {
+    fn queue(&self) -> Queue {
+        Queue::Route
+    }
+
+    async fn handle(&self, job: StageJob) -> Result<(), StageError> {
+        let id = RequestId(job.request);
+        let request = match self.router.ledger.get(id).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return Err(StageError::Abort(format!("request {id} is not in the ledger"))),
+            Err(e) => return Err(StageError::Retry(e.to_string())),
+        };
+        if request.state != RequestState::Validated {
+            // Routed already: a job delivered twice changes nothing.
+            tracing::debug!(request = %id, state = %request.state, "route job for a request that moved on; nothing to do");
+            return Ok(());
+        }
+        match self.router.route(id, RequestState::Validated, &Actor::system("route")).await {
+            Ok(RequestState::Routed) => {
+                tracing::debug!(request = %id, "request routed");
+                Ok(())
             }
-            if *shutdown.borrow() {
-                return;
+            Ok(state) => {
+                tracing::info!(request = %id, %state, "request not routed; see `amtsbote request show {id}`");
+                Ok(())
             }
-            if !busy {
-                tokio::select! {
-                    _ = tokio::time::sleep(poll) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
+            // Another worker was quicker: fine.
+            Err(LedgerError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(StageError::Retry(e.to_string())),
         }
     }
 }

@@ -1,5 +1,10 @@
-//! `amtsbote serve`: starts every part this installation runs and stops them cleanly on
-//! Ctrl-C or SIGTERM. The wiring lives here; each part lives in its own module.
+//! `amtsbote serve`: starts every part this installation runs, each stage under the
+//! [`Supervisor`], and stops them cleanly on Ctrl-C or SIGTERM. The stores are opened by
+//! [`crate::app`]; each part lives in its own module.
+//!
+//! Stages: `intake` (the inbox watcher), `relay` (outbox → queues), `route` (the route
+//! queue's worker), `sweeper` (work that lost its job), `purge` (finished jobs), `directory`
+//! (picks up imports made by another process). HTTP runs beside them.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,80 +13,85 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::cli::{open_ledger, open_queues};
+use crate::app::App;
 use crate::config::Config;
-use crate::intake::Intake;
-use crate::intake::inbox::{InboxDirs, WatchConfig, Watcher};
+use crate::intake::inbox::{InboxDirs, Stats, WatchConfig, Watcher};
 use crate::queue::Queue;
+use crate::queue::relay::{SweepConfig, run_relay, run_sweeper};
+use crate::queue::stage::run_worker;
+use crate::route::RouteStage;
+use crate::supervise::Supervisor;
 
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     init_logging();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let ledger = open_ledger(&config).await?;
-    let queues = open_queues(&config).await?;
-    let checker = Arc::new(config.checker().context("messages: code lists")?);
-    let limits = checker.reader.limits;
-    let intake = Intake::new(ledger.clone(), checker).with_tenants(config.tenants.clone());
-
-    let dirs: Vec<InboxDirs> = config.tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: t.inbox().to_path_buf() }).collect();
-    let intake_jobs = queues.configs().get(Queue::Intake);
-    let watch_config = WatchConfig {
-        poll_interval: Duration::from_millis(config.intake.poll_interval_ms.max(10)),
-        settle: Duration::from_millis(config.intake.settle_ms),
-        concurrency: intake_jobs.concurrency.max(1),
-        limits,
-    };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let watcher = Watcher::new(intake.clone(), dirs.clone(), watch_config);
-    let inbox_stats = watcher.stats.clone();
-    let watcher_task = tokio::spawn(watcher.run(stop_rx.clone()));
-
+    let app = App::open(config).await?;
+    let config = app.config.clone();
+    if app.directory.get().is_sample() {
+        tracing::warn!("no directory imported: lookups answer from the sample data (amtsbote directory import …)");
+    }
+    crate::directory::certs::warn_about(&crate::directory::certs::scan(&crate::directory::certs::certs_dir(&config.data_dir), chrono::Utc::now()));
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen); is another amtsbote running?", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    let directory = crate::directory::open_or_sample(&config.data_dir).context("the directory (import it again with `amtsbote directory import`)")?;
-    if directory.is_sample() {
-        tracing::warn!("no directory imported: lookups answer from the sample data (amtsbote directory import …)");
-    }
-    let directory = Arc::new(crate::directory::SharedDirectory::new(directory));
-    crate::directory::certs::warn_about(&crate::directory::certs::scan(&crate::directory::certs::certs_dir(&config.data_dir), chrono::Utc::now()));
-    // An import by `amtsbote directory import` (another process) is picked up here.
-    let reload = {
-        let (directory, data_dir, mut stop) = (directory.clone(), config.data_dir.clone(), stop_rx.clone());
-        let certs = crate::directory::certs::certs_dir(&config.data_dir);
-        tokio::spawn(async move {
-            let mut certs_checked = std::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = stop.changed() => return,
-                }
-                // Certificates are looked at again once a day, so a long-running process
-                // still warns 30 days ahead.
-                if certs_checked.elapsed() >= Duration::from_secs(24 * 3600) {
-                    certs_checked = std::time::Instant::now();
-                    crate::directory::certs::warn_about(&crate::directory::certs::scan(&certs, chrono::Utc::now()));
-                }
-                let (d, dir) = (directory.clone(), data_dir.clone());
-                // Re-indexing a full street file takes a second: not on the runtime's threads.
-                let reloaded = tokio::task::spawn_blocking(move || d.reload_if_changed(&dir)).await;
-                match reloaded.unwrap_or(Ok(false)) {
-                    Ok(true) => tracing::info!("directory reloaded after an import"),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot reload the directory; keeping the one in use"),
-                }
-            }
-        })
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut supervisor = Supervisor::new(stop_rx.clone());
+
+    // intake: the inbox watcher.
+    let dirs: Vec<InboxDirs> = config.tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: t.inbox().to_path_buf() }).collect();
+    let intake_jobs = app.queues.configs().get(Queue::Intake);
+    let watch_config = WatchConfig {
+        poll_interval: Duration::from_millis(config.intake.poll_interval_ms.max(10)),
+        settle: Duration::from_millis(config.intake.settle_ms),
+        concurrency: intake_jobs.concurrency.max(1),
+        limits: app.checker.reader.limits,
     };
-    let router = crate::route::Router { ledger: ledger.clone(), checker: intake.checker.clone(), directory: directory.clone() };
-    let router_task = tokio::spawn(router.run(Duration::from_millis(config.intake.poll_interval_ms.max(10)), stop_rx.clone()));
-    let purge_task = tokio::spawn(crate::queue::purge_every_hour(
-        queues.admin(),
-        Duration::from_secs(config.queue.keep_finished_hours.saturating_mul(3600)),
-        stop_rx.clone(),
-    ));
-    let state = crate::web::AppState::from_config(intake, &config).with_directory(directory).with_queues(queues.admin()).with_inbox_stats(inbox_stats);
+    let inbox_stats = Arc::new(Stats::default());
+    {
+        let (intake, dirs, stats) = (app.intake(), dirs.clone(), inbox_stats.clone());
+        supervisor.spawn("intake", move |stop| Watcher::new(intake.clone(), dirs.clone(), watch_config).with_stats(stats.clone()).run(stop));
+    }
+    // relay: the ledger's outbox to the job queues.
+    {
+        let (ledger, jobs, metrics) = (app.ledger.clone(), app.queues.jobs(), app.metrics.clone());
+        let poll = Duration::from_millis(config.queue.relay_poll_ms.max(1));
+        supervisor.spawn("relay", move |stop| run_relay(ledger.clone(), jobs.clone(), metrics.clone(), poll, stop));
+    }
+    // route: the route queue's worker.
+    {
+        let (queues, stage, metrics) = (app.queues.clone(), Arc::new(RouteStage { router: app.router() }), app.metrics.clone());
+        supervisor.spawn("route", move |stop| run_worker(queues.clone(), stage.clone(), metrics.clone(), stop));
+    }
+    // sweeper: work that lost its job.
+    {
+        let (ledger, jobs, metrics) = (app.ledger.clone(), app.queues.jobs(), app.metrics.clone());
+        let sweep = SweepConfig { after: Duration::from_secs(config.queue.sweep_after_secs), every: Duration::from_secs(config.queue.sweep_interval_secs.max(1)) };
+        supervisor.spawn("sweeper", move |stop| run_sweeper(ledger.clone(), jobs.clone(), metrics.clone(), sweep, stop));
+    }
+    // purge: finished jobs older than queue.keep_finished_hours.
+    {
+        let admin = app.queues.admin();
+        let keep = Duration::from_secs(config.queue.keep_finished_hours.saturating_mul(3600));
+        supervisor.spawn("purge", move |stop| {
+            let admin = admin.clone();
+            async move {
+                crate::queue::purge_every_hour(admin, keep, stop).await;
+                Ok(())
+            }
+        });
+    }
+    // directory: an import by `amtsbote directory import` (another process) is picked up.
+    {
+        let (directory, data_dir) = (app.directory.clone(), config.data_dir.clone());
+        supervisor.spawn("directory", move |stop| reload_directory(directory.clone(), data_dir.clone(), stop));
+    }
+
+    let state = crate::web::AppState::from_config(app.intake(), &config)
+        .with_directory(app.directory.clone())
+        .with_queues(app.queues.admin())
+        .with_inbox_stats(inbox_stats)
+        .with_stages(supervisor.health(), app.metrics.clone());
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
@@ -90,22 +100,43 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     print_where_everything_is(&config, http_addr, &dirs);
 
     shutdown_signal().await;
-    eprintln!("amtsbote: stopping (finishing the files being taken in)…");
+    eprintln!("amtsbote: stopping (finishing the files and jobs in hand)…");
     let _ = stop_tx.send(true);
-    watcher_task.await.context("inbox watcher")??;
+    supervisor.join(Duration::from_secs(30)).await;
     http_task.await.context("HTTP server")??;
-    router_task.await.context("routing")?;
-    purge_task.await.context("job purge")?;
-    reload.abort();
     eprintln!("amtsbote: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every 5 s: a newer directory generation on disk is loaded; certificates are looked at
+/// again once a day, so a long-running process still warns 30 days ahead.
+async fn reload_directory(directory: Arc<crate::directory::SharedDirectory>, data_dir: std::path::PathBuf, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let certs = crate::directory::certs::certs_dir(&data_dir);
+    let mut certs_checked = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+        if certs_checked.elapsed() >= Duration::from_secs(24 * 3600) {
+            certs_checked = std::time::Instant::now();
+            crate::directory::certs::warn_about(&crate::directory::certs::scan(&certs, chrono::Utc::now()));
+        }
+        let (d, dir) = (directory.clone(), data_dir.clone());
+        // Re-indexing a full street file takes a second: not on the runtime's threads.
+        match tokio::task::spawn_blocking(move || d.reload_if_changed(&dir)).await? {
+            Ok(true) => tracing::info!("directory reloaded after an import"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot reload the directory; keeping the one in use"),
+        }
+    }
 }
 
 fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: &[InboxDirs]) {
     let mut out = String::new();
     out.push_str("amtsbote is running.\n");
     out.push_str(&format!("  data directory   {}\n", config.data_dir.display()));
-    out.push_str(&format!("  ledger           {}\n", config.ledger_url()));
+    out.push_str(&format!("  ledger           {}\n", redact(config.ledger_url())));
     out.push_str(&format!("  job queues       {}\n", config.queue_path().display()));
     for d in dirs {
         out.push_str(&format!("  inbox {:<10} {}  (drop .xml files here; results in done/ and error/)\n", d.tenant, d.inbox.display()));
@@ -114,6 +145,17 @@ fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: 
     out.push_str("Next: drop examples/messages/ersuchen.xml into an inbox, then `amtsbote requests` and `amtsbote request show ID`.\n");
     out.push_str("Stop with Ctrl-C.\n");
     eprint!("{out}");
+}
+
+/// A URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
 }
 
 fn init_logging() {

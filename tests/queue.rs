@@ -176,7 +176,8 @@ async fn pushed_jobs_are_run_by_a_worker_and_end_done() {
             failed: 0,
             dead: 0,
             killed: 0,
-            done: 26
+            done: 26,
+            oldest_pending_secs: 0
         }
     );
     let mut runs: Vec<u32> = seen.0.lock().unwrap().iter().map(|(n, _, _)| *n).collect();

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use amtsbote::directory::{Directory, SharedDirectory};
 use amtsbote::intake::{Intake, Outcome};
 use amtsbote::ledger::{self, Actor, RequestState};
-use amtsbote::route::{Router, Routing, decide};
+use amtsbote::queue::metrics::StageMetrics;
+use amtsbote::queue::relay::run_relay;
+use amtsbote::queue::stage::run_worker;
+use amtsbote::queue::{Queue, QueueStore, load_job_configs};
+use amtsbote::route::{RouteStage, Router, Routing, decide};
 use amtsbote::xamtshilfe::Checker;
 
 const EXAMPLE: &str = include_str!("../examples/messages/ersuchen.xml");
@@ -34,10 +38,14 @@ fn with_second_claim(code: &str, name: &str) -> String {
 #[test]
 fn the_spec_request_is_routed_by_address_and_einnahmeart() {
     match decide_on(EXAMPLE) {
-        Routing::Routed { kennung, detail } => {
+        Routing::Routed { kennung, detail, to } => {
             // Köln's rule for Grundsteuer names the Steueramt, before the `*` rule.
             assert_eq!(kennung, "vbh:053150000001", "{detail}");
             assert!(detail.contains("via xta"), "{detail}");
+            assert_eq!(to.kennung, kennung);
+            assert_eq!(to.channel, ledger::Channel::Xta);
+            assert!(to.xta_reader.is_some(), "{to:?}");
+            assert_eq!(to.directory_generation, "sample");
         }
         other => panic!("{other:?}"),
     }
@@ -94,10 +102,15 @@ async fn routing_moves_the_request_and_rerouting_follows_a_directory_fix() {
         panic!()
     };
 
+    // The pipeline as `serve` runs it: the relay pushes the outbox's triggers, a worker of
+    // the route queue routes.
     let directory = Arc::new(SharedDirectory::new(Directory::sample()));
     let router = Router { ledger: ledger.clone(), checker, directory: directory.clone() };
+    let queues = QueueStore::open(&dir.path().join("queue.sqlite"), load_job_configs(None).unwrap()).await.unwrap();
+    let metrics = Arc::new(StageMetrics::default());
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(router.clone().run(std::time::Duration::from_millis(20), rx));
+    let relay = tokio::spawn(run_relay(ledger.clone(), queues.jobs(), metrics.clone(), std::time::Duration::from_millis(20), rx.clone()));
+    let task = tokio::spawn(run_worker(queues.clone(), Arc::new(RouteStage { router: router.clone() }), metrics.clone(), rx));
     let start = std::time::Instant::now();
     loop {
         let states = (ledger.get(id).await.unwrap().unwrap().state, ledger.get(koeln).await.unwrap().unwrap().state);
@@ -108,7 +121,18 @@ async fn routing_moves_the_request_and_rerouting_follows_a_directory_fix() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     stop.send(true).unwrap();
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
+    relay.await.unwrap().unwrap();
+
+    // The decision is in the request's columns, not only in the journal's text.
+    let routed = ledger.get(koeln).await.unwrap().unwrap().routed.expect("routed columns");
+    assert_eq!((routed.kennung.as_str(), routed.channel), ("vbh:053150000001", ledger::Channel::Xta));
+    assert!(!routed.name.is_empty());
+    assert_eq!(routed.directory_generation, "sample");
+    assert!(ledger.get(id).await.unwrap().unwrap().routed.is_none(), "unroutable: no authority");
+    assert_eq!(ledger.outbox_len().await.unwrap(), 0, "every trigger pushed");
+    let c = queues.admin().queue_counts(Queue::Route).await.unwrap();
+    assert_eq!((c.done, c.pending, c.failed, c.dead), (2, 0, 0, 0), "{c:?}");
 
     let journal = ledger.journal(koeln).await.unwrap();
     let last = journal.last().unwrap();
@@ -138,4 +162,6 @@ async fn routing_moves_the_request_and_rerouting_follows_a_directory_fix() {
     directory.import(dir2.path(), &sources, &mut |_| {}).unwrap();
     let state = router.route(id, RequestState::Unroutable, &Actor::operator("test")).await.unwrap();
     assert_eq!(state, RequestState::Routed, "{:?}", ledger.get(id).await.unwrap().unwrap().state_detail);
+    let routed = ledger.get(id).await.unwrap().unwrap().routed.unwrap();
+    assert!(routed.directory_generation.starts_with("gen-"), "{routed:?}");
 }

@@ -9,7 +9,6 @@ mod directory;
 mod ops;
 mod validate;
 
-pub use ops::{open_ledger, open_queues};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

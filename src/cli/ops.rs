@@ -2,36 +2,14 @@
 //! jobs. They open the same databases `serve` uses and work while it runs.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 
+use crate::app::{App, open_ledger, open_queues};
 use crate::config::Config;
-use crate::ledger::{self, Ledger, ListFilter, RequestId, RequestState};
-use crate::queue::{Queue, QueueAdmin, QueueStore, load_job_configs};
-
-/// Opens the ledger and brings its schema up to date.
-pub async fn open_ledger(config: &Config) -> anyhow::Result<Arc<dyn Ledger>> {
-    if let Some(path) = config.ledger_url().strip_prefix("sqlite:")
-        && let Some(parent) = std::path::Path::new(path.trim_start_matches("//")).parent()
-    {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    let ledger = ledger::open(config.ledger_url()).await.context("cannot open the ledger")?;
-    ledger.migrate().await.context("cannot migrate the ledger")?;
-    Ok(ledger)
-}
-
-/// Opens the queue database (creating and migrating it).
-pub async fn open_queues(config: &Config) -> anyhow::Result<QueueStore> {
-    let path = config.queue_path();
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    let jobs = load_job_configs(Some(&config.data_dir)).context("job settings (jobs/*.toml)")?;
-    QueueStore::open(&path, jobs).await.with_context(|| format!("cannot open the queue database {}", path.display()))
-}
+use crate::ledger::{ListFilter, Request, RequestId, RequestState};
+use crate::queue::{Queue, QueueAdmin, load_job_configs};
 
 pub async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
     open_ledger(config).await?;
@@ -60,22 +38,11 @@ pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Resu
     };
     let journal = ledger.journal(id).await?;
     if json {
-        let value = serde_json::json!({
-            "id": request.id,
-            "tenant": request.tenant,
-            "kind": request.kind,
-            "state": request.state,
-            "state_detail": request.state_detail,
-            "nachrichten_uuid": request.nachrichten_uuid,
-            "test": request.test,
-            "source": request.source,
-            "file_name": request.file_name,
-            "created_at": request.created_at,
-            "updated_at": request.updated_at,
-            "journal": journal.iter().map(|e| serde_json::json!({
-                "seq": e.seq, "at": e.at, "from": e.from, "to": e.to, "actor": e.actor.to_string(), "detail": e.detail,
-            })).collect::<Vec<_>>(),
-        });
+        let mut value = request_json(&request);
+        value["journal"] = journal
+            .iter()
+            .map(|e| serde_json::json!({"seq": e.seq, "at": e.at, "from": e.from, "to": e.to, "actor": e.actor.to_string(), "detail": e.detail}))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("request {}  {}  tenant {}", request.id, request.state, request.tenant);
@@ -86,6 +53,13 @@ pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Resu
         println!("  source    {}", request.source);
         if let Some(d) = &request.state_detail {
             println!("  detail    {d}");
+        }
+        if let Some(r) = &request.routed {
+            println!("  routed to {} {} via {}", r.kennung, r.name, r.channel);
+            if let (Some(reader), service) = (&r.xta_reader, &r.xta_service) {
+                println!("  xta       reader {reader}{}", service.as_deref().map(|s| format!(", service {s}")).unwrap_or_default());
+            }
+            println!("  directory {}", r.directory_generation);
         }
         println!("  journal:");
         for e in &journal {
@@ -113,6 +87,28 @@ pub struct RequestsArgs {
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     limit: u32,
+    /// JSON for scripts: one object per request, as `request show --json` without the
+    /// journal, in an array.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A request as `request show --json` and `requests --json` print it (no payload).
+fn request_json(r: &Request) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "tenant": r.tenant,
+        "kind": r.kind,
+        "state": r.state,
+        "state_detail": r.state_detail,
+        "nachrichten_uuid": r.nachrichten_uuid,
+        "test": r.test,
+        "source": r.source,
+        "file_name": r.file_name,
+        "routed": r.routed,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+    })
 }
 
 pub async fn requests(config: &Config, args: RequestsArgs) -> anyhow::Result<ExitCode> {
@@ -125,6 +121,11 @@ pub async fn requests(config: &Config, args: RequestsArgs) -> anyhow::Result<Exi
         filter = filter.tenant(t);
     }
     let list = ledger.list(&filter).await?;
+    if args.json {
+        let values: Vec<serde_json::Value> = list.iter().map(request_json).collect();
+        println!("{}", serde_json::to_string_pretty(&values)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{:>8}  {:<14} {:<10} {:<38} updated (UTC)", "id", "state", "tenant", "kind");
     for r in &list {
         println!("{:>8}  {:<14} {:<10} {:<38} {}", r.id, r.state.as_str(), r.tenant, r.kind, r.updated_at.format("%Y-%m-%d %H:%M:%S"));
@@ -233,12 +234,8 @@ pub async fn route(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
         eprintln!("request {id} is {}; only validated or unroutable requests are routed", request.state);
         return Ok(ExitCode::from(1));
     }
-    let directory = crate::directory::open_or_sample(&config.data_dir).context("the directory")?;
-    let router = crate::route::Router {
-        ledger,
-        checker: Arc::new(config.checker()?),
-        directory: Arc::new(crate::directory::SharedDirectory::new(directory)),
-    };
+    drop(ledger);
+    let router = App::open(config.clone()).await?.router();
     let operator = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let state = router.route(id, request.state, &crate::ledger::Actor::operator(operator)).await?;
     let detail = router.ledger.get(id).await?.and_then(|r| r.state_detail).unwrap_or_default();

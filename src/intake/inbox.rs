@@ -111,6 +111,12 @@ impl Watcher {
         Watcher { intake, dirs, config, stats: Arc::new(Stats::default()) }
     }
 
+    /// Counts into `stats` (kept across restarts of the watcher by its supervisor).
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
     /// Runs until `shutdown` is true; files being processed then are finished first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         for d in &self.dirs {

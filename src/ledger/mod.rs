@@ -52,6 +52,8 @@
 //! [`Ledger::payload`], but never logs them; [`NewRequest`]'s `Debug` shows only their length.
 //! Listing requests never reads payloads.
 
+#[macro_use]
+mod shared;
 mod postgres;
 mod sqlite;
 
@@ -62,6 +64,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::queue::Queue;
 
 pub use postgres::{PostgresLedger, PostgresLedgerOptions};
 pub use sqlite::{SqliteLedger, SqliteLedgerOptions, Synchronous};
@@ -159,6 +163,23 @@ impl RequestState {
                     Transmitting | AwaitingPrint | Routed | Rejected | Withdrawn
                 )
         )
+    }
+}
+
+impl RequestState {
+    /// The stage whose input this state is: a request entering it gets a trigger for that
+    /// stage's queue in the outbox, in the same transaction (see [`Trigger`]). The sweeper
+    /// looks for requests that sit in such a state without one.
+    pub const fn stage(self) -> Option<Queue> {
+        match self {
+            RequestState::Validated => Some(Queue::Route),
+            _ => None,
+        }
+    }
+
+    /// The states that are a stage's input ([`RequestState::stage`]).
+    pub fn stage_inputs() -> impl Iterator<Item = (RequestState, Queue)> {
+        RequestState::ALL.into_iter().filter_map(|s| s.stage().map(|q| (s, q)))
     }
 }
 
@@ -327,9 +348,94 @@ pub struct Request {
     pub state: RequestState,
     /// The detail of the newest journal event (e.g. the reason of a rejection).
     pub state_detail: Option<String>,
+    /// The journal event that entered the current state (its `seq`).
+    pub seq: u32,
+    /// Where the routing stage sent it (from `routed` on).
+    pub routed: Option<RoutedTo>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// How a request leaves the house: electronically over XTA, or on paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Xta,
+    Post,
+}
+
+impl Channel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Channel::Xta => "xta",
+            Channel::Post => "post",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = LedgerError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "xta" => Ok(Channel::Xta),
+            "post" => Ok(Channel::Post),
+            other => Err(LedgerError::Corrupt(format!("unknown channel {other:?}"))),
+        }
+    }
+}
+
+/// The routing stage's decision, kept in columns of the request for the stages after it:
+/// the responsible authority, how it is reached, and the directory generation the decision
+/// was taken from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutedTo {
+    pub kennung: String,
+    pub name: String,
+    pub channel: Channel,
+    /// The authority's XTA reader identifier (channel `xta`).
+    pub xta_reader: Option<String>,
+    /// The XTA service it takes the request under (channel `xta`).
+    pub xta_service: Option<String>,
+    /// `<data_dir>/directory/gen-…`, or `sample` for the built-in sample data.
+    pub directory_generation: String,
+}
+
+/// A trigger in the outbox: "request R entered the input state of queue Q with journal event
+/// `seq`". Written in the transaction of that state change, pushed to the queue by the relay
+/// with [`Trigger::key`] as idempotency key, then deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// The outbox row.
+    pub id: i64,
+    pub request: RequestId,
+    pub queue: Queue,
+    pub seq: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Trigger {
+    /// The job's idempotency key within its queue: `<request>:<seq>`. The same state entry
+    /// is pushed once, however often the relay or the sweeper offers it.
+    pub fn key(&self) -> String {
+        trigger_key(self.request, self.seq)
+    }
+}
+
+/// `<request>:<seq>`: see [`Trigger::key`].
+pub fn trigger_key(request: RequestId, seq: u32) -> String {
+    format!("{request}:{seq}")
+}
+
+/// What the relay hands a batch of triggers to: pushes them to the queue backend, and
+/// succeeds only when every one of them is stored there.
+pub type PushTriggers<'a> = &'a (dyn for<'t> Fn(&'t [Trigger]) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + 't>> + Send + Sync);
 
 /// One entry of a request's journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,6 +542,10 @@ pub enum LedgerError {
     UnsupportedUrl(String),
     #[error("the ledger's data is inconsistent: {0}")]
     Corrupt(String),
+    /// The relay could not hand the outbox's triggers to the queue backend; they stay in the
+    /// outbox and are offered again.
+    #[error("pushing triggers to the job queues: {0}")]
+    Relay(String),
     #[error("ledger database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("ledger migration: {0}")]
@@ -493,6 +603,50 @@ pub trait Ledger: Send + Sync {
     /// How many requests are in each state: every state of [`RequestState::ALL`], in that
     /// order, zeros included (so that gauges fall back to zero).
     async fn count_by_state(&self) -> Result<Vec<(RequestState, u64)>>;
+
+    /// One cheap query: does the database answer? (`/healthz`; no table is counted.)
+    async fn ping(&self) -> Result<()>;
+
+    /// Moves a request from `from` (validated, unroutable or failed) to `routed`, storing
+    /// the decision in its columns, like [`Ledger::transition`].
+    async fn route(
+        &self,
+        id: RequestId,
+        from: RequestState,
+        routed: &RoutedTo,
+        actor: &Actor,
+        detail: Option<&str>,
+    ) -> Result<()>;
+
+    /// The relay's step: takes up to `limit` of the oldest triggers, hands them to `push`,
+    /// and deletes them once `push` succeeded. Returns how many were pushed. A crash after
+    /// `push` leaves them in the outbox: pushed again, they are deduplicated by their key.
+    /// In PostgreSQL the rows stay locked until deleted (`SKIP LOCKED`), so the relays of
+    /// several processes take different triggers.
+    async fn relay_outbox(&self, limit: u32, push: PushTriggers<'_>) -> Result<usize>;
+
+    /// Triggers waiting in the outbox (a small table: the relay empties it).
+    async fn outbox_len(&self) -> Result<u64>;
+
+    /// Requests in `state` whose last change is older than `before` and which have no
+    /// trigger in the outbox, with ids above `after_id` (pages), oldest first, at most
+    /// `limit`: (id, seq of the state entry).
+    async fn waiting_without_trigger(
+        &self,
+        state: RequestState,
+        before: DateTime<Utc>,
+        after_id: RequestId,
+        limit: u32,
+    ) -> Result<Vec<(RequestId, u32)>>;
+
+    /// Writes the trigger for `queue` again for a request that is still in the state it
+    /// entered with `seq` (the sweeper, for work that lost its job). False when the request
+    /// moved on or the trigger is already there.
+    async fn retrigger(&self, id: RequestId, seq: u32, queue: Queue) -> Result<bool>;
+
+    /// Woken whenever this process wrote a trigger, so the relay need not wait for its next
+    /// poll.
+    fn outbox_signal(&self) -> Arc<tokio::sync::Notify>;
 }
 
 /// Opens the ledger a URL names: `sqlite:PATH` / `sqlite://PATH` (created if missing;
@@ -544,6 +698,13 @@ pub(crate) struct RequestRow {
     file_name: Option<String>,
     state: String,
     state_detail: Option<String>,
+    last_seq: i32,
+    routed_kennung: Option<String>,
+    routed_name: Option<String>,
+    routed_channel: Option<String>,
+    routed_xta_reader: Option<String>,
+    routed_xta_service: Option<String>,
+    directory_generation: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -552,7 +713,8 @@ pub(crate) struct RequestRow {
 macro_rules! request_columns {
     () => {
         "id, tenant, source, sha256, nachrichten_uuid, kind, test, file_name, state, \
-         state_detail, created_at, updated_at"
+         state_detail, last_seq, routed_kennung, routed_name, routed_channel, \
+         routed_xta_reader, routed_xta_service, directory_generation, created_at, updated_at"
     };
 }
 pub(crate) use request_columns;
@@ -561,6 +723,17 @@ impl TryFrom<RequestRow> for Request {
     type Error = LedgerError;
 
     fn try_from(row: RequestRow) -> Result<Self> {
+        let routed = match (row.routed_kennung, row.routed_channel) {
+            (Some(kennung), Some(channel)) => Some(RoutedTo {
+                kennung,
+                name: row.routed_name.unwrap_or_default(),
+                channel: channel.parse()?,
+                xta_reader: row.routed_xta_reader,
+                xta_service: row.routed_xta_service,
+                directory_generation: row.directory_generation.unwrap_or_default(),
+            }),
+            _ => None,
+        };
         Ok(Request {
             id: RequestId(row.id),
             tenant: row.tenant,
@@ -572,8 +745,39 @@ impl TryFrom<RequestRow> for Request {
             file_name: row.file_name,
             state: parse_state(&row.state)?,
             state_detail: row.state_detail,
+            seq: u32::try_from(row.last_seq)
+                .map_err(|_| LedgerError::Corrupt(format!("last_seq {}", row.last_seq)))?,
+            routed,
             created_at: row.created_at,
             updated_at: row.updated_at,
+        })
+    }
+}
+
+/// A row of `outbox`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TriggerRow {
+    id: i64,
+    request_id: i64,
+    queue: String,
+    seq: i32,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<TriggerRow> for Trigger {
+    type Error = LedgerError;
+
+    fn try_from(row: TriggerRow) -> Result<Self> {
+        Ok(Trigger {
+            id: row.id,
+            request: RequestId(row.request_id),
+            queue: row
+                .queue
+                .parse()
+                .map_err(|_| LedgerError::Corrupt(format!("outbox: unknown queue {:?}", row.queue)))?,
+            seq: u32::try_from(row.seq)
+                .map_err(|_| LedgerError::Corrupt(format!("outbox seq {}", row.seq)))?,
+            created_at: row.created_at,
         })
     }
 }

@@ -6,23 +6,32 @@
 //! waits for a concurrent insert of the same key to commit before it decides.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{
-    Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, Recorded, Request, RequestId,
-    RequestRow, RequestState, Result, check_transition, counts_in_order, events_from_rows,
-    migrator, now, request_columns, requests_from_rows,
+    Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
+    RequestId, RequestState, Result, RoutedTo, Trigger, TriggerRow, check_transition, migrator,
+    now, request_columns,
 };
+use crate::queue::Queue;
 
 /// The PostgreSQL migrations, embedded: (version, description, SQL).
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "ledger",
-    include_str!("../../migrations/postgres/0001_ledger.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "ledger", include_str!("../../migrations/postgres/0001_ledger.sql")),
+    (2, "pipeline", include_str!("../../migrations/postgres/0002_pipeline.sql")),
+];
+
+shared_statements!(sqlx::Postgres);
+
+/// Timestamps are `timestamptz`: bound as they are.
+fn stamp(at: DateTime<Utc>) -> DateTime<Utc> {
+    at
+}
 
 #[derive(Debug, Clone)]
 pub struct PostgresLedgerOptions {
@@ -42,6 +51,7 @@ impl Default for PostgresLedgerOptions {
 
 pub struct PostgresLedger {
     pool: PgPool,
+    outbox_signal: Arc<tokio::sync::Notify>,
 }
 
 impl PostgresLedger {
@@ -57,13 +67,24 @@ impl PostgresLedger {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
-        Ok(PostgresLedger { pool })
+        Ok(PostgresLedger { pool, outbox_signal: Default::default() })
     }
 
     /// Waits for the connections to close. Dropping the ledger closes them too, in the
     /// background.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn transition_with(&self, id: RequestId, from: RequestState, to: RequestState, actor: &Actor, detail: Option<&str>, routed: Option<&RoutedTo>) -> Result<()> {
+        check_transition(from, to)?;
+        let mut tx = self.pool.begin().await?;
+        apply_transition(&mut tx, id, from, to, &actor.to_string(), detail, routed, now()).await??;
+        tx.commit().await?;
+        if to.stage().is_some() {
+            self.outbox_signal.notify_one();
+        }
+        Ok(())
     }
 }
 
@@ -74,241 +95,98 @@ impl Ledger for PostgresLedger {
         Ok(())
     }
 
-    async fn record(
-        &self,
-        new: NewRequest,
-        initial: RequestState,
-        actor: &Actor,
-        detail: Option<&str>,
-    ) -> Result<Recorded> {
+    async fn record(&self, new: NewRequest, initial: RequestState, actor: &Actor, detail: Option<&str>) -> Result<Recorded> {
         if !initial.can_start_as() {
             return Err(LedgerError::InvalidInitialState(initial));
         }
-        let at = now();
         let mut tx = self.pool.begin().await?;
-        // The unique constraints decide; DO NOTHING covers both of them.
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO requests (tenant, source, sha256, nachrichten_uuid, kind, test, \
-             file_name, state, state_detail, last_seq, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10) \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(&new.tenant)
-        .bind(&new.source)
-        .bind(&new.sha256)
-        .bind(&new.nachrichten_uuid)
-        .bind(&new.kind)
-        .bind(new.test)
-        .bind(&new.file_name)
-        .bind(initial.as_str())
-        .bind(detail)
-        .bind(at)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        let Some(id) = inserted else {
-            // DO NOTHING waited for any concurrent insert of the same keys to commit; this
-            // statement's snapshot sees what conflicted.
-            let by_source: Option<(i64, String)> =
-                sqlx::query_as("SELECT id, sha256 FROM requests WHERE source = $1")
-                    .bind(&new.source)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some((existing, sha256)) = by_source {
-                return if sha256 == new.sha256 {
-                    Ok(Recorded::AlreadyRecorded(RequestId(existing)))
-                } else {
-                    Err(LedgerError::SourceReused {
-                        key: new.source,
-                        existing: RequestId(existing),
-                    })
-                };
-            }
-            let by_uuid: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM requests WHERE tenant = $1 AND nachrichten_uuid = $2",
-            )
-            .bind(&new.tenant)
-            .bind(&new.nachrichten_uuid)
-            .fetch_optional(&mut *tx)
-            .await?;
-            return match by_uuid {
-                Some(existing) => Ok(Recorded::Duplicate {
-                    existing: RequestId(existing),
-                }),
-                None => Err(LedgerError::Corrupt(
-                    "insert conflicted, but no conflicting request was found".into(),
-                )),
-            };
-        };
-
-        sqlx::query("INSERT INTO request_payloads (request_id, bytes) VALUES ($1, $2)")
-            .bind(id)
-            .bind(&new.payload)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
-             VALUES ($1, 1, $2, NULL, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(at)
-        .bind(initial.as_str())
-        .bind(actor.to_string())
-        .bind(detail)
-        .execute(&mut *tx)
-        .await?;
+        let recorded = insert_record(&mut tx, &new, initial, &actor.to_string(), detail, now()).await??;
         tx.commit().await?;
-        tracing::debug!(request = id, state = %initial, "request recorded");
-        Ok(Recorded::New(RequestId(id)))
+        if matches!(recorded, Recorded::New(_)) && initial.stage().is_some() {
+            self.outbox_signal.notify_one();
+        }
+        Ok(recorded)
     }
 
-    async fn transition(
-        &self,
-        id: RequestId,
-        from: RequestState,
-        to: RequestState,
-        actor: &Actor,
-        detail: Option<&str>,
-    ) -> Result<()> {
-        check_transition(from, to)?;
-        let at = now();
-        let mut tx = self.pool.begin().await?;
-        let seq: Option<i32> = sqlx::query_scalar(
-            "UPDATE requests SET state = $1, state_detail = $2, updated_at = $3, \
-             last_seq = last_seq + 1 \
-             WHERE id = $4 AND state = $5 RETURNING last_seq",
-        )
-        .bind(to.as_str())
-        .bind(detail)
-        .bind(at)
-        .bind(id.0)
-        .bind(from.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
+    async fn transition(&self, id: RequestId, from: RequestState, to: RequestState, actor: &Actor, detail: Option<&str>) -> Result<()> {
+        self.transition_with(id, from, to, actor, detail, None).await
+    }
 
-        let Some(seq) = seq else {
-            let current: Option<String> =
-                sqlx::query_scalar("SELECT state FROM requests WHERE id = $1")
-                    .bind(id.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return match current {
-                None => Err(LedgerError::NotFound(id)),
-                Some(current) => Err(LedgerError::Conflict {
-                    id,
-                    expected: from,
-                    current: super::parse_state(&current)?,
-                }),
-            };
-        };
-
-        sqlx::query(
-            "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(id.0)
-        .bind(seq)
-        .bind(at)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(actor.to_string())
-        .bind(detail)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        tracing::debug!(request = id.0, %from, %to, "request moved");
-        Ok(())
+    async fn route(&self, id: RequestId, from: RequestState, routed: &RoutedTo, actor: &Actor, detail: Option<&str>) -> Result<()> {
+        self.transition_with(id, from, RequestState::Routed, actor, detail, Some(routed)).await
     }
 
     async fn get(&self, id: RequestId) -> Result<Option<Request>> {
-        let row: Option<RequestRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            request_columns!(),
-            " FROM requests WHERE id = $1"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(Request::try_from).transpose()
+        select_request(&self.pool, id).await
     }
 
     async fn journal(&self, id: RequestId) -> Result<Vec<Event>> {
-        let rows = sqlx::query_as(
-            "SELECT seq, at, from_state, to_state, actor, detail FROM request_events \
-             WHERE request_id = $1 ORDER BY seq",
-        )
-        .bind(id.0)
-        .fetch_all(&self.pool)
-        .await?;
-        events_from_rows(id, rows)
+        select_journal(&self.pool, id).await
     }
 
     async fn payload(&self, id: RequestId) -> Result<Vec<u8>> {
-        let bytes: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT bytes FROM request_payloads WHERE request_id = $1")
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await?;
-        bytes.ok_or(LedgerError::NotFound(id))
+        select_payload(&self.pool, id).await
     }
 
     async fn find_by_source(&self, source: &str) -> Result<Option<Request>> {
-        let row: Option<RequestRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            request_columns!(),
-            " FROM requests WHERE source = $1"
-        ))
-        .bind(source)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(Request::try_from).transpose()
+        select_by_source(&self.pool, source).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Request>> {
-        // One fixed statement per combination of filters, so each can use its index.
-        let query = match (filter.state, filter.tenant.as_deref()) {
-            (None, None) => sqlx::query_as(concat!(
-                "SELECT ",
-                request_columns!(),
-                " FROM requests",
-                " ORDER BY id DESC LIMIT $1 OFFSET $2"
-            )),
-            (Some(state), None) => sqlx::query_as(concat!(
-                "SELECT ",
-                request_columns!(),
-                " FROM requests WHERE state = $1",
-                " ORDER BY id DESC LIMIT $2 OFFSET $3"
-            ))
-            .bind(state.as_str()),
-            (None, Some(tenant)) => sqlx::query_as(concat!(
-                "SELECT ",
-                request_columns!(),
-                " FROM requests WHERE tenant = $1",
-                " ORDER BY id DESC LIMIT $2 OFFSET $3"
-            ))
-            .bind(tenant),
-            (Some(state), Some(tenant)) => sqlx::query_as(concat!(
-                "SELECT ",
-                request_columns!(),
-                " FROM requests WHERE state = $1 AND tenant = $2",
-                " ORDER BY id DESC LIMIT $3 OFFSET $4"
-            ))
-            .bind(state.as_str())
-            .bind(tenant),
-        };
-        let rows: Vec<RequestRow> = query
-            .bind(filter.capped_limit())
-            .bind(filter.offset_i64())
-            .fetch_all(&self.pool)
-            .await?;
-        requests_from_rows(rows)
+        select_list(&self.pool, filter).await
     }
 
     async fn count_by_state(&self) -> Result<Vec<(RequestState, u64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state")
-                .fetch_all(&self.pool)
-                .await?;
-        counts_in_order(rows)
+        select_counts(&self.pool).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        select_ping(&self.pool).await
+    }
+
+    async fn relay_outbox(&self, limit: u32, push: PushTriggers<'_>) -> Result<usize> {
+        // The rows stay locked until this transaction ends: the relay of another process
+        // skips them and takes the next ones.
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<TriggerRow> = sqlx::query_as(
+            "SELECT id, request_id, queue, seq, created_at FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let triggers = rows.into_iter().map(Trigger::try_from).collect::<Result<Vec<_>>>()?;
+        push(&triggers).await.map_err(LedgerError::Relay)?;
+        let ids: Vec<i64> = triggers.iter().map(|t| t.id).collect();
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(triggers.len())
+    }
+
+    async fn outbox_len(&self) -> Result<u64> {
+        select_outbox_len(&self.pool).await
+    }
+
+    async fn waiting_without_trigger(&self, state: RequestState, before: DateTime<Utc>, after_id: RequestId, limit: u32) -> Result<Vec<(RequestId, u32)>> {
+        select_waiting_without_trigger(&self.pool, state, before, after_id, limit).await
+    }
+
+    async fn retrigger(&self, id: RequestId, seq: u32, queue: Queue) -> Result<bool> {
+        let Some(state) = RequestState::stage_inputs().find(|(_, q)| *q == queue).map(|(s, _)| s) else {
+            return Ok(false);
+        };
+        let mut tx = self.pool.begin().await?;
+        let written = write_retrigger(&mut tx, id, seq, state, queue, now()).await?;
+        tx.commit().await?;
+        if written {
+            self.outbox_signal.notify_one();
+        }
+        Ok(written)
+    }
+
+    fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_signal.clone()
     }
 }

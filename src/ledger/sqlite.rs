@@ -1,14 +1,19 @@
 //! The ledger in one SQLite file: the embedded default.
 //!
 //! The connection options are our own, never a library's `setup()` (apalis-sqlite's switches
-//! `synchronous=OFF`): WAL, `synchronous=NORMAL` (or FULL), a busy timeout, foreign keys on.
-//! Every writing transaction starts with `BEGIN IMMEDIATE`, so it takes the write lock up
-//! front and waits for it under the busy timeout instead of failing on a stale snapshot.
-//! New requests are group-committed (see [`SqliteLedger`]'s `record`): a burst of records is
-//! written many to a transaction, which doubled the intake rate of a burst of files.
+//! `synchronous=OFF`): WAL, `synchronous=FULL` by default (a commit is on disk before a file
+//! reaches `done/` or a client gets its 202, even across a power cut; `?synchronous=normal`
+//! trades that for speed), a busy timeout, foreign keys on. Every writing transaction starts
+//! with `BEGIN IMMEDIATE`, so it takes the write lock up front and waits for it under the
+//! busy timeout instead of failing on a stale snapshot.
+//!
+//! Writes are group-committed (see [`SqliteLedger`]'s `submit`): new requests and
+//! transitions arriving together are written many to a transaction, so a burst costs one
+//! fsync per batch, not one per request.
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,28 +21,37 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use tokio::sync::oneshot;
 
 use super::{
-    Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, Recorded, Request, RequestId,
-    RequestRow, RequestState, Result, check_transition, counts_in_order, events_from_rows,
-    migrator, now, request_columns, requests_from_rows,
+    Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
+    RequestId, RequestState, Result, RoutedTo, Trigger, TriggerRow, check_transition, migrator,
+    now, request_columns,
 };
+use crate::queue::Queue;
 
 /// The SQLite migrations, embedded: (version, description, SQL).
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "ledger",
-    include_str!("../../migrations/sqlite/0001_ledger.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "ledger", include_str!("../../migrations/sqlite/0001_ledger.sql")),
+    (2, "pipeline", include_str!("../../migrations/sqlite/0002_pipeline.sql")),
+];
+
+shared_statements!(sqlx::Sqlite);
+
+/// Timestamps as fixed-width UTC text, so that they sort (and compare) as text.
+fn stamp(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
 
 /// How hard SQLite makes sure a commit survives a power cut. OFF is deliberately not offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Synchronous {
     /// With WAL: a commit survives a crash of the process; a power cut may lose the newest
-    /// commits but never corrupts the file.
-    #[default]
+    /// commits (already reported as done) but never corrupts the file.
     Normal,
-    /// A commit also survives a power cut, at the cost of an fsync per commit.
+    /// A commit also survives a power cut: an fsync per commit, which the group commit
+    /// shares among every write of a batch. The default.
+    #[default]
     Full,
 }
 
@@ -66,7 +80,7 @@ pub struct SqliteLedgerOptions {
 impl Default for SqliteLedgerOptions {
     fn default() -> Self {
         SqliteLedgerOptions {
-            synchronous: Synchronous::Normal,
+            synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(10),
             max_connections: 8,
         }
@@ -79,9 +93,10 @@ pub struct SqliteLedger {
     /// would get SQLITE_BUSY and sleep in SQLite's busy handler (1, 2, 5, 10… ms), which
     /// cut the intake of a burst to a fraction. Other processes still wait under the busy
     /// timeout.
-    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// Records waiting for the next group commit (see [`SqliteLedger::record`]).
-    queued: std::sync::Mutex<Vec<QueuedRecord>>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Writes waiting for the next group commit (see [`SqliteLedger::submit`]).
+    queued: std::sync::Mutex<Vec<Write>>,
+    outbox_signal: Arc<tokio::sync::Notify>,
 }
 
 impl SqliteLedger {
@@ -106,7 +121,11 @@ impl SqliteLedger {
             .acquire_timeout(options.busy_timeout + Duration::from_secs(20))
             .connect_with(connect)
             .await?;
-        Ok(SqliteLedger { pool, write_lock: Default::default(), queued: Default::default() })
+        Ok(Self::with_pool(pool))
+    }
+
+    fn with_pool(pool: SqlitePool) -> Self {
+        SqliteLedger { pool, write_lock: Default::default(), queued: Default::default(), outbox_signal: Default::default() }
     }
 
     /// A ledger that lives in memory until dropped: for tests of other parts.
@@ -120,7 +139,7 @@ impl SqliteLedger {
             .max_lifetime(None)
             .connect_with(connect)
             .await?;
-        Ok(SqliteLedger { pool, write_lock: Default::default(), queued: Default::default() })
+        Ok(Self::with_pool(pool))
     }
 
     /// `sqlite:PATH`, `sqlite://PATH`, `sqlite::memory:`; option `?synchronous=normal|full`.
@@ -156,64 +175,160 @@ impl SqliteLedger {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Group commit: queue the write, then take the write lock. Whoever holds it writes the
+    /// queued writes, up to MAX_BATCH, in one transaction. A write queued while another
+    /// batch was being written is either in that batch (its answer is waiting when we get
+    /// the lock) or still queued, and then we write it with whatever queued beside it. A
+    /// burst of N writes costs about N / batch commits (and fsyncs), not N.
+    async fn submit<T>(&self, write: Write, mut answered: oneshot::Receiver<Result<T>>) -> Result<T> {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner()).push(write);
+        loop {
+            let writer = self.write_lock.clone().lock_owned().await;
+            match answered.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(LedgerError::Corrupt("the batch holding this write stopped before answering".into()));
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch: Vec<Write> = {
+                let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+                let take = queued.len().min(MAX_BATCH);
+                queued.drain(..take).collect()
+            };
+            // Written by a task of its own, holding the lock: if this caller is dropped
+            // (an HTTP client gone), the others in the batch still get their answers.
+            let pool = self.pool.clone();
+            let signal = self.outbox_signal.clone();
+            let _ = tokio::spawn(async move {
+                if write_batch(&pool, batch).await {
+                    signal.notify_one();
+                }
+                drop(writer);
+            })
+            .await;
+        }
+    }
+
+    /// A transaction of its own under the process's write lock (relay, sweeper).
+    async fn begin_write(&self) -> Result<(tokio::sync::OwnedMutexGuard<()>, sqlx::Transaction<'static, sqlx::Sqlite>)> {
+        let guard = self.write_lock.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((guard, tx))
+    }
 }
 
-/// Records written in one transaction at most (see [`SqliteLedger::record`]).
+/// Writes in one transaction at most (see [`SqliteLedger::submit`]).
 const MAX_BATCH: usize = 64;
 
-/// A record waiting for the next group commit, with where its answer goes.
-struct QueuedRecord {
-    new: NewRequest,
-    initial: RequestState,
-    actor: String,
-    detail: Option<String>,
-    answer: tokio::sync::oneshot::Sender<Result<Recorded>>,
+/// A write waiting for the next group commit, with where its answer goes.
+enum Write {
+    Record {
+        new: NewRequest,
+        initial: RequestState,
+        actor: String,
+        detail: Option<String>,
+        answer: oneshot::Sender<Result<Recorded>>,
+    },
+    Transition {
+        id: RequestId,
+        from: RequestState,
+        to: RequestState,
+        actor: String,
+        detail: Option<String>,
+        routed: Option<RoutedTo>,
+        answer: oneshot::Sender<Result<()>>,
+    },
 }
 
-/// Write `batch` in one transaction and answer each record. If one record's statement
-/// fails (a constraint, a trigger), the others are tried again each in a transaction of
-/// its own, so that its failure is not its neighbours'. If the transaction itself fails
-/// (busy beyond the timeout, I/O, a full disk), every record gets that error at once:
-/// trying them one by one would only wait the busy timeout once per record.
-async fn write_batch(pool: &SqlitePool, batch: Vec<QueuedRecord>) {
-    let at = ts(now());
-    match write_records(pool, &batch, &at).await {
-        Ok(results) => {
-            for (record, result) in batch.into_iter().zip(results) {
-                let _ = record.answer.send(result);
+/// What one write did inside the transaction, before it is answered.
+enum Done {
+    Record(Result<Recorded>),
+    Transition(Result<()>),
+}
+
+impl Write {
+    /// Whether committing it may have written a trigger.
+    fn triggers(&self) -> bool {
+        match self {
+            Write::Record { initial, .. } => initial.stage().is_some(),
+            Write::Transition { to, .. } => to.stage().is_some(),
+        }
+    }
+
+    fn answer(self, done: Done) {
+        match (self, done) {
+            (Write::Record { answer, .. }, Done::Record(r)) => {
+                let _ = answer.send(r);
+            }
+            (Write::Transition { answer, .. }, Done::Transition(r)) => {
+                let _ = answer.send(r);
+            }
+            (write, _) => write.fail(LedgerError::Corrupt("a write was answered with another's outcome".into())),
+        }
+    }
+
+    fn fail(self, e: LedgerError) {
+        match self {
+            Write::Record { answer, .. } => {
+                let _ = answer.send(Err(e));
+            }
+            Write::Transition { answer, .. } => {
+                let _ = answer.send(Err(e));
             }
         }
-        Err(BatchFailure::Record(_)) if batch.len() > 1 => {
-            for record in batch {
-                let result = match write_records(pool, std::slice::from_ref(&record), &at).await {
-                    Ok(mut results) => results.remove(0),
-                    Err(BatchFailure::Record(e) | BatchFailure::Whole(e)) => Err(e.into()),
-                };
-                let _ = record.answer.send(result);
+    }
+}
+
+/// Write `batch` in one transaction and answer each write; true when a trigger may have
+/// been committed. If one write's statement fails (a constraint, a trigger), the others are
+/// tried again each in a transaction of its own, so that its failure is not its neighbours'.
+/// If the transaction itself fails (busy beyond the timeout, I/O, a full disk), every write
+/// gets that error at once: trying them one by one would only wait the busy timeout once
+/// per write.
+async fn write_batch(pool: &SqlitePool, batch: Vec<Write>) -> bool {
+    let at = now();
+    let triggers = batch.iter().any(Write::triggers);
+    match write_all(pool, &batch, at).await {
+        Ok(results) => {
+            for (write, done) in batch.into_iter().zip(results) {
+                write.answer(done);
             }
+            triggers
+        }
+        Err(BatchFailure::Record(_)) if batch.len() > 1 => {
+            for write in batch {
+                match write_all(pool, std::slice::from_ref(&write), at).await {
+                    Ok(mut results) => write.answer(results.remove(0)),
+                    Err(BatchFailure::Record(e) | BatchFailure::Whole(e)) => write.fail(e.into()),
+                }
+            }
+            triggers
         }
         Err(BatchFailure::Record(e) | BatchFailure::Whole(e)) => {
             let message = e.to_string();
             let mut first = Some(e);
-            for record in batch {
+            for write in batch {
                 // sqlx::Error is not Clone: the first caller gets the error, the others
                 // the same text.
                 let error = first.take().unwrap_or_else(|| sqlx::Error::Protocol(message.clone()));
-                let _ = record.answer.send(Err(error.into()));
+                write.fail(error.into());
             }
+            false
         }
     }
 }
 
 /// Why a batch's transaction failed.
 enum BatchFailure {
-    /// A statement of one record: the others may succeed without it.
+    /// A statement of one write: the others may succeed without it.
     Record(sqlx::Error),
-    /// The transaction: begin, commit, a busy database, I/O. No record can succeed now.
+    /// The transaction: begin, commit, a busy database, I/O. No write can succeed now.
     Whole(sqlx::Error),
 }
 
-/// Whether `e`, raised by one record's statement, belongs to that record (its data broke
+/// Whether `e`, raised by one write's statement, belongs to that write (its data broke
 /// a constraint or a trigger, or does not fit) rather than to the database as a whole.
 fn is_about_the_record(e: &sqlx::Error) -> bool {
     const SQLITE_TOOBIG: i64 = 18;
@@ -228,111 +343,27 @@ fn is_about_the_record(e: &sqlx::Error) -> bool {
     }
 }
 
-/// One transaction for `records`: each one's outcome, or why the transaction failed.
-async fn write_records(
-    pool: &SqlitePool,
-    records: &[QueuedRecord],
-    at: &str,
-) -> std::result::Result<Vec<Result<Recorded>>, BatchFailure> {
+/// One transaction for `writes`: each one's outcome, or why the transaction failed.
+async fn write_all(pool: &SqlitePool, writes: &[Write], at: DateTime<Utc>) -> std::result::Result<Vec<Done>, BatchFailure> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(BatchFailure::Whole)?;
-    let mut results = Vec::with_capacity(records.len());
-    for record in records {
-        match insert_record(&mut tx, record, at).await {
-            Ok(result) => results.push(result),
+    let mut results = Vec::with_capacity(writes.len());
+    for write in writes {
+        let done = match write {
+            Write::Record { new, initial, actor, detail, .. } => {
+                insert_record(&mut tx, new, *initial, actor, detail.as_deref(), at).await.map(Done::Record)
+            }
+            Write::Transition { id, from, to, actor, detail, routed, .. } => {
+                apply_transition(&mut tx, *id, *from, *to, actor, detail.as_deref(), routed.as_ref(), at).await.map(Done::Transition)
+            }
+        };
+        match done {
+            Ok(done) => results.push(done),
             Err(e) if is_about_the_record(&e) => return Err(BatchFailure::Record(e)),
             Err(e) => return Err(BatchFailure::Whole(e)),
         }
     }
     tx.commit().await.map_err(BatchFailure::Whole)?;
     Ok(results)
-}
-
-/// Insert one request with its payload and first event, inside `tx`. The outer error
-/// aborts the transaction; the inner result is this record's outcome.
-async fn insert_record(
-    tx: &mut sqlx::SqliteConnection,
-    record: &QueuedRecord,
-    at: &str,
-) -> std::result::Result<Result<Recorded>, sqlx::Error> {
-    let new = &record.new;
-    // The unique constraints decide; DO NOTHING covers both of them.
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO requests (tenant, source, sha256, nachrichten_uuid, kind, test, \
-         file_name, state, state_detail, last_seq, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10) \
-         ON CONFLICT DO NOTHING RETURNING id",
-    )
-    .bind(&new.tenant)
-    .bind(&new.source)
-    .bind(&new.sha256)
-    .bind(&new.nachrichten_uuid)
-    .bind(&new.kind)
-    .bind(new.test)
-    .bind(&new.file_name)
-    .bind(record.initial.as_str())
-    .bind(&record.detail)
-    .bind(at)
-    .fetch_optional(&mut *tx)
-    .await?;
-
-    let Some(id) = inserted else {
-        // Still inside the transaction, holding the write lock: what conflicted is there
-        // (possibly a record earlier in the same batch).
-        let by_source: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, sha256 FROM requests WHERE source = $1")
-                .bind(&new.source)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some((existing, sha256)) = by_source {
-            return Ok(if sha256 == new.sha256 {
-                Ok(Recorded::AlreadyRecorded(RequestId(existing)))
-            } else {
-                Err(LedgerError::SourceReused {
-                    key: new.source.clone(),
-                    existing: RequestId(existing),
-                })
-            });
-        }
-        let by_uuid: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM requests WHERE tenant = $1 AND nachrichten_uuid = $2",
-        )
-        .bind(&new.tenant)
-        .bind(&new.nachrichten_uuid)
-        .fetch_optional(&mut *tx)
-        .await?;
-        return Ok(match by_uuid {
-            Some(existing) => Ok(Recorded::Duplicate {
-                existing: RequestId(existing),
-            }),
-            None => Err(LedgerError::Corrupt(
-                "insert conflicted, but no conflicting request was found".into(),
-            )),
-        });
-    };
-
-    sqlx::query("INSERT INTO request_payloads (request_id, bytes) VALUES ($1, $2)")
-        .bind(id)
-        .bind(&new.payload)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
-         VALUES ($1, 1, $2, NULL, $3, $4, $5)",
-    )
-    .bind(id)
-    .bind(at)
-    .bind(record.initial.as_str())
-    .bind(&record.actor)
-    .bind(&record.detail)
-    .execute(&mut *tx)
-    .await?;
-    tracing::debug!(request = id, state = %record.initial, "request recorded");
-    Ok(Ok(Recorded::New(RequestId(id))))
-}
-
-/// Timestamps as fixed-width UTC text, so that they sort as text.
-fn ts(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 #[async_trait]
@@ -355,45 +386,9 @@ impl Ledger for SqliteLedger {
         if !initial.can_start_as() {
             return Err(LedgerError::InvalidInitialState(initial));
         }
-        // Group commit: queue the record, then take the write lock. Whoever holds it
-        // writes the queued records, up to MAX_BATCH, in one transaction. A record queued
-        // while another batch was being written is either in that batch (its answer is
-        // waiting when we get the lock) or still queued, and then we write it with
-        // whatever queued beside it. A burst of N records costs about N / batch commits
-        // and round trips to SQLite's thread, not N.
-        let (answer, mut answered) = tokio::sync::oneshot::channel();
-        self.queued.lock().unwrap_or_else(|e| e.into_inner()).push(QueuedRecord {
-            new,
-            initial,
-            actor: actor.to_string(),
-            detail: detail.map(str::to_owned),
-            answer,
-        });
-        loop {
-            let writer = self.write_lock.clone().lock_owned().await;
-            match answered.try_recv() {
-                Ok(result) => return result,
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                    return Err(LedgerError::Corrupt(
-                        "the batch holding this record stopped before answering".into(),
-                    ));
-                }
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-            }
-            let batch: Vec<QueuedRecord> = {
-                let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
-                let take = queued.len().min(MAX_BATCH);
-                queued.drain(..take).collect()
-            };
-            // Written by a task of its own, holding the lock: if this caller is dropped
-            // (an HTTP client gone), the others in the batch still get their answers.
-            let pool = self.pool.clone();
-            let _ = tokio::spawn(async move {
-                write_batch(&pool, batch).await;
-                drop(writer);
-            })
-            .await;
-        }
+        let (answer, answered) = oneshot::channel();
+        let write = Write::Record { new, initial, actor: actor.to_string(), detail: detail.map(str::to_owned), answer };
+        self.submit(write, answered).await
     }
 
     async fn transition(
@@ -405,146 +400,97 @@ impl Ledger for SqliteLedger {
         detail: Option<&str>,
     ) -> Result<()> {
         check_transition(from, to)?;
-        let at = ts(now());
-        let _writer = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let seq: Option<i32> = sqlx::query_scalar(
-            "UPDATE requests SET state = $1, state_detail = $2, updated_at = $3, \
-             last_seq = last_seq + 1 \
-             WHERE id = $4 AND state = $5 RETURNING last_seq",
-        )
-        .bind(to.as_str())
-        .bind(detail)
-        .bind(&at)
-        .bind(id.0)
-        .bind(from.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let (answer, answered) = oneshot::channel();
+        let write = Write::Transition { id, from, to, actor: actor.to_string(), detail: detail.map(str::to_owned), routed: None, answer };
+        self.submit(write, answered).await
+    }
 
-        let Some(seq) = seq else {
-            let current: Option<String> =
-                sqlx::query_scalar("SELECT state FROM requests WHERE id = $1")
-                    .bind(id.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return match current {
-                None => Err(LedgerError::NotFound(id)),
-                Some(current) => Err(LedgerError::Conflict {
-                    id,
-                    expected: from,
-                    current: super::parse_state(&current)?,
-                }),
-            };
+    async fn route(&self, id: RequestId, from: RequestState, routed: &RoutedTo, actor: &Actor, detail: Option<&str>) -> Result<()> {
+        check_transition(from, RequestState::Routed)?;
+        let (answer, answered) = oneshot::channel();
+        let write = Write::Transition {
+            id,
+            from,
+            to: RequestState::Routed,
+            actor: actor.to_string(),
+            detail: detail.map(str::to_owned),
+            routed: Some(routed.clone()),
+            answer,
         };
-
-        sqlx::query(
-            "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(id.0)
-        .bind(seq)
-        .bind(&at)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(actor.to_string())
-        .bind(detail)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        tracing::debug!(request = id.0, %from, %to, "request moved");
-        Ok(())
+        self.submit(write, answered).await
     }
 
     async fn get(&self, id: RequestId) -> Result<Option<Request>> {
-        let row: Option<RequestRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            request_columns!(),
-            " FROM requests WHERE id = $1"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(Request::try_from).transpose()
+        select_request(&self.pool, id).await
     }
 
     async fn journal(&self, id: RequestId) -> Result<Vec<Event>> {
-        let rows = sqlx::query_as(
-            "SELECT seq, at, from_state, to_state, actor, detail FROM request_events \
-             WHERE request_id = $1 ORDER BY seq",
-        )
-        .bind(id.0)
-        .fetch_all(&self.pool)
-        .await?;
-        events_from_rows(id, rows)
+        select_journal(&self.pool, id).await
     }
 
     async fn payload(&self, id: RequestId) -> Result<Vec<u8>> {
-        let bytes: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT bytes FROM request_payloads WHERE request_id = $1")
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await?;
-        bytes.ok_or(LedgerError::NotFound(id))
+        select_payload(&self.pool, id).await
     }
 
     async fn find_by_source(&self, source: &str) -> Result<Option<Request>> {
-        let row: Option<RequestRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            request_columns!(),
-            " FROM requests WHERE source = $1"
-        ))
-        .bind(source)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(Request::try_from).transpose()
+        select_by_source(&self.pool, source).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Request>> {
-        // One fixed statement per combination of filters, so each can use its index.
-        let query = match (filter.state, filter.tenant.as_deref()) {
-            (None, None) => sqlx::query_as(concat!(
-                "SELECT ",
-                request_columns!(),
-                " FROM requests",
-                " ORDER BY id DESC LIMIT $1 OFFSET $2"
-            )),
-            (Some(state), None) => sqlx::query_as(concat!(
-                "SELECT ",
-                request_columns!(),
-                " FROM requests WHERE state = $1",
-                " ORDER BY id DESC LIMIT $2 OFFSET $3"
-            ))
-            .bind(state.as_str()),
-            (None, Some(tenant)) => sqlx::query_as(concat!(
-                "SELECT ",
-                request_columns!(),
-                " FROM requests WHERE tenant = $1",
-                " ORDER BY id DESC LIMIT $2 OFFSET $3"
-            ))
-            .bind(tenant),
-            (Some(state), Some(tenant)) => sqlx::query_as(concat!(
-                "SELECT ",
-                request_columns!(),
-                " FROM requests WHERE state = $1 AND tenant = $2",
-                " ORDER BY id DESC LIMIT $3 OFFSET $4"
-            ))
-            .bind(state.as_str())
-            .bind(tenant),
-        };
-        let rows: Vec<RequestRow> = query
-            .bind(filter.capped_limit())
-            .bind(filter.offset_i64())
-            .fetch_all(&self.pool)
-            .await?;
-        requests_from_rows(rows)
+        select_list(&self.pool, filter).await
     }
 
     async fn count_by_state(&self) -> Result<Vec<(RequestState, u64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state")
+        select_counts(&self.pool).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        select_ping(&self.pool).await
+    }
+
+    async fn relay_outbox(&self, limit: u32, push: PushTriggers<'_>) -> Result<usize> {
+        // Read without a lock: two relays on one file (a standby process) may offer the same
+        // triggers; the queue keeps one job per key.
+        let rows: Vec<TriggerRow> =
+            sqlx::query_as("SELECT id, request_id, queue, seq, created_at FROM outbox ORDER BY id LIMIT $1")
+                .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-        counts_in_order(rows)
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let triggers = rows.into_iter().map(Trigger::try_from).collect::<Result<Vec<_>>>()?;
+        push(&triggers).await.map_err(LedgerError::Relay)?;
+        let ids = serde_json::to_string(&triggers.iter().map(|t| t.id).collect::<Vec<_>>()).unwrap_or_default();
+        let (_guard, mut tx) = self.begin_write().await?;
+        sqlx::query("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each($1))").bind(ids).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(triggers.len())
+    }
+
+    async fn outbox_len(&self) -> Result<u64> {
+        select_outbox_len(&self.pool).await
+    }
+
+    async fn waiting_without_trigger(&self, state: RequestState, before: DateTime<Utc>, after_id: RequestId, limit: u32) -> Result<Vec<(RequestId, u32)>> {
+        select_waiting_without_trigger(&self.pool, state, before, after_id, limit).await
+    }
+
+    async fn retrigger(&self, id: RequestId, seq: u32, queue: Queue) -> Result<bool> {
+        let Some(state) = RequestState::stage_inputs().find(|(_, q)| *q == queue).map(|(s, _)| s) else {
+            return Ok(false);
+        };
+        let (_guard, mut tx) = self.begin_write().await?;
+        let written = write_retrigger(&mut tx, id, seq, state, queue, now()).await?;
+        tx.commit().await?;
+        if written {
+            self.outbox_signal.notify_one();
+        }
+        Ok(written)
+    }
+
+    fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_signal.clone()
     }
 }
 
@@ -589,7 +535,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(journal, "wal");
-        assert_eq!(synchronous, 1, "NORMAL");
+        assert_eq!(synchronous, 2, "FULL by default");
         assert_eq!(foreign_keys, 1);
         assert!(busy >= 5000, "busy_timeout {busy}");
     }
@@ -666,6 +612,12 @@ mod tests {
             panic!()
         };
         let err = sqlx::query("UPDATE request_events SET detail = 'x' WHERE request_id = $1")
+            .bind(id.0)
+            .execute(&ledger.pool)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+        let err = sqlx::query("DELETE FROM request_events WHERE request_id = $1")
             .bind(id.0)
             .execute(&ledger.pool)
             .await

@@ -1,6 +1,7 @@
-//! The operators' view of the queues (`amtsbote queues`, `jobs`, `retry`, `discard`),
-//! read from and written to apalis-sqlite's `Jobs` table. apalis has no API for retrying
-//! or discarding one job, so this is plain SQL on the same pool.
+//! The SQLite job backend ([`SqliteJobs`]): the operators' view of the queues (`amtsbote
+//! queues`, `jobs`, `retry`, `discard`), the relay's push, the sweeper's look-up, the durable
+//! backoff and the purge, read from and written to apalis-sqlite's `Jobs` table. apalis has
+//! no API for most of this, so it is plain SQL on the same pool.
 
 use std::{fmt, str::FromStr};
 
@@ -8,7 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
 
-use super::{Queue, QueueError, store::unix_now};
+use super::{JobBackend, Queue, QueueAdmin, QueueError, StageJob, store::unix_now};
+use crate::ledger::Trigger;
 
 /// Where a job stands, as operators see it. apalis' status `Failed` is split in two:
 /// [`JobState::Failed`] still has attempts left and will run again after its backoff,
@@ -118,6 +120,8 @@ pub struct QueueCounts {
     pub killed: u64,
     /// Done (until purged: `queue.keep_finished_hours`).
     pub done: u64,
+    /// Seconds the oldest due pending job has waited (0: none waits).
+    pub oldest_pending_secs: u64,
 }
 
 impl QueueCounts {
@@ -130,6 +134,7 @@ impl QueueCounts {
             dead: 0,
             killed: 0,
             done: 0,
+            oldest_pending_secs: 0,
         }
     }
 }
@@ -168,6 +173,14 @@ const DISCARDED: &str = "discarded by an operator";
 /// Jobs per queue and status. ?1: JSON array of queue names.
 const COUNT_BY_STATUS: &str = "SELECT job_type, status, COUNT(*) AS n FROM Jobs \
      WHERE job_type IN (SELECT value FROM json_each(?1)) GROUP BY job_type, status";
+
+/// The oldest pending job's `run_at`, per queue. ?1: JSON array of queue names.
+const OLDEST_PENDING: &str = "SELECT job_type, MIN(run_at) AS run_at FROM Jobs \
+     WHERE job_type IN (SELECT value FROM json_each(?1)) AND status = 'Pending' GROUP BY job_type";
+
+/// Which of the idempotency keys ?2 (JSON array) have a job in queue ?1, in any state.
+const KEYS_WITH_JOBS: &str = "SELECT idempotency_key FROM Jobs \
+     WHERE job_type = ?1 AND idempotency_key IN (SELECT value FROM json_each(?2))";
 
 /// Failed jobs with attempts left, per queue. ?1: JSON array of queue names.
 const COUNT_RETRYING: &str = "SELECT job_type, COUNT(*) AS n FROM Jobs \
@@ -214,16 +227,19 @@ const PURGE_FINISHED: &str = "DELETE FROM Jobs WHERE ROWID IN (SELECT ROWID FROM
 /// workers waiting for the write lock wait milliseconds, not seconds.
 const PURGE_CHUNK: i64 = 2_000;
 
-/// Counts, listings, retry and discard over the queue database. Cheap to clone.
+/// The job backend of the embedded mode, over apalis-sqlite's tables: counts, listings,
+/// retry and discard, pushes, backoff and purge. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct QueueAdmin {
+pub struct SqliteJobs {
     pool: SqlitePool,
+    configs: std::sync::Arc<super::JobConfigs>,
 }
 
-impl QueueAdmin {
-    /// The admin view of the queue database behind `pool` (migrated).
-    pub fn new(pool: SqlitePool) -> Self {
-        QueueAdmin { pool }
+impl SqliteJobs {
+    /// The backend over the queue database behind `pool` (migrated), with the queues'
+    /// settings (`max_attempts` of pushed jobs).
+    pub fn new(pool: SqlitePool, configs: std::sync::Arc<super::JobConfigs>) -> Self {
+        SqliteJobs { pool, configs }
     }
 
     /// The counts of every queue, in data-flow order (queues without jobs too).
@@ -268,6 +284,15 @@ impl QueueAdmin {
                 "Killed" => c.killed += n,
                 "Done" => c.done += n,
                 _ => {}
+            }
+        }
+        let oldest = sqlx::query(OLDEST_PENDING).bind(&names).fetch_all(&self.pool).await?;
+        let now = unix_now();
+        for row in &oldest {
+            let job_type: String = row.try_get("job_type")?;
+            let run_at: Option<i64> = row.try_get("run_at")?;
+            if let (Some(i), Some(run_at)) = (slot(&counts, &job_type), run_at) {
+                counts[i].oldest_pending_secs = u64::try_from(now - run_at).unwrap_or(0);
             }
         }
         for row in &retrying {
@@ -439,6 +464,77 @@ pub async fn purge_every_hour(
     }
 }
 
+#[async_trait::async_trait]
+impl JobBackend for SqliteJobs {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn push_triggers(&self, triggers: &[Trigger]) -> Result<(), QueueError> {
+        use apalis::prelude::{TaskBuilder, TaskId};
+        let mut tx = self.pool.begin().await?;
+        for t in triggers {
+            let args = serde_json::to_vec(&StageJob { request: t.request.0, seq: t.seq })
+                .map_err(|source| QueueError::Encode { queue: t.queue, source })?;
+            let task = TaskBuilder::new(args)
+                .task_id(TaskId::from_ulid(super::store::next_job_id()))
+                .idempotency_key(t.key())
+                .max_attempts(self.configs.get(t.queue).max_attempts as usize)
+                .build();
+            apalis_sqlite::queries::push_tasks(&mut *tx, t.queue.name(), std::slice::from_ref(&task))
+                .await
+                .map_err(super::store::sqlx_error)?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn jobs_exist(&self, queue: Queue, keys: &[String]) -> Result<std::collections::HashSet<String>, QueueError> {
+        let rows: Vec<String> = sqlx::query_scalar(KEYS_WITH_JOBS)
+            .bind(queue.name())
+            .bind(serde_json::to_string(keys).unwrap_or_default())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn counts(&self) -> Result<Vec<QueueCounts>, QueueError> {
+        SqliteJobs::counts(self).await
+    }
+
+    async fn list_jobs(&self, queue: Option<Queue>, states: &[JobState], limit: u32) -> Result<Vec<JobInfo>, QueueError> {
+        SqliteJobs::list_jobs(self, queue, states, limit).await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobInfo>, QueueError> {
+        SqliteJobs::job(self, id).await
+    }
+
+    async fn retry(&self, id: &str) -> Result<JobInfo, QueueError> {
+        SqliteJobs::retry(self, id).await
+    }
+
+    async fn discard(&self, id: &str) -> Result<JobInfo, QueueError> {
+        SqliteJobs::discard(self, id).await
+    }
+
+    async fn postpone(&self, id: &str, delay: std::time::Duration) -> Result<(), QueueError> {
+        // Whole seconds, rounded up, as the library keeps them; only while the job is still
+        // the worker's (Queued or Running: apalis has not recorded the outcome yet).
+        let run_at = unix_now() + delay.as_secs_f64().ceil() as i64;
+        sqlx::query("UPDATE Jobs SET run_at = ?1 WHERE id = ?2 AND status IN ('Queued', 'Running')")
+            .bind(run_at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>) -> Result<u64, QueueError> {
+        SqliteJobs::purge_finished(self, before).await
+    }
+}
+
 fn queue_names(queues: &[Queue]) -> String {
     let names: Vec<&str> = queues.iter().map(|q| q.name()).collect();
     serde_json::to_string(&names).unwrap_or_default()
@@ -503,6 +599,8 @@ mod tests {
         for (name, sql) in [
             ("count by status", COUNT_BY_STATUS),
             ("count retrying", COUNT_RETRYING),
+            ("oldest pending", OLDEST_PENDING),
+            ("keys with jobs", KEYS_WITH_JOBS),
             ("list jobs", LIST_JOBS),
             ("purge finished", PURGE_FINISHED),
         ] {

@@ -12,13 +12,13 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
 };
 
-use apalis::prelude::{AbortError, BoxDynError, Layer, Service, Task};
-use sqlx::SqlitePool;
+use std::sync::Arc;
 
-use super::{Backoff, store::unix_now};
+use apalis::prelude::{AbortError, BoxDynError, Layer, Service, Task};
+
+use super::{Backoff, JobBackend};
 
 /// A tower layer for a worker of one queue: when an attempt fails (and attempts are left,
 /// and the failure is not an `AbortError`), the job's `run_at` becomes now + the backoff
@@ -26,14 +26,14 @@ use super::{Backoff, store::unix_now};
 /// from [`super::QueueStore::backoff_layer`].
 #[derive(Debug, Clone)]
 pub struct DurableBackoffLayer {
-    pool: SqlitePool,
+    jobs: Arc<dyn JobBackend>,
     backoff: Backoff,
 }
 
 impl DurableBackoffLayer {
-    /// The layer for jobs in the queue database behind `pool`, waiting per `backoff`.
-    pub fn new(pool: SqlitePool, backoff: Backoff) -> Self {
-        DurableBackoffLayer { pool, backoff }
+    /// The layer for jobs in `jobs`, waiting per `backoff`.
+    pub fn new(jobs: Arc<dyn JobBackend>, backoff: Backoff) -> Self {
+        DurableBackoffLayer { jobs, backoff }
     }
 }
 
@@ -43,7 +43,7 @@ impl<S> Layer<S> for DurableBackoffLayer {
     fn layer(&self, inner: S) -> Self::Service {
         DurableBackoff {
             inner,
-            pool: self.pool.clone(),
+            jobs: self.jobs.clone(),
             backoff: self.backoff.clone(),
         }
     }
@@ -53,7 +53,7 @@ impl<S> Layer<S> for DurableBackoffLayer {
 #[derive(Debug, Clone)]
 pub struct DurableBackoff<S> {
     inner: S,
-    pool: SqlitePool,
+    jobs: Arc<dyn JobBackend>,
     backoff: Backoff,
 }
 
@@ -76,7 +76,7 @@ where
         let id = task.task_id().map(|id| id.to_string());
         let attempt = task.raw_attempt().clone();
         let max_attempts = task.max_attempts();
-        let pool = self.pool.clone();
+        let jobs = self.jobs.clone();
         let backoff = self.backoff.clone();
         let attempt_future = self.inner.call(task);
         Box::pin(async move {
@@ -92,7 +92,7 @@ where
             };
             if let (true, Some(id)) = (retried, id) {
                 let delay = backoff.delay(failures as u32, &id);
-                if let Err(e) = postpone(&pool, &id, delay).await {
+                if let Err(e) = jobs.postpone(&id, delay).await {
                     // The job is retried without the wait; nothing else is lost.
                     tracing::warn!(job = %id, error = %e, "could not store the backoff of a failed job");
                 }
@@ -100,17 +100,4 @@ where
             result
         })
     }
-}
-
-/// Move the job's `run_at` to now + `delay` (whole seconds, rounded up, as the library
-/// keeps them), while it is still ours (Queued or Running: apalis has not recorded the
-/// outcome yet).
-async fn postpone(pool: &SqlitePool, id: &str, delay: Duration) -> Result<(), sqlx::Error> {
-    let run_at = unix_now() + delay.as_secs_f64().ceil() as i64;
-    sqlx::query("UPDATE Jobs SET run_at = ?1 WHERE id = ?2 AND status IN ('Queued', 'Running')")
-        .bind(run_at)
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
 }

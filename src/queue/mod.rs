@@ -54,16 +54,21 @@
 //! idempotency key).
 
 mod admin;
+mod backend;
 mod backoff;
 mod config;
+pub mod metrics;
 mod plan;
+pub mod relay;
+pub mod stage;
 mod store;
 
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-pub use admin::{JobInfo, JobState, QueueAdmin, QueueCounts, purge_every_hour};
+pub use admin::{JobInfo, JobState, QueueCounts, SqliteJobs, purge_every_hour};
+pub use backend::{JobBackend, QueueAdmin, StageJob};
 pub use backoff::{DurableBackoff, DurableBackoffLayer};
 pub use config::{
     Backoff, ConfigSource, JobConfig, JobConfigError, JobConfigs, JobSchedule, load_job_configs,

@@ -19,7 +19,7 @@ use sqlx::{
 };
 use ulid::Ulid;
 
-use super::{DurableBackoffLayer, JobConfigs, Queue, QueueAdmin, QueueError};
+use super::{DurableBackoffLayer, JobBackend, JobConfigs, Queue, QueueAdmin, QueueError, SqliteJobs};
 
 /// How long a connection waits for another writer before it fails with "database is
 /// locked". Workers of all queues and the operators' commands share the file, and an
@@ -187,9 +187,14 @@ impl QueueStore {
         &self.configs
     }
 
+    /// The job backend over this database (relay, sweeper, backoff, purge).
+    pub fn jobs(&self) -> Arc<dyn JobBackend> {
+        Arc::new(SqliteJobs::new(self.pool.clone(), self.configs.clone()))
+    }
+
     /// The operators' view: counts, failed jobs, retry, discard.
     pub fn admin(&self) -> QueueAdmin {
-        QueueAdmin::new(self.pool.clone())
+        QueueAdmin::new(self.jobs())
     }
 
     /// apalis-sqlite's storage for `queue`: its name, and the batch size from its
@@ -211,7 +216,7 @@ impl QueueStore {
     /// The layer that keeps a failed job's backoff in the database (see
     /// [`DurableBackoffLayer`]), with `queue`'s backoff settings.
     pub fn backoff_layer(&self, queue: Queue) -> DurableBackoffLayer {
-        DurableBackoffLayer::new(self.pool.clone(), self.configs.get(queue).backoff.clone())
+        DurableBackoffLayer::new(self.jobs(), self.configs.get(queue).backoff.clone())
     }
 
     /// Push a job with `args` onto `queue`, due now; returns its id. Its attempts are
@@ -242,7 +247,7 @@ impl QueueStore {
         if needs_id || needs_limit {
             let mut builder = task.into_builder();
             if needs_id {
-                builder = builder.task_id(TaskId::from_ulid(Ulid::generate()));
+                builder = builder.task_id(TaskId::from_ulid(next_job_id()));
             }
             if needs_limit {
                 builder = builder.max_attempts(self.configs.get(queue).max_attempts as usize);
@@ -260,7 +265,17 @@ impl QueueStore {
     }
 }
 
-fn sqlx_error(e: apalis_sqlite::Error) -> QueueError {
+/// A new job id: a ULID greater than every one this process made before. apalis-sqlite
+/// fetches jobs due at the same second in the order of their ids, so jobs pushed in order
+/// run in that order (oldest first).
+pub(super) fn next_job_id() -> Ulid {
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    // Overflow needs 2^80 ids within one millisecond.
+    generator.get_or_insert_with(ulid::Generator::new).generate().unwrap_or_else(|_| Ulid::generate())
+}
+
+pub(super) fn sqlx_error(e: apalis_sqlite::Error) -> QueueError {
     match e {
         apalis_sqlite::Error::Database(e) => QueueError::Database(e),
         other => QueueError::Database(sqlx::Error::Protocol(other.to_string())),

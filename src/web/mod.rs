@@ -13,8 +13,8 @@
 //! | `POST /api/v1/nachrichten` | 202 accepted (or this very body accepted before), 400 rejected, 403 unknown tenant, 408 body not sent within `http.body_timeout_ms`, 409 duplicate Nachrichten-UUID, 413 too large, 415 not XML, 503 ledger unavailable |
 //! | `GET /api/v1/requests/{id}` | 200 the request with its journal, 400 not an id, 404 unknown |
 //! | `GET /api/v1/requests?state=&tenant=&limit=&offset=` | 200 `{"requests": [...]}` newest first, without payloads; 400 bad filter |
-//! | `GET /healthz` | 200 `{"status":"ok"}` when the ledger answers, 503 otherwise |
-//! | `GET /metrics` | Prometheus text: requests by state, jobs by queue and state, inbox files by outcome, what waits in each inbox (see [`ops`]) |
+//! | `GET /healthz` | 200 `{"status":"ok","stages":{…}}` when the ledger answers and every stage runs; 503 naming the stages that are down, or the ledger |
+//! | `GET /metrics` | Prometheus text: requests by state, jobs by queue and state with the oldest pending job's age, jobs run by outcome, run time and lag, the outbox, the sweeper, stages up and their restarts, inbox files by outcome, what waits in each inbox (see [`ops`]) |
 //!
 //! # Privacy
 //!
@@ -60,6 +60,10 @@ pub struct AppState {
     pub queues: Option<crate::queue::QueueAdmin>,
     /// The inbox watcher's counters, for `/metrics` (none: no inbox metrics).
     pub inbox: Option<Arc<crate::intake::inbox::Stats>>,
+    /// The supervised stages, for `/healthz` and `/metrics` (none: not reported).
+    pub stages: Option<Arc<crate::supervise::Health>>,
+    /// What the stage workers, the relay and the sweeper counted, for `/metrics`.
+    pub stage_metrics: Option<Arc<crate::queue::metrics::StageMetrics>>,
 }
 
 /// What a client may take of the server: time to send headers and body, connections.
@@ -97,7 +101,7 @@ impl AppState {
     pub fn new(intake: Intake, tenants: Vec<Tenant>, max_body_bytes: u64) -> Self {
         let ledger = intake.ledger.clone();
         let directory = Arc::new(SharedDirectory::new(Directory::sample()));
-        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None }
+        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None }
     }
 
     /// State as the configuration asks: its tenants, and `http.max_body_bytes` (default:
@@ -116,6 +120,14 @@ impl AppState {
     /// `/metrics` also reports the inbox watcher's counters.
     pub fn with_inbox_stats(mut self, stats: Arc<crate::intake::inbox::Stats>) -> Self {
         self.inbox = Some(stats);
+        self
+    }
+
+    /// `/healthz` names the stages that are down; `/metrics` reports them and what they
+    /// counted.
+    pub fn with_stages(mut self, health: Arc<crate::supervise::Health>, metrics: Arc<crate::queue::metrics::StageMetrics>) -> Self {
+        self.stages = Some(health);
+        self.stage_metrics = Some(metrics);
         self
     }
 

@@ -1,5 +1,6 @@
-//! What operators' tools poll: `/healthz` (is the ledger answering?) and `/metrics`
-//! (Prometheus text exposition, written by hand: a handful of gauges needs no crate).
+//! What operators' tools poll: `/healthz` (does the ledger answer, does every stage run?)
+//! and `/metrics` (Prometheus text exposition, written by hand: a handful of gauges needs no
+//! crate).
 
 use std::fmt::Write as _;
 
@@ -13,12 +14,23 @@ use super::Shared;
 use crate::intake::inbox::Backlog;
 use super::error::ApiError;
 
-/// `GET /healthz`: 200 `{"status":"ok"}` when the ledger answers a query, 503 otherwise.
+/// `GET /healthz`: 200 `{"status":"ok","stages":{…}}` when the ledger answers one cheap
+/// query and every supervised stage runs; 503 otherwise, naming what is down
+/// (`"down": ["intake"]`, with each stage's last error and restarts). No table is counted,
+/// so a probe costs the same however large the ledger grows.
 pub(crate) async fn healthz(State(state): State<Shared>) -> Response {
-    match state.ledger.count_by_state().await {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => ApiError::unavailable(&e).with("status", "unavailable").into_response(),
+    if let Err(e) = state.ledger.ping().await {
+        return ApiError::unavailable(&e).with("status", "unavailable").with("down", json!(["ledger"])).into_response();
     }
+    let stages = state.stages.as_ref().map(|h| h.stages()).unwrap_or_default();
+    let down: Vec<&str> = stages.iter().filter(|(_, s)| !s.up).map(|(name, _)| *name).collect();
+    let body = json!({
+        "status": if down.is_empty() { "ok" } else { "degraded" },
+        "down": down,
+        "stages": stages,
+    });
+    let code = if down.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
 }
 
 /// `GET /metrics`, what an operator's alerts need:
@@ -56,13 +68,42 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
             Ok(counts) => {
                 text.push_str("# HELP amtsbote_jobs Jobs in the queues, by queue and state.\n");
                 text.push_str("# TYPE amtsbote_jobs gauge\n");
-                for c in counts {
+                for c in &counts {
                     for (job_state, n) in [("pending", c.pending), ("running", c.running), ("failed", c.failed), ("dead", c.dead), ("killed", c.killed), ("done", c.done)] {
                         let _ = writeln!(text, "amtsbote_jobs{{queue=\"{}\",state=\"{job_state}\"}} {n}", c.queue);
                     }
                 }
+                text.push_str("# HELP amtsbote_job_oldest_pending_seconds How long the oldest due job of a queue has waited (0: none waits).\n");
+                text.push_str("# TYPE amtsbote_job_oldest_pending_seconds gauge\n");
+                for c in &counts {
+                    let _ = writeln!(text, "amtsbote_job_oldest_pending_seconds{{queue=\"{}\"}} {}", c.queue, c.oldest_pending_secs);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "metrics: the queue database did not answer"),
+        }
+    }
+    match state.ledger.outbox_len().await {
+        Ok(n) => {
+            text.push_str("# HELP amtsbote_outbox_triggers Triggers in the ledger's outbox, not yet pushed to a queue.\n");
+            text.push_str("# TYPE amtsbote_outbox_triggers gauge\n");
+            let _ = writeln!(text, "amtsbote_outbox_triggers {n}");
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count the outbox"),
+    }
+    if let Some(metrics) = &state.stage_metrics {
+        metrics.render(&mut text);
+    }
+    if let Some(stages) = &state.stages {
+        let stages = stages.stages();
+        text.push_str("# HELP amtsbote_stage_up Whether a stage of serve runs (1) or is down, waiting to be started again (0).\n");
+        text.push_str("# TYPE amtsbote_stage_up gauge\n");
+        for (name, s) in &stages {
+            let _ = writeln!(text, "amtsbote_stage_up{{stage=\"{name}\"}} {}", u8::from(s.up));
+        }
+        text.push_str("# HELP amtsbote_stage_restarts_total Times a stage failed and was started again.\n");
+        text.push_str("# TYPE amtsbote_stage_restarts_total counter\n");
+        for (name, s) in &stages {
+            let _ = writeln!(text, "amtsbote_stage_restarts_total{{stage=\"{name}\"}} {}", s.restarts);
         }
     }
     if let Some(inbox) = &state.inbox {

@@ -1,0 +1,322 @@
+//! The SQL both ledgers share, written once.
+//!
+//! SQLite and PostgreSQL differ in few places here: how a writing transaction begins, how
+//! timestamps are stored (fixed-width UTC text in SQLite, `timestamptz` in PostgreSQL) and
+//! how the relay locks the outbox. Everything else is the same SQL (`$1`-style parameters
+//! work in both). Generic sqlx code over both databases needs long trait bounds on every
+//! function, so [`shared_statements!`] instead writes the same free functions into each
+//! dialect's module, where `Db` is that module's database and `stamp` turns a time into
+//! what its timestamp columns hold. The `Ledger` impls call these functions.
+
+/// Writes the shared statements into the calling module for database `$db`. The module
+/// must have a `fn stamp(DateTime<Utc>) -> impl Encode` in scope.
+macro_rules! shared_statements {
+    ($db:ty) => {
+        type Conn = <$db as sqlx::Database>::Connection;
+        type Pool = sqlx::Pool<$db>;
+
+        /// Inserts one request with its payload, its first event and (if its first state is a
+        /// stage's input) the trigger, inside `tx`. The outer error aborts the transaction;
+        /// the inner result is this record's outcome.
+        async fn insert_record(
+            tx: &mut Conn,
+            new: &$crate::ledger::NewRequest,
+            initial: $crate::ledger::RequestState,
+            actor: &str,
+            detail: Option<&str>,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<$crate::ledger::Result<$crate::ledger::Recorded>, sqlx::Error> {
+            use $crate::ledger::{LedgerError, Recorded, RequestId};
+            // The unique constraints decide; DO NOTHING covers both of them.
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO requests (tenant, source, sha256, nachrichten_uuid, kind, test, \
+                 file_name, state, state_detail, last_seq, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(&new.tenant)
+            .bind(&new.source)
+            .bind(&new.sha256)
+            .bind(&new.nachrichten_uuid)
+            .bind(&new.kind)
+            .bind(new.test)
+            .bind(&new.file_name)
+            .bind(initial.as_str())
+            .bind(detail)
+            .bind(stamp(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+
+            let Some(id) = inserted else {
+                // Inside the transaction: what conflicted is visible (in PostgreSQL, DO
+                // NOTHING waited for a concurrent insert of the same key to commit; in
+                // SQLite we hold the write lock, and it may be a record of the same batch).
+                let by_source: Option<(i64, String)> =
+                    sqlx::query_as("SELECT id, sha256 FROM requests WHERE source = $1")
+                        .bind(&new.source)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some((existing, sha256)) = by_source {
+                    return Ok(if sha256 == new.sha256 {
+                        Ok(Recorded::AlreadyRecorded(RequestId(existing)))
+                    } else {
+                        Err(LedgerError::SourceReused { key: new.source.clone(), existing: RequestId(existing) })
+                    });
+                }
+                let by_uuid: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM requests WHERE tenant = $1 AND nachrichten_uuid = $2")
+                        .bind(&new.tenant)
+                        .bind(&new.nachrichten_uuid)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                return Ok(match by_uuid {
+                    Some(existing) => Ok(Recorded::Duplicate { existing: RequestId(existing) }),
+                    None => Err(LedgerError::Corrupt("insert conflicted, but no conflicting request was found".into())),
+                });
+            };
+
+            sqlx::query("INSERT INTO request_payloads (request_id, bytes) VALUES ($1, $2)")
+                .bind(id)
+                .bind(&new.payload)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
+                 VALUES ($1, 1, $2, NULL, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(stamp(at))
+            .bind(initial.as_str())
+            .bind(actor)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(queue) = initial.stage() {
+                write_trigger(tx, id, queue, 1, at).await?;
+            }
+            tracing::debug!(request = id, state = %initial, "request recorded");
+            Ok(Ok(Recorded::New(RequestId(id))))
+        }
+
+        /// The compare-and-set of a transition inside `tx`: the state, the event, the
+        /// routing columns (when given) and the trigger of the next stage (when `to` is a
+        /// stage's input). The inner error is the request's: not found, or in another state.
+        #[allow(clippy::too_many_arguments)]
+        async fn apply_transition(
+            tx: &mut Conn,
+            id: $crate::ledger::RequestId,
+            from: $crate::ledger::RequestState,
+            to: $crate::ledger::RequestState,
+            actor: &str,
+            detail: Option<&str>,
+            routed: Option<&$crate::ledger::RoutedTo>,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<$crate::ledger::Result<()>, sqlx::Error> {
+            use $crate::ledger::LedgerError;
+            let seq: Option<i32> = sqlx::query_scalar(
+                "UPDATE requests SET state = $1, state_detail = $2, updated_at = $3, \
+                 last_seq = last_seq + 1 \
+                 WHERE id = $4 AND state = $5 RETURNING last_seq",
+            )
+            .bind(to.as_str())
+            .bind(detail)
+            .bind(stamp(at))
+            .bind(id.0)
+            .bind(from.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+
+            let Some(seq) = seq else {
+                let current: Option<String> = sqlx::query_scalar("SELECT state FROM requests WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                return Ok(match current {
+                    None => Err(LedgerError::NotFound(id)),
+                    Some(current) => match $crate::ledger::parse_state(&current) {
+                        Ok(current) => Err(LedgerError::Conflict { id, expected: from, current }),
+                        Err(e) => Err(e),
+                    },
+                });
+            };
+            if let Some(r) = routed {
+                sqlx::query(
+                    "UPDATE requests SET routed_kennung = $1, routed_name = $2, routed_channel = $3, \
+                     routed_xta_reader = $4, routed_xta_service = $5, directory_generation = $6 \
+                     WHERE id = $7",
+                )
+                .bind(&r.kennung)
+                .bind(&r.name)
+                .bind(r.channel.as_str())
+                .bind(&r.xta_reader)
+                .bind(&r.xta_service)
+                .bind(&r.directory_generation)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id.0)
+            .bind(seq)
+            .bind(stamp(at))
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(actor)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(queue) = to.stage() {
+                write_trigger(tx, id.0, queue, seq, at).await?;
+            }
+            tracing::debug!(request = id.0, %from, %to, "request moved");
+            Ok(Ok(()))
+        }
+
+        /// One outbox row; nothing when the same (request, queue, seq) is there already.
+        async fn write_trigger(
+            tx: &mut Conn,
+            request: i64,
+            queue: $crate::queue::Queue,
+            seq: i32,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<bool, sqlx::Error> {
+            let done = sqlx::query(
+                "INSERT INTO outbox (request_id, queue, seq, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(request)
+            .bind(queue.name())
+            .bind(seq)
+            .bind(stamp(at))
+            .execute(&mut *tx)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        /// The sweeper's trigger, written only while the request is still in `state`,
+        /// entered with `seq`.
+        async fn write_retrigger(
+            tx: &mut Conn,
+            id: $crate::ledger::RequestId,
+            seq: u32,
+            state: $crate::ledger::RequestState,
+            queue: $crate::queue::Queue,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<bool, sqlx::Error> {
+            let done = sqlx::query(
+                "INSERT INTO outbox (request_id, queue, seq, created_at) \
+                 SELECT id, $1, last_seq, $2 FROM requests WHERE id = $3 AND last_seq = $4 AND state = $5 \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(queue.name())
+            .bind(stamp(at))
+            .bind(id.0)
+            .bind(i64::from(seq))
+            .bind(state.as_str())
+            .execute(&mut *tx)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn select_request(pool: &Pool, id: $crate::ledger::RequestId) -> $crate::ledger::Result<Option<$crate::ledger::Request>> {
+            let row: Option<$crate::ledger::RequestRow> =
+                sqlx::query_as(concat!("SELECT ", request_columns!(), " FROM requests WHERE id = $1"))
+                    .bind(id.0)
+                    .fetch_optional(pool)
+                    .await?;
+            row.map($crate::ledger::Request::try_from).transpose()
+        }
+
+        async fn select_by_source(pool: &Pool, source: &str) -> $crate::ledger::Result<Option<$crate::ledger::Request>> {
+            let row: Option<$crate::ledger::RequestRow> =
+                sqlx::query_as(concat!("SELECT ", request_columns!(), " FROM requests WHERE source = $1"))
+                    .bind(source)
+                    .fetch_optional(pool)
+                    .await?;
+            row.map($crate::ledger::Request::try_from).transpose()
+        }
+
+        async fn select_journal(pool: &Pool, id: $crate::ledger::RequestId) -> $crate::ledger::Result<Vec<$crate::ledger::Event>> {
+            let rows = sqlx::query_as(
+                "SELECT seq, at, from_state, to_state, actor, detail FROM request_events \
+                 WHERE request_id = $1 ORDER BY seq",
+            )
+            .bind(id.0)
+            .fetch_all(pool)
+            .await?;
+            $crate::ledger::events_from_rows(id, rows)
+        }
+
+        async fn select_payload(pool: &Pool, id: $crate::ledger::RequestId) -> $crate::ledger::Result<Vec<u8>> {
+            let bytes: Option<Vec<u8>> = sqlx::query_scalar("SELECT bytes FROM request_payloads WHERE request_id = $1")
+                .bind(id.0)
+                .fetch_optional(pool)
+                .await?;
+            bytes.ok_or($crate::ledger::LedgerError::NotFound(id))
+        }
+
+        async fn select_list(pool: &Pool, filter: &$crate::ledger::ListFilter) -> $crate::ledger::Result<Vec<$crate::ledger::Request>> {
+            // One fixed statement per combination of filters, so each can use its index.
+            let query = match (filter.state, filter.tenant.as_deref()) {
+                (None, None) => sqlx::query_as(concat!("SELECT ", request_columns!(), " FROM requests ORDER BY id DESC LIMIT $1 OFFSET $2")),
+                (Some(state), None) => {
+                    sqlx::query_as(concat!("SELECT ", request_columns!(), " FROM requests WHERE state = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"))
+                        .bind(state.as_str())
+                }
+                (None, Some(tenant)) => {
+                    sqlx::query_as(concat!("SELECT ", request_columns!(), " FROM requests WHERE tenant = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"))
+                        .bind(tenant)
+                }
+                (Some(state), Some(tenant)) => sqlx::query_as(concat!(
+                    "SELECT ",
+                    request_columns!(),
+                    " FROM requests WHERE state = $1 AND tenant = $2 ORDER BY id DESC LIMIT $3 OFFSET $4"
+                ))
+                .bind(state.as_str())
+                .bind(tenant),
+            };
+            let rows: Vec<$crate::ledger::RequestRow> =
+                query.bind(filter.capped_limit()).bind(filter.offset_i64()).fetch_all(pool).await?;
+            $crate::ledger::requests_from_rows(rows)
+        }
+
+        async fn select_counts(pool: &Pool) -> $crate::ledger::Result<Vec<($crate::ledger::RequestState, u64)>> {
+            let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state").fetch_all(pool).await?;
+            $crate::ledger::counts_in_order(rows)
+        }
+
+        async fn select_ping(pool: &Pool) -> $crate::ledger::Result<()> {
+            let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(pool).await?;
+            Ok(())
+        }
+
+        async fn select_outbox_len(pool: &Pool) -> $crate::ledger::Result<u64> {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(pool).await?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        }
+
+        async fn select_waiting_without_trigger(
+            pool: &Pool,
+            state: $crate::ledger::RequestState,
+            before: chrono::DateTime<chrono::Utc>,
+            after_id: $crate::ledger::RequestId,
+            limit: u32,
+        ) -> $crate::ledger::Result<Vec<($crate::ledger::RequestId, u32)>> {
+            let rows: Vec<(i64, i32)> = sqlx::query_as(
+                "SELECT id, last_seq FROM requests r WHERE state = $1 AND id > $2 AND updated_at < $3 \
+                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.request_id = r.id) \
+                 ORDER BY id LIMIT $4",
+            )
+            .bind(state.as_str())
+            .bind(after_id.0)
+            .bind(stamp(before))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|(id, seq)| ($crate::ledger::RequestId(id), u32::try_from(seq).unwrap_or(0))).collect())
+        }
+    };
+}
