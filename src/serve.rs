@@ -37,9 +37,42 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut supervisor = Supervisor::new(stop_rx.clone());
+    let dirs = inbox_dirs(&config);
+    let inbox_stats = start_stages(&app, &mut supervisor);
 
+    let state = crate::web::AppState::from_config(app.intake(), &config)
+        .with_directory(app.directory.clone())
+        .with_queues(app.queues.admin())
+        .with_inbox_stats(inbox_stats)
+        .with_stages(supervisor.health(), app.metrics.clone());
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    }));
+
+    print_where_everything_is(&config, http_addr, &dirs);
+
+    shutdown_signal().await;
+    eprintln!("amtsbote: stopping (finishing the files and jobs in hand)…");
+    let _ = stop_tx.send(true);
+    supervisor.join(Duration::from_secs(30)).await;
+    http_task.await.context("HTTP server")??;
+    eprintln!("amtsbote: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The inbox folders of the configured tenants.
+pub fn inbox_dirs(config: &Config) -> Vec<InboxDirs> {
+    config.tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: t.inbox().to_path_buf() }).collect()
+}
+
+/// Starts every stage of the pipeline under `supervisor`, as `serve` runs them (the
+/// pipeline benchmark runs the same): intake, relay, route, sweeper, purge, directory.
+/// Returns the inbox watcher's counters.
+pub fn start_stages(app: &App, supervisor: &mut Supervisor) -> Arc<Stats> {
+    let config = &app.config;
     // intake: the inbox watcher.
-    let dirs: Vec<InboxDirs> = config.tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: t.inbox().to_path_buf() }).collect();
+    let dirs = inbox_dirs(config);
     let intake_jobs = app.queues.configs().get(Queue::Intake);
     let watch_config = WatchConfig {
         poll_interval: Duration::from_millis(config.intake.poll_interval_ms.max(10)),
@@ -86,26 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         let (directory, data_dir) = (app.directory.clone(), config.data_dir.clone());
         supervisor.spawn("directory", move |stop| reload_directory(directory.clone(), data_dir.clone(), stop));
     }
-
-    let state = crate::web::AppState::from_config(app.intake(), &config)
-        .with_directory(app.directory.clone())
-        .with_queues(app.queues.admin())
-        .with_inbox_stats(inbox_stats)
-        .with_stages(supervisor.health(), app.metrics.clone());
-    let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
-        let _ = http_stop.wait_for(|stop| *stop).await;
-    }));
-
-    print_where_everything_is(&config, http_addr, &dirs);
-
-    shutdown_signal().await;
-    eprintln!("amtsbote: stopping (finishing the files and jobs in hand)…");
-    let _ = stop_tx.send(true);
-    supervisor.join(Duration::from_secs(30)).await;
-    http_task.await.context("HTTP server")??;
-    eprintln!("amtsbote: stopped");
-    Ok(ExitCode::SUCCESS)
+    inbox_stats
 }
 
 /// Every 5 s: a newer directory generation on disk is loaded; certificates are looked at
