@@ -22,8 +22,20 @@ pub async fn open_ledger(config: &Config) -> anyhow::Result<Arc<dyn Ledger>> {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let ledger = ledger::open(config.ledger_url()).await.context("cannot open the ledger")?;
-    ledger.migrate().await.context("cannot migrate the ledger")?;
-    Ok(ledger)
+    // Two processes starting at once may migrate a new file at the same moment; SQLite then
+    // fails the second cleanly, and it succeeds when run again.
+    let mut tries = 0;
+    loop {
+        match ledger.migrate().await {
+            Ok(()) => return Ok(ledger),
+            Err(e) if tries < 5 => {
+                tries += 1;
+                tracing::debug!(error = %e, "migrating the ledger failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot migrate the ledger")),
+        }
+    }
 }
 
 /// Opens the queue database (creating and migrating it).

@@ -106,6 +106,11 @@ suite!(
     list_and_count_by_state,
     payload_round_trip,
     migrate_twice,
+    entering_a_stage_input_writes_its_trigger_in_the_same_transaction,
+    the_relay_deletes_triggers_only_after_the_push_succeeded,
+    the_sweeper_finds_what_waits_without_a_trigger_and_retriggers_once,
+    routing_keeps_the_decision_in_columns,
+    the_journal_refuses_delete,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -921,6 +926,125 @@ async fn migrate_twice((l, url): Ctx) {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The outbox
+// ---------------------------------------------------------------------------------------
+
+type PushFuture<'t> = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 't>>;
+
+/// Makes a closure a push for every lifetime of its triggers.
+fn pusher<F: for<'t> Fn(&'t [ledger::Trigger]) -> PushFuture<'t> + Send + Sync>(f: F) -> F {
+    f
+}
+
+/// Takes every trigger in the outbox through `relay_outbox`, with a push that succeeds.
+async fn drain_outbox(l: &dyn Ledger) -> Vec<ledger::Trigger> {
+    let seen = std::sync::Mutex::new(Vec::new());
+    let push = pusher(|t| {
+        seen.lock().unwrap().extend_from_slice(t);
+        Box::pin(async { Ok(()) })
+    });
+    while l.relay_outbox(100, &push).await.unwrap() > 0 {}
+    seen.into_inner().unwrap()
+}
+
+async fn entering_a_stage_input_writes_its_trigger_in_the_same_transaction((l, _): Ctx) {
+    use amtsbote::queue::Queue;
+    // Recorded as validated: a route trigger for the first event.
+    let Recorded::New(a) = l.record(new_request("t", "http:a", None), Validated, &intake(), None).await.unwrap() else { panic!() };
+    // Recorded as received, then validated: the trigger names the second event.
+    let b = record_new(&*l, new_request("t", "http:b", None)).await;
+    assert_eq!(l.outbox_len().await.unwrap(), 1, "received is no stage's input");
+    l.transition(b, Received, Validated, &intake(), None).await.unwrap();
+    // A rejected one gets none, and a re-record of the same source adds none.
+    l.record(new_request("t", "http:c", None), Rejected, &intake(), None).await.unwrap();
+    l.record(new_request("t", "http:a", None), Validated, &intake(), None).await.unwrap();
+    assert_eq!(l.outbox_len().await.unwrap(), 2);
+
+    let triggers = drain_outbox(&*l).await;
+    let got: Vec<(RequestId, Queue, u32)> = triggers.iter().map(|t| (t.request, t.queue, t.seq)).collect();
+    assert_eq!(got, vec![(a, Queue::Route, 1), (b, Queue::Route, 2)], "oldest first");
+    assert_eq!(triggers[0].key(), format!("{a}:1"));
+    assert_eq!(l.outbox_len().await.unwrap(), 0);
+    // A failed compare-and-set writes no trigger either.
+    assert!(l.transition(b, Received, Validated, &intake(), None).await.is_err());
+    assert_eq!(l.outbox_len().await.unwrap(), 0);
+}
+
+async fn the_relay_deletes_triggers_only_after_the_push_succeeded((l, _): Ctx) {
+    for n in 0..3 {
+        l.record(new_request("t", &format!("http:{n}"), None), Validated, &intake(), None).await.unwrap();
+    }
+    let failing = pusher(|_| Box::pin(async { Err("queue database is locked".to_string()) }));
+    let err = l.relay_outbox(2, &failing).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Relay(_)), "{err}");
+    assert_eq!(l.outbox_len().await.unwrap(), 3, "nothing deleted when the push failed");
+    let seen = drain_outbox(&*l).await;
+    assert_eq!(seen.len(), 3);
+    assert_eq!(l.outbox_len().await.unwrap(), 0);
+}
+
+async fn the_sweeper_finds_what_waits_without_a_trigger_and_retriggers_once((l, _): Ctx) {
+    use amtsbote::queue::Queue;
+    let Recorded::New(a) = l.record(new_request("t", "http:a", None), Validated, &intake(), None).await.unwrap() else { panic!() };
+    let Recorded::New(b) = l.record(new_request("t", "http:b", None), Validated, &intake(), None).await.unwrap() else { panic!() };
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    // While their triggers wait in the outbox, nothing is missing.
+    assert!(l.waiting_without_trigger(Validated, later, RequestId(0), 10).await.unwrap().is_empty());
+    drain_outbox(&*l).await;
+    // Pushed (the outbox is empty): both are candidates once old enough, in pages.
+    assert!(l.waiting_without_trigger(Validated, chrono::Utc::now() - chrono::Duration::seconds(60), RequestId(0), 10).await.unwrap().is_empty(), "too young");
+    assert_eq!(l.waiting_without_trigger(Validated, later, RequestId(0), 10).await.unwrap(), vec![(a, 1), (b, 1)]);
+    assert_eq!(l.waiting_without_trigger(Validated, later, a, 10).await.unwrap(), vec![(b, 1)]);
+    // Retriggered once; a second time, or for a stale seq, or after the request moved on: no.
+    assert!(l.retrigger(a, 1, Queue::Route).await.unwrap());
+    assert!(!l.retrigger(a, 1, Queue::Route).await.unwrap());
+    assert!(!l.retrigger(b, 7, Queue::Route).await.unwrap());
+    l.transition(b, Validated, Unroutable, &Actor::system("route"), None).await.unwrap();
+    assert!(!l.retrigger(b, 1, Queue::Route).await.unwrap());
+    let again = drain_outbox(&*l).await;
+    assert_eq!(again.iter().map(|t| (t.request, t.seq)).collect::<Vec<_>>(), vec![(a, 1)]);
+}
+
+async fn routing_keeps_the_decision_in_columns((l, _): Ctx) {
+    let Recorded::New(id) = l.record(new_request("t", "http:a", None), Validated, &intake(), None).await.unwrap() else { panic!() };
+    assert_eq!(l.get(id).await.unwrap().unwrap().routed, None);
+    let to = ledger::RoutedTo {
+        kennung: "vbh:053150000001".into(),
+        name: "Stadt Köln, Steueramt".into(),
+        channel: ledger::Channel::Xta,
+        xta_reader: Some("xta:koeln".into()),
+        xta_service: Some("urn:xoev-de:xamtshilfe".into()),
+        directory_generation: "gen-1".into(),
+    };
+    l.route(id, Validated, &to, &Actor::system("route"), Some("to vbh:053150000001")).await.unwrap();
+    let r = l.get(id).await.unwrap().unwrap();
+    assert_eq!((r.state, r.seq), (Routed, 2));
+    assert_eq!(r.routed.as_ref(), Some(&to));
+    // A second routing of the same request loses the compare-and-set and changes nothing.
+    let err = l.route(id, Validated, &to, &Actor::system("route"), None).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Conflict { .. }), "{err}");
+    assert_eq!(l.journal(id).await.unwrap().iter().filter(|e| e.to == Routed).count(), 1);
+    // Later moves keep the columns.
+    l.transition(id, Routed, AwaitingPrint, &Actor::system("route"), None).await.unwrap();
+    assert_eq!(l.get(id).await.unwrap().unwrap().routed, Some(to));
+}
+
+async fn the_journal_refuses_delete((l, url): Ctx) {
+    let id = record_new(&*l, new_request("t", "http:1", None)).await;
+    let sql = "DELETE FROM request_events WHERE request_id = $1";
+    let err = if url.starts_with("postgres") {
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        sqlx::query(sql).bind(id.get()).execute(&mut conn).await.unwrap_err()
+    } else {
+        let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{path}")).await.unwrap();
+        sqlx::query(sql).bind(id.get()).execute(&mut conn).await.unwrap_err()
+    };
+    assert!(err.to_string().contains("append-only"), "{err}");
+    assert_eq!(l.journal(id).await.unwrap().len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -198,6 +198,11 @@ const LIST_JOBS: &str = "SELECT id, job_type, status, attempts, max_attempts, ru
           ELSE lower(status) END) IN (SELECT value FROM json_each(?3)) \
      ORDER BY COALESCE(done_at, run_at) DESC, id DESC LIMIT ?4";
 
+/// Jobs claimed by worker ?1, whose process is gone: pending again, attempts unchanged (the
+/// crash was not the job's fault).
+const RECLAIM_JOBS: &str = "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL \
+     WHERE lock_by = ?1 AND status IN ('Queued', 'Running')";
+
 /// ?1: id.
 const FIND_JOB: &str = "SELECT id, job_type, status, attempts, max_attempts, run_at, done_at, \
        lock_by, last_result, job FROM Jobs WHERE id = ?1";
@@ -532,6 +537,26 @@ impl JobBackend for SqliteJobs {
 
     async fn purge_finished(&self, before: DateTime<Utc>) -> Result<u64, QueueError> {
         SqliteJobs::purge_finished(self, before).await
+    }
+
+    async fn reclaim_from_dead_workers(&self, queue: Queue) -> Result<u64, QueueError> {
+        // Worker names are `<queue>-<host>-<pid>-<random>` (super::worker_name): a worker of
+        // this host whose process is gone holds its jobs for nobody.
+        let prefix = format!("{queue}-{}-", crate::hostname());
+        let workers: Vec<String> = sqlx::query_scalar("SELECT id FROM Workers WHERE worker_type = ?1 AND substr(id, 1, length(?2)) = ?2")
+            .bind(queue.name())
+            .bind(&prefix)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut reclaimed = 0;
+        for worker in workers {
+            let Some(pid) = worker[prefix.len()..].split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if pid == std::process::id() || !cfg!(target_os = "linux") || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            reclaimed += sqlx::query(RECLAIM_JOBS).bind(&worker).execute(&self.pool).await?.rows_affected();
+        }
+        Ok(reclaimed)
     }
 }
 

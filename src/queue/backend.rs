@@ -59,6 +59,12 @@ pub trait JobBackend: Send + Sync + fmt::Debug {
 
     /// Delete jobs that finished (done or killed) before `before`; dead jobs stay.
     async fn purge_finished(&self, before: DateTime<Utc>) -> Result<u64, QueueError>;
+
+    /// Hands the jobs that workers of `queue` on this machine held when their process died
+    /// (SIGKILL, a power cut) back to the queue at once, without counting an attempt. Without
+    /// this they wait until the library notices the missed heartbeats (a minute). Returns how
+    /// many.
+    async fn reclaim_from_dead_workers(&self, queue: Queue) -> Result<u64, QueueError>;
 }
 
 /// The operators' view of whichever backend is configured: counts, failed jobs, retry,

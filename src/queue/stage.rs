@@ -83,6 +83,7 @@ async fn run_job(job: StageJob, cx: Data<Arc<Context>>, id: TaskId, attempt: Att
 pub fn run_worker(store: QueueStore, handler: Arc<dyn StageHandler>, metrics: Arc<StageMetrics>, mut stop: watch::Receiver<bool>) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
     let queue = handler.queue();
     let cfg = store.configs().get(queue).clone();
+    let jobs = store.jobs();
     let cx = Arc::new(Context { handler, metrics, max_attempts: cfg.max_attempts.max(1) as usize });
     let worker = WorkerBuilder::new(worker_name(queue))
         .backend(store.backend::<StageJob>(queue))
@@ -99,6 +100,12 @@ pub fn run_worker(store: QueueStore, handler: Arc<dyn StageHandler>, metrics: Ar
         Ok::<(), WorkerError>(())
     }));
     async move {
+        // Beside the new worker: what it takes back is due at once.
+        match jobs.reclaim_from_dead_workers(queue).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(%queue, jobs = n, "took back the jobs of workers whose process died"),
+            Err(e) => tracing::warn!(%queue, error = %e, "cannot look for jobs of workers whose process died"),
+        }
         running
             .await
             .map_err(|e| anyhow::anyhow!("the {queue} worker panicked: {e}"))?
