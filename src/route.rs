@@ -150,17 +150,9 @@ impl StageHandler for RouteStage {
     }
 
     async fn handle(&self, job: StageJob) -> Result<(), StageError> {
+        // No look-up first: the compare-and-set decides. A request that moved on (a job
+        // delivered twice) loses it and nothing changes.
         let id = RequestId(job.request);
-        let request = match self.router.ledger.get(id).await {
-            Ok(Some(request)) => request,
-            Ok(None) => return Err(StageError::Abort(format!("request {id} is not in the ledger"))),
-            Err(e) => return Err(StageError::Retry(e.to_string())),
-        };
-        if request.state != RequestState::Validated {
-            // Routed already: a job delivered twice changes nothing.
-            tracing::debug!(request = %id, state = %request.state, "route job for a request that moved on; nothing to do");
-            return Ok(());
-        }
         match self.router.route(id, RequestState::Validated, &Actor::system("route")).await {
             Ok(RequestState::Routed) => {
                 tracing::debug!(request = %id, "request routed");
@@ -170,8 +162,12 @@ impl StageHandler for RouteStage {
                 tracing::info!(request = %id, %state, "request not routed; see `amtsbote request show {id}`");
                 Ok(())
             }
-            // Another worker was quicker: fine.
-            Err(LedgerError::Conflict { .. }) => Ok(()),
+            // Routed already, or another worker was quicker: nothing to do.
+            Err(LedgerError::Conflict { current, .. }) => {
+                tracing::debug!(request = %id, state = %current, "route job for a request that moved on; nothing to do");
+                Ok(())
+            }
+            Err(LedgerError::NotFound(_)) => Err(StageError::Abort(format!("request {id} is not in the ledger"))),
             Err(e) => Err(StageError::Retry(e.to_string())),
         }
     }

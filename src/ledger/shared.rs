@@ -113,9 +113,17 @@ macro_rules! shared_statements {
             at: chrono::DateTime<chrono::Utc>,
         ) -> std::result::Result<$crate::ledger::Result<()>, sqlx::Error> {
             use $crate::ledger::LedgerError;
+            // One statement: the compare-and-set, and the routing columns when given (the
+            // others keep theirs).
             let seq: Option<i32> = sqlx::query_scalar(
                 "UPDATE requests SET state = $1, state_detail = $2, updated_at = $3, \
-                 last_seq = last_seq + 1 \
+                 last_seq = last_seq + 1, \
+                 routed_kennung = CASE WHEN $6 THEN $7 ELSE routed_kennung END, \
+                 routed_name = CASE WHEN $6 THEN $8 ELSE routed_name END, \
+                 routed_channel = CASE WHEN $6 THEN $9 ELSE routed_channel END, \
+                 routed_xta_reader = CASE WHEN $6 THEN $10 ELSE routed_xta_reader END, \
+                 routed_xta_service = CASE WHEN $6 THEN $11 ELSE routed_xta_service END, \
+                 directory_generation = CASE WHEN $6 THEN $12 ELSE directory_generation END \
                  WHERE id = $4 AND state = $5 RETURNING last_seq",
             )
             .bind(to.as_str())
@@ -123,6 +131,13 @@ macro_rules! shared_statements {
             .bind(stamp(at))
             .bind(id.0)
             .bind(from.as_str())
+            .bind(routed.is_some())
+            .bind(routed.map(|r| r.kennung.as_str()))
+            .bind(routed.map(|r| r.name.as_str()))
+            .bind(routed.map(|r| r.channel.as_str()))
+            .bind(routed.and_then(|r| r.xta_reader.as_deref()))
+            .bind(routed.and_then(|r| r.xta_service.as_deref()))
+            .bind(routed.map(|r| r.directory_generation.as_str()))
             .fetch_optional(&mut *tx)
             .await?;
 
@@ -139,22 +154,6 @@ macro_rules! shared_statements {
                     },
                 });
             };
-            if let Some(r) = routed {
-                sqlx::query(
-                    "UPDATE requests SET routed_kennung = $1, routed_name = $2, routed_channel = $3, \
-                     routed_xta_reader = $4, routed_xta_service = $5, directory_generation = $6 \
-                     WHERE id = $7",
-                )
-                .bind(&r.kennung)
-                .bind(&r.name)
-                .bind(r.channel.as_str())
-                .bind(&r.xta_reader)
-                .bind(&r.xta_service)
-                .bind(&r.directory_generation)
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
-            }
             sqlx::query(
                 "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -439,7 +439,8 @@ mod tests {
                 .unwrap_err()
                 .contains("multiplier")
         );
-        let zero = good.replace("concurrency = 4", "concurrency = 0");
+        let zero = good.replace("concurrency = 16", "concurrency = 0");
+        assert_ne!(zero, good, "the test edits the shipped file");
         assert!(JobConfig::parse(&zero).unwrap_err().contains("concurrency"));
         let jitter = good.replace("jitter = 0.2", "jitter = 1.5");
         assert!(JobConfig::parse(&jitter).unwrap_err().contains("jitter"));
