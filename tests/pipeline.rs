@@ -450,6 +450,35 @@ async fn a_stage_that_fails_is_restarted_and_healthz_says_so_meanwhile() {
     let ledger = ledger::open(&url).await.unwrap();
     wait_for(Duration::from_secs(60), "the requests routed", || async { count(&*ledger, RequestState::Routed).await == 3 }).await;
     assert_eq!(files_in(&root.join("inbox/demo/done")), 3);
+
+    // What the operator's commands show of it.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_amtsbote")).args(args).env("AMTSBOTE_DATA_DIR", root).env("AMTSBOTE_LEDGER_URL", &url).env("AMTSBOTE_HTTP_LISTEN", &serve.listen).env_remove("AMTSBOTE_CONFIG").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let queues = cli(&["queues"]);
+    let row = |table: &str, after: &str| -> Vec<String> {
+        let part = &table[table.find(after).unwrap_or(0)..];
+        part.lines().find(|l| l.starts_with("route ")).map(|l| l.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
+    };
+    // queue pending running failed dead killed done oldest
+    assert_eq!(row(&queues, "queue")[1..7], ["0", "0", "0", "0", "0", "3"], "{queues}");
+    // From the serve's /metrics: 3 done, and a lag and a run time.
+    let counted = row(&queues, "as counted by the serve");
+    assert_eq!(counted.get(1).map(String::as_str), Some("3"), "{queues}");
+    assert!(queues.contains("run p50") && queues[queues.find("as counted").unwrap()..].contains("ms"), "{queues}");
+    let listed: serde_json::Value = serde_json::from_str(&cli(&["requests", "--json"])).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    for r in listed {
+        assert_eq!(r["state"], "routed", "{r}");
+        assert_eq!(r["routed"]["kennung"], "vbh:053150000001", "{r}");
+        assert_eq!(r["routed"]["channel"], "xta", "{r}");
+        assert!(r.get("journal").is_none(), "a list without journals: {r}");
+    }
+    let shown = cli(&["request", "show", &listed[0]["id"].to_string()]);
+    assert!(shown.contains("routed to vbh:053150000001") && shown.contains("directory sample"), "{shown}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -139,9 +139,43 @@ pub async fn requests(config: &Config, args: RequestsArgs) -> anyhow::Result<Exi
 pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
     let store = open_queues(config).await?;
     let counts = store.admin().counts().await?;
-    println!("{:<10} {:>9} {:>8} {:>7} {:>6} {:>7} {:>9}", "queue", "pending", "running", "failed", "dead", "killed", "done");
-    for c in counts {
-        println!("{:<10} {:>9} {:>8} {:>7} {:>6} {:>7} {:>9}", c.queue.name(), c.pending, c.running, c.failed, c.dead, c.killed, c.done);
+    println!("{:<10} {:>9} {:>8} {:>7} {:>6} {:>7} {:>9} {:>15}", "queue", "pending", "running", "failed", "dead", "killed", "done", "oldest pending");
+    for c in &counts {
+        let oldest = if c.pending == 0 { "-".to_string() } else { format!("{} s", c.oldest_pending_secs) };
+        println!("{:<10} {:>9} {:>8} {:>7} {:>6} {:>7} {:>9} {:>15}", c.queue.name(), c.pending, c.running, c.failed, c.dead, c.killed, c.done, oldest);
+    }
+    // What the workers did, how long jobs ran and waited: counted by the serve process,
+    // read from its /metrics.
+    println!();
+    match read_metrics(&config.http.listen).await {
+        Some(text) => {
+            println!("as counted by the serve at http://{} since it started:", config.http.listen);
+            println!("{:<10} {:>8} {:>8} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10}", "queue", "done", "retried", "dead", "aborted", "run p50", "run p95", "lag p50", "lag p95");
+            for c in &counts {
+                let q = c.queue.name();
+                let outcome = |o: &str| metric_value(&text, &format!("amtsbote_jobs_run_total{{queue=\"{q}\",outcome=\"{o}\"}}")).unwrap_or(0.0);
+                let quantile = |name: &str, p: f64| histogram_quantile(&text, name, q, p).map_or("-".to_string(), format_seconds);
+                println!(
+                    "{:<10} {:>8} {:>8} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10}",
+                    q,
+                    outcome("done"),
+                    outcome("retried"),
+                    outcome("dead"),
+                    outcome("aborted"),
+                    quantile("amtsbote_job_run_seconds", 0.5),
+                    quantile("amtsbote_job_run_seconds", 0.95),
+                    quantile("amtsbote_job_lag_seconds", 0.5),
+                    quantile("amtsbote_job_lag_seconds", 0.95),
+                );
+            }
+            if let Some(n) = metric_value(&text, "amtsbote_sweeper_retriggered_total").filter(|n| *n > 0.0) {
+                println!("the sweeper re-triggered {n} requests that had lost their job (see the log)");
+            }
+        }
+        None => println!(
+            "run times, lag and outcomes: no serve answers at http://{} (http.listen); they are counted by a running serve (/metrics)",
+            config.http.listen
+        ),
     }
     // The intake stage's queue is its folders: what waits there, and who takes it in.
     println!();
@@ -154,6 +188,56 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
         println!("{:<10} {:>9} {:>11} {:>15}  {by}", tenant.id, r.waiting, r.processing, oldest);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `GET /metrics` from a serve at `listen`, if one answers within a second.
+async fn read_metrics(listen: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(listen).await.ok()?;
+        stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(1), attempt).await.ok().flatten()
+}
+
+/// The value of one series (`name{labels}`) in a Prometheus text.
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The upper bound of the histogram bucket below which the share `p` of `queue`'s
+/// observations lie; None without observations.
+fn histogram_quantile(text: &str, name: &str, queue: &str, p: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{queue=\"{queue}\",le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, value) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, value.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    buckets.iter().find(|(_, n)| *n >= p * total).map(|(le, _)| *le)
+}
+
+fn format_seconds(bound: f64) -> String {
+    if bound.is_infinite() {
+        "> 300 s".into()
+    } else if bound < 1.0 {
+        format!("≤ {} ms", (bound * 1000.0).round())
+    } else {
+        format!("≤ {bound} s")
+    }
 }
 
 #[derive(Debug, Args)]
