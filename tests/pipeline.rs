@@ -246,9 +246,15 @@ async fn a_crash_between_the_state_change_and_the_push_still_delivers_the_trigge
         wait_for(Duration::from_secs(60), "the requests routed after the restart", || async { count(&*ledger, RequestState::Routed).await == 20 }).await;
         let (_, text) = serve.get("/metrics").await.expect("metrics");
         assert_eq!(metric(&text, "amtsbote_sweeper_retriggered_total"), Some(0.0), "the outbox delivered, not the sweeper");
+        // The last jobs' acknowledgements follow their transitions.
+        let queues = QueueStore::open(&root.join("queue.sqlite"), load_job_configs(None).unwrap()).await.unwrap();
+        wait_for(Duration::from_secs(60), "the route queue to settle", || async {
+            let c = queues.admin().queue_counts(Queue::Route).await.unwrap();
+            c.pending + c.running == 0
+        })
+        .await;
         child.kill().unwrap();
         child.wait().unwrap();
-        let queues = QueueStore::open(&root.join("queue.sqlite"), load_job_configs(None).unwrap()).await.unwrap();
         let c = queues.admin().queue_counts(Queue::Route).await.unwrap();
         assert_eq!(c.done, 20, "{point}: one job per request, a re-pushed trigger deduplicated: {c:?}");
         for (id, state, routed) in routed_events(&*ledger, 20).await {
@@ -457,6 +463,8 @@ async fn a_stage_that_fails_is_restarted_and_healthz_says_so_meanwhile() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
+    let store = QueueStore::open(&root.join("queue.sqlite"), load_job_configs(None).unwrap()).await.unwrap();
+    wait_for(Duration::from_secs(60), "the route jobs acknowledged", || async { store.admin().queue_counts(Queue::Route).await.unwrap().done == 3 }).await;
     let queues = cli(&["queues"]);
     let row = |table: &str, after: &str| -> Vec<String> {
         let part = &table[table.find(after).unwrap_or(0)..];

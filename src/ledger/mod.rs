@@ -11,7 +11,12 @@
 //!   [`PostgresLedger`]) and the migrations in `migrations/sqlite` and `migrations/postgres`
 //!   (tracked in their own table, `_ledger_migrations`, so that the queues' migrations can
 //!   live in the same database),
-//! - the tables `requests`, `request_payloads`, `request_events` and `request_states`.
+//! - the tables `requests` (with the routing decision in columns, [`RoutedTo`]),
+//!   `request_payloads`, `request_events`, `request_states` and `outbox`,
+//! - the outbox: a request entering a stage's input state ([`RequestState::stage`]) gets a
+//!   [`Trigger`] for that stage's queue in the same transaction as the state change; the
+//!   relay (`crate::queue::relay`) pushes it with [`Ledger::relay_outbox`] and the sweeper
+//!   finds what lost its job with [`Ledger::waiting_without_trigger`].
 //!
 //! # Request states
 //!
@@ -180,6 +185,11 @@ impl RequestState {
     /// The states that are a stage's input ([`RequestState::stage`]).
     pub fn stage_inputs() -> impl Iterator<Item = (RequestState, Queue)> {
         RequestState::ALL.into_iter().filter_map(|s| s.stage().map(|q| (s, q)))
+    }
+
+    /// The state whose requests `queue`'s stage takes, if it has one.
+    pub fn input_of(queue: Queue) -> Option<RequestState> {
+        RequestState::stage_inputs().find(|(_, q)| *q == queue).map(|(s, _)| s)
     }
 }
 

@@ -174,7 +174,7 @@ impl Ledger for PostgresLedger {
     }
 
     async fn retrigger(&self, id: RequestId, seq: u32, queue: Queue) -> Result<bool> {
-        let Some(state) = RequestState::stage_inputs().find(|(_, q)| *q == queue).map(|(s, _)| s) else {
+        let Some(state) = RequestState::input_of(queue) else {
             return Ok(false);
         };
         let mut tx = self.pool.begin().await?;

@@ -477,7 +477,7 @@ impl Ledger for SqliteLedger {
     }
 
     async fn retrigger(&self, id: RequestId, seq: u32, queue: Queue) -> Result<bool> {
-        let Some(state) = RequestState::stage_inputs().find(|(_, q)| *q == queue).map(|(s, _)| s) else {
+        let Some(state) = RequestState::input_of(queue) else {
             return Ok(false);
         };
         let (_guard, mut tx) = self.begin_write().await?;

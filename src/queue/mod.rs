@@ -28,7 +28,14 @@
 //! plans; tests/queue.rs asserts on them and `cargo bench --bench queue_drain` measures the
 //! drain rate with and without the change.
 //!
-//! # Running a worker
+//! # The pipeline's stages
+//! A stage after intake is a [`stage::StageHandler`] run by [`stage::run_worker`] (the
+//! harness: settings from its `jobs/<queue>.toml`, durable backoff, panics caught, outcomes,
+//! run time and lag counted in [`metrics`]). Its jobs are pushed by the relay from the
+//! ledger's outbox, and the sweeper re-triggers work that lost its job ([`relay`]). The
+//! store behind them is a [`JobBackend`] ([`SqliteJobs`] in embedded mode).
+//!
+//! # Running a worker by hand
 //! ```no_run
 //! # use amtsbote::queue::*;
 //! # use apalis::prelude::*;
