@@ -237,12 +237,15 @@ async fn record_get_journal((l, _): Ctx) {
     l.transition(
         id,
         Transmitting,
-        Delivered,
+        Transmitted,
         &Actor::system("transmit"),
         None,
     )
     .await
     .unwrap();
+    l.transition(id, Transmitted, Delivered, &Actor::system("report"), None)
+        .await
+        .unwrap();
 
     let journal = l.journal(id).await.unwrap();
     let steps: Vec<_> = journal.iter().map(|e| (e.seq, e.from, e.to)).collect();
@@ -254,7 +257,8 @@ async fn record_get_journal((l, _): Ctx) {
             (3, Some(Validated), Routed),
             (4, Some(Routed), Transmitting),
             (5, Some(Transmitting), Transmitting),
-            (6, Some(Transmitting), Delivered),
+            (6, Some(Transmitting), Transmitted),
+            (7, Some(Transmitted), Delivered),
         ]
     );
     assert_eq!(journal[2].actor, Actor::system("route"));
@@ -742,7 +746,8 @@ async fn concurrent_transitions_of_many_requests((l, _): Ctx) {
             l.transition(id, Received, Validated, &a, None).await?;
             l.transition(id, Validated, Routed, &a, None).await?;
             l.transition(id, Routed, Transmitting, &a, None).await?;
-            l.transition(id, Transmitting, Delivered, &a, None).await
+            l.transition(id, Transmitting, Transmitted, &a, None).await?;
+            l.transition(id, Transmitted, Delivered, &a, None).await
         }));
     }
     for task in tasks {
@@ -751,7 +756,7 @@ async fn concurrent_transitions_of_many_requests((l, _): Ctx) {
     for id in ids {
         assert_eq!(state_of(&*l, id).await, Delivered);
         let seqs: Vec<u32> = l.journal(id).await.unwrap().iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
     }
 }
 

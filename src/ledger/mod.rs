@@ -21,7 +21,7 @@
 //! # Request states
 //!
 //! ```text
-//! received → validated → routed → transmitting → delivered
+//! received → validated → routed → transmitting → transmitted → delivered
 //!                                ↘ awaiting_print → printed → posted
 //! ```
 //! plus `rejected` (invalid input, with reason), `unroutable` (no or ambiguous authority: a
@@ -36,7 +36,8 @@
 //! | `received`       | `validated`, `rejected`, `withdrawn`                         |
 //! | `validated`      | `routed`, `unroutable`, `rejected`, `withdrawn`              |
 //! | `routed`         | `transmitting`, `awaiting_print`, `withdrawn`                |
-//! | `transmitting`   | `transmitting` (a further attempt), `delivered`, `awaiting_print`, `failed` |
+//! | `transmitting`   | `transmitting` (a further attempt), `transmitted`, `awaiting_print`, `failed` |
+//! | `transmitted`    | `delivered` (its transport report is green or yellow), `failed` (red) |
 //! | `awaiting_print` | `printed`, `failed`, `withdrawn`                             |
 //! | `printed`        | `posted`, `awaiting_print` (print-centre error: print again), `failed` (the print centre cannot post it) |
 //! | `unroutable`     | `routed`, `rejected`, `withdrawn` (after a directory fix or a decision) |
@@ -82,7 +83,11 @@ pub enum RequestState {
     Received,
     Validated,
     Routed,
+    /// A MessageID is reserved and sending is under way (with retries).
     Transmitting,
+    /// The XTA server accepted it; its transport report is awaited.
+    Transmitted,
+    /// Its transport report says the reader fetched it.
     Delivered,
     AwaitingPrint,
     Printed,
@@ -95,11 +100,12 @@ pub enum RequestState {
 
 impl RequestState {
     /// Every state, in the order of the happy paths first, then the side states.
-    pub const ALL: [RequestState; 12] = [
+    pub const ALL: [RequestState; 13] = [
         RequestState::Received,
         RequestState::Validated,
         RequestState::Routed,
         RequestState::Transmitting,
+        RequestState::Transmitted,
         RequestState::Delivered,
         RequestState::AwaitingPrint,
         RequestState::Printed,
@@ -117,6 +123,7 @@ impl RequestState {
             RequestState::Validated => "validated",
             RequestState::Routed => "routed",
             RequestState::Transmitting => "transmitting",
+            RequestState::Transmitted => "transmitted",
             RequestState::Delivered => "delivered",
             RequestState::AwaitingPrint => "awaiting_print",
             RequestState::Printed => "printed",
@@ -158,8 +165,9 @@ impl RequestState {
                 | (Routed, Transmitting | AwaitingPrint | Withdrawn)
                 | (
                     Transmitting,
-                    Transmitting | Delivered | AwaitingPrint | Failed
+                    Transmitting | Transmitted | AwaitingPrint | Failed
                 )
+                | (Transmitted, Delivered | Failed)
                 | (AwaitingPrint, Printed | Failed | Withdrawn)
                 | (Printed, Posted | AwaitingPrint | Failed)
                 | (Unroutable, Routed | Rejected | Withdrawn)
@@ -900,7 +908,7 @@ mod tests {
 
     #[test]
     fn happy_paths_are_allowed() {
-        let electronic = [Received, Validated, Routed, Transmitting, Delivered];
+        let electronic = [Received, Validated, Routed, Transmitting, Transmitted, Delivered];
         let by_post = [Received, Validated, Routed, AwaitingPrint, Printed, Posted];
         for path in [&electronic[..], &by_post[..]] {
             for pair in path.windows(2) {
@@ -972,6 +980,9 @@ mod tests {
         assert!(!Validated.can_become(AwaitingPrint));
         // What has left the house cannot be withdrawn here.
         assert!(!Transmitting.can_become(Withdrawn));
+        assert!(!Transmitted.can_become(Withdrawn));
+        // Delivered only on the transport report, after the server accepted it.
+        assert!(!Transmitting.can_become(Delivered));
         assert!(!Printed.can_become(Withdrawn));
         // Unroutable is never resolved by a guess straight to sending.
         assert!(!Unroutable.can_become(Transmitting));
@@ -997,8 +1008,9 @@ mod tests {
             (Routed, &[Transmitting, AwaitingPrint, Withdrawn]),
             (
                 Transmitting,
-                &[Transmitting, Delivered, AwaitingPrint, Failed],
+                &[Transmitting, Transmitted, AwaitingPrint, Failed],
             ),
+            (Transmitted, &[Delivered, Failed]),
             (Delivered, &[]),
             (AwaitingPrint, &[Printed, Failed, Withdrawn]),
             (Printed, &[AwaitingPrint, Posted, Failed]),

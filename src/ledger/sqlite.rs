@@ -34,6 +34,7 @@ use crate::queue::Queue;
 pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "ledger", include_str!("../../migrations/sqlite/0001_ledger.sql")),
     (2, "pipeline", include_str!("../../migrations/sqlite/0002_pipeline.sql")),
+    (3, "transmitted", include_str!("../../migrations/sqlite/0003_transmitted.sql")),
 ];
 
 shared_statements!(sqlx::Sqlite);
