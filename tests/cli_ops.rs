@@ -90,3 +90,27 @@ fn queues_shows_what_waits_in_each_inbox_and_who_takes_it_in() {
     let out = amtsbote(dir.path(), &["queues"]);
     assert!(text(&out.stdout).contains("pid 4242 on testhost"), "{}", text(&out.stdout));
 }
+
+/// A script that reads only the first line (`amtsbote requests | head -1`) closes the pipe
+/// early: the command ends quietly, without a panic's message on stderr.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(amtsbote(dir.path(), &["migrate"]).status.code(), Some(0));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_amtsbote"))
+        .args(["config", "check"])
+        .env("AMTSBOTE_DATA_DIR", dir.path())
+        .env_remove("AMTSBOTE_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close our end of stdout before the command writes its many lines.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

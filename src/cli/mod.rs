@@ -95,6 +95,9 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
+    if !matches!(cli.command, Command::Serve) {
+        exit_quietly_on_a_closed_pipe();
+    }
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         command => Config::load(cli.config.as_deref()).and_then(|config| run_async(config, command)),
@@ -105,6 +108,19 @@ pub fn main() -> ExitCode {
             eprintln!("amtsbote: error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `amtsbote requests | head` closes the pipe early; a command-line tool then ends
+/// quietly, as `ls` does, instead of panicking in `println!` (Rust ignores SIGPIPE, so every
+/// write would fail). Not for `serve`: there a client that goes away must only fail its own
+/// connection.
+fn exit_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets the disposition of one signal to its default before any thread of ours
+    // writes to a pipe; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
