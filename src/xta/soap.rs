@@ -863,8 +863,11 @@ fn mime_param(value: &str, name: &str) -> Option<String> {
     None
 }
 
+/// The non-root MTOM parts by Content-ID.
+type MtomParts = HashMap<String, Vec<u8>>;
+
 /// Splits a multipart/related body into its root part and the other parts by Content-ID.
-fn split_mtom<'a>(content_type: &str, body: &'a [u8]) -> Result<(&'a [u8], HashMap<String, Vec<u8>>), ReadError> {
+fn split_mtom<'a>(content_type: &str, body: &'a [u8]) -> Result<(&'a [u8], MtomParts), ReadError> {
     let boundary = mime_param(content_type, "boundary").ok_or_else(|| ReadError::Mtom("no boundary in Content-Type".into()))?;
     if boundary.is_empty() || boundary.len() > 200 {
         return Err(ReadError::Mtom("invalid boundary".into()));
