@@ -473,3 +473,69 @@ async fn the_wire_validates_against_the_reference_schemas() {
     assert_eq!(files.len(), 5);
     assert_valid(&schema, &files);
 }
+
+#[tokio::test]
+async fn the_same_seed_injects_the_same_faults() {
+    async fn outcomes(seed: u64) -> Vec<String> {
+        let config = SimConfig { fault_rate: 0.5, faults: vec![InjectedFault::Unavailable, InjectedFault::Technical], seed, ..SimConfig::default() };
+        let server = sim(config).await;
+        let c = client(&server.url(), Duration::from_secs(5));
+        let mut out = Vec::new();
+        for _ in 0..40 {
+            out.push(match c.check_account_active(&author()).await {
+                Ok(()) => "ok".to_owned(),
+                Err(XtaError::Http { status }) => status.to_string(),
+                Err(e) => format!("{:?}", e.fault_kind()),
+            });
+        }
+        out
+    }
+    let a = outcomes(42).await;
+    assert_eq!(a, outcomes(42).await);
+    assert_ne!(a, outcomes(43).await);
+    for kind in ["ok", "503", "Some(TechnicalProblem)"] {
+        assert!(a.iter().any(|o| o == kind), "{kind} never came: {a:?}");
+    }
+}
+
+/// The binary itself: `amtsbote xta-sim` with a readers file, reached over its printed address.
+#[tokio::test]
+async fn the_xta_sim_command_serves_its_readers_file() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let readers = tmp.path().join("readers.toml");
+    std::fs::write(
+        &readers,
+        format!("accounts = [\"{}\"]\n\n[[readers]]\nid = \"{}\"\navailable = [\"{SERVICE}\"]\npermanent_fault = \"virus\"\n", author().value, reader().value),
+    )
+    .expect("write");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_amtsbote"))
+        .args(["xta-sim", "--listen", "127.0.0.1:0", "--readers"])
+        .arg(&readers)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("amtsbote starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout);
+    let mut first = String::new();
+    tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut first))
+        .await
+        .expect("the address within 20 s")
+        .expect("a line");
+    let url = first.trim().rsplit(' ').next().expect("an address").to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+
+    let c = client(&url, Duration::from_secs(5));
+    let found = c.lookup_service(&author(), &reader(), SERVICE).await.expect("lookup answers");
+    assert_eq!(found.availability, Availability::Available);
+    let e = c.check_account_active(&Identifier::xoev("vbk:stranger")).await.expect_err("not an account");
+    assert_eq!(e.fault_kind(), Some(FaultKind::PermissionDenied));
+    let id = c.create_message_id(&author()).await.expect("a MessageID");
+    let e = c.send_message(&metadata(&id, &reader()), &container(b"<a/>".to_vec())).await.expect_err("the reader's permanent fault");
+    assert_eq!(e.fault_kind(), Some(FaultKind::MessageVirusDetection));
+    let (status, _, body) = http("GET", &format!("{url}/stats"), "text/plain", Vec::new()).await;
+    assert_eq!(status, 200);
+    let s: Stats = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!((s.accepted, s.delivered, s.faults.get("permanent").copied()), (0, 0, Some(1)));
+    child.kill().await.expect("stopped");
+}

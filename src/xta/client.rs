@@ -133,7 +133,6 @@ where
             .method(Method::POST)
             .uri(uri)
             .header(CONTENT_TYPE, encoded.content_type)
-            .header("SOAPAction", format!("\"{}\"", op.action()))
             .body(Full::new(Bytes::from(encoded.body)))
             .map_err(|e| XtaError::Config(e.to_string()))?;
         let limits = self.config.limits;
