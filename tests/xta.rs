@@ -539,3 +539,25 @@ async fn the_xta_sim_command_serves_its_readers_file() {
     assert_eq!((s.accepted, s.delivered, s.faults.get("permanent").copied()), (0, 0, Some(1)));
     child.kill().await.expect("stopped");
 }
+
+#[tokio::test]
+async fn calls_share_a_kept_alive_connection() {
+    let server = sim(SimConfig::default()).await;
+    let c = client(&server.url(), Duration::from_secs(5));
+    for _ in 0..20 {
+        c.check_account_active(&author()).await.expect("ok");
+        c.create_message_id(&author()).await.expect("id");
+    }
+    // Sequential calls on one client: one connection, kept alive (three ports, one host).
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_transient() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    let e = client(&url, Duration::from_secs(5)).check_account_active(&author()).await.expect_err("nobody listens");
+    assert!(matches!(e, XtaError::Connection(_)), "{e:?}");
+    assert_eq!(e.retry(), Retry::Transient);
+}

@@ -225,6 +225,8 @@ struct Shared {
     accounts: Option<HashSet<String>>,
     started: Instant,
     seq: AtomicU64,
+    /// TCP connections accepted (not in `/stats`, whose keys are fixed): shows keep-alive.
+    connections: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -259,6 +261,11 @@ impl SimServer {
     /// `http://<addr>`, the base URL for [`super::client::ClientConfig`].
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// How many TCP connections it accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     pub async fn stats(&self) -> Stats {
@@ -303,6 +310,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::f
             () = &mut shutdown => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
+        shared.connections.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
@@ -365,6 +373,7 @@ impl Shared {
             accounts,
             started: Instant::now(),
             seq: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             state: Mutex::new(State {
                 rng,
                 sent: HashMap::new(),
