@@ -15,6 +15,7 @@
 //! - [`config`]: the configuration file and `AMTSBOTE_*` variables.
 //! - [`cli`]: the `amtsbote` command line.
 //! - [`web`]: the HTTP API (`/api/v1`), `/healthz` and `/metrics`.
+//! - [`xta`]: the XTA 2 transport — SOAP envelopes, typed faults, the client and the `xta-sim` test server.
 
 pub mod app;
 pub mod cli;
@@ -28,6 +29,7 @@ pub mod serve;
 pub mod supervise;
 pub mod web;
 pub mod xamtshilfe;
+pub mod xta;
 
 /// This machine's name, reduced to letters, digits, `.`, `-` and `_` so that it can stand in
 /// identifiers: in worker names (`queue::worker_name`) and in an inbox's lock file.

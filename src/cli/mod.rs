@@ -8,6 +8,7 @@
 mod directory;
 mod ops;
 mod validate;
+mod xta_sim;
 
 
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ enum Command {
     /// The directory of authorities: import its files, look up who is responsible.
     #[command(subcommand)]
     Directory(directory::DirectoryCommand),
+    /// The XTA 2 test server: prints its address and runs until Ctrl-C.
+    XtaSim(xta_sim::XtaSimArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +103,12 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        // The test server needs no configuration of amtsbote itself.
+        Command::XtaSim(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(xta_sim::run(args))),
         command => Config::load(cli.config.as_deref()).and_then(|config| run_async(config, command)),
     };
     match result {
@@ -139,7 +148,7 @@ fn run_async(config: Config, command: Command) -> anyhow::Result<ExitCode> {
             Command::Discard { id } => ops::job_action(&config, &id, ops::JobAction::Discard).await,
             Command::Route { id } => ops::route(&config, &id).await,
             Command::Directory(command) => directory::run(&config, command),
-            Command::Validate(_) => unreachable!("handled without a runtime"),
+            Command::Validate(_) | Command::XtaSim(_) => unreachable!("handled before the configuration is loaded"),
         }
     })
 }

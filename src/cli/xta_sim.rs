@@ -1,0 +1,75 @@
+//! `amtsbote xta-sim --listen ADDR [flags]`: runs the XTA test server (`xta::sim`) until
+//! Ctrl-C, after printing its address.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::xta::sim::{InjectedFault, SimConfig, SimFile, SimServer};
+
+#[derive(Debug, clap::Args)]
+pub struct XtaSimArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8480 (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// Accounts and readers (TOML: `accounts = [..]`, `[[readers]] id, available, unknown,
+    /// permanent_fault`). Without it every author may send and every service is available.
+    #[arg(long, value_name = "FILE")]
+    readers: Option<PathBuf>,
+    /// Share of SOAP requests answered with an injected fault (0.0–1.0).
+    #[arg(long, default_value_t = 0.0, value_name = "R")]
+    fault_rate: f64,
+    /// The injected kinds, comma-separated: 503, technical, slow, drop.
+    #[arg(long, value_delimiter = ',', default_value = "503,technical,slow,drop", value_name = "KINDS")]
+    faults: Vec<InjectedFault>,
+    /// How long a `slow` answer waits (set it beyond the client's response timeout).
+    #[arg(long, default_value_t = 90_000, value_name = "MS")]
+    slow_ms: u64,
+    /// Seconds after the start when an outage begins (every request answered 503).
+    #[arg(long, value_name = "S")]
+    outage_after: Option<u64>,
+    /// Seconds the outage lasts.
+    #[arg(long, default_value_t = 60, value_name = "S")]
+    outage_for: u64,
+    /// Seed of the fault choice, for repeatable runs.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    seed: u64,
+    /// Writes every SOAP request body it receives into this directory.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+    /// Milliseconds until a transport report turns green (status 0 before).
+    #[arg(long, default_value_t = 2_000, value_name = "MS")]
+    report_delay_ms: u64,
+    /// Answer getMessage with MTOM (multipart/related, XOP) instead of inline base64.
+    #[arg(long)]
+    mtom: bool,
+}
+
+pub async fn run(args: XtaSimArgs) -> anyhow::Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.fault_rate) {
+        anyhow::bail!("--fault-rate must be between 0 and 1");
+    }
+    let file = match &args.readers {
+        Some(path) => SimFile::load(path)?,
+        None => SimFile::default(),
+    };
+    let config = SimConfig {
+        file,
+        report_delay: Duration::from_millis(args.report_delay_ms),
+        fault_rate: args.fault_rate,
+        faults: args.faults,
+        slow: Duration::from_millis(args.slow_ms),
+        outage_after: args.outage_after.map(Duration::from_secs),
+        outage_for: Duration::from_secs(args.outage_for),
+        seed: args.seed,
+        record: args.record,
+        mtom: args.mtom,
+        ..SimConfig::default()
+    };
+    let server = SimServer::start(&args.listen, config).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    println!("xta-sim listening on {}", server.url());
+    println!("ports: {0}/ManagementPort {0}/SendXtaPort {0}/MsgBoxPort; statistics: GET {0}/stats", server.url());
+    tokio::signal::ctrl_c().await?;
+    server.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
