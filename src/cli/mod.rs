@@ -98,7 +98,7 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    if !matches!(cli.command, Command::Serve) {
+    if !matches!(cli.command, Command::Serve | Command::XtaSim(_)) {
         exit_quietly_on_a_closed_pipe();
     }
     let result = match cli.command {
