@@ -139,7 +139,10 @@ async fn pipeline_burst(n: usize, budget: Duration, stall: Duration) -> Burst {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut supervisor = Supervisor::new(stop_rx);
     let health = supervisor.health();
-    let stats = start_stages(&app, &mut supervisor);
+    // The built-in XTA simulator runs as long as `started` is kept; the transmit stage sends
+    // routed requests to it while the burst is routed.
+    let started = start_stages(&app, &mut supervisor).await.expect("the stages start");
+    let stats = started.inbox_stats.clone();
     // Let the stages start: the watcher takes the inbox's lock and scans it (empty), the
     // route worker registers and polls once.
     tokio::time::sleep(Duration::from_millis(300)).await;

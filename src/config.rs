@@ -27,6 +27,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub messages: MessagesConfig,
     pub intake: IntakeConfig,
+    pub xta: XtaConfig,
     /// The authorities using this installation. Empty: one sample tenant, `demo`.
     pub tenants: Vec<Tenant>,
 }
@@ -136,6 +137,26 @@ impl Default for IntakeConfig {
     }
 }
 
+/// The XTA 2 server requests are sent to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XtaConfig {
+    /// The server's base URL (its ports under `/ManagementPort`, `/SendXtaPort`,
+    /// `/MsgBoxPort`). Unset: `serve` starts the built-in simulator on loopback and sends
+    /// there (the embedded default; nothing leaves the machine).
+    pub url: Option<String>,
+    /// Time to open a connection.
+    pub connect_timeout_ms: u64,
+    /// Time for a whole answer; a slower one is a transient failure, tried again.
+    pub response_timeout_ms: u64,
+}
+
+impl Default for XtaConfig {
+    fn default() -> Self {
+        XtaConfig { url: None, connect_timeout_ms: 10_000, response_timeout_ms: 60_000 }
+    }
+}
+
 /// A tenant (Mandant): an authority using amtsbote, with its folders.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -194,13 +215,14 @@ impl Default for Config {
             http: HttpConfig::default(),
             messages: MessagesConfig::default(),
             intake: IntakeConfig::default(),
+            xta: XtaConfig::default(),
             tenants: Vec::new(),
         }
     }
 }
 
 /// Sections that environment variables can address.
-const SECTIONS: [&str; 5] = ["messages", "intake", "ledger", "queue", "http"];
+const SECTIONS: [&str; 6] = ["messages", "intake", "ledger", "queue", "http", "xta"];
 
 /// What an environment variable's text is read as: the type of its setting, never a guess
 /// from the text (`AMTSBOTE_MESSAGES_MIN_AMOUNT=50.00` is the string "50.00", not a float).
@@ -234,6 +256,9 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("messages.codelists_dir", Kind::Text),
     ("intake.poll_interval_ms", Kind::Number),
     ("intake.settle_ms", Kind::Number),
+    ("xta.url", Kind::Text),
+    ("xta.connect_timeout_ms", Kind::Number),
+    ("xta.response_timeout_ms", Kind::Number),
 ];
 
 impl Config {
@@ -303,6 +328,9 @@ impl Config {
         }
         if self.http.max_connections == 0 {
             bail!("http.max_connections must be at least 1");
+        }
+        if self.xta.connect_timeout_ms == 0 || self.xta.response_timeout_ms == 0 {
+            bail!("xta.connect_timeout_ms and xta.response_timeout_ms must be at least 1");
         }
         if self.messages.namespaces.is_empty() {
             bail!("messages.namespaces: at least one namespace must be accepted");

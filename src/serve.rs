@@ -2,9 +2,10 @@
 //! [`Supervisor`], and stops them cleanly on Ctrl-C or SIGTERM. The stores are opened by
 //! [`crate::app`]; each part lives in its own module.
 //!
-//! Stages: `intake` (the inbox watcher), `relay` (outbox → queues), `route` (the route
-//! queue's worker), `sweeper` (work that lost its job), `purge` (finished jobs), `directory`
-//! (picks up imports made by another process). HTTP runs beside them.
+//! Stages: `intake` (the inbox watcher), `relay` (outbox → queues), `route` and `transmit`
+//! (the workers of those queues), `sweeper` (work that lost its job), `purge` (finished
+//! jobs), `directory` (picks up imports made by another process). HTTP runs beside them, and
+//! in the embedded default (`xta.url` unset) the XTA simulator on loopback.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,7 +39,8 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut supervisor = Supervisor::new(stop_rx.clone());
     let dirs = inbox_dirs(&config);
-    let inbox_stats = start_stages(&app, &mut supervisor);
+    let started = start_stages(&app, &mut supervisor).await?;
+    let inbox_stats = started.inbox_stats.clone();
 
     let state = crate::web::AppState::from_config(app.intake(), &config)
         .with_directory(app.directory.clone())
@@ -50,7 +52,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         let _ = http_stop.wait_for(|stop| *stop).await;
     }));
 
-    print_where_everything_is(&config, http_addr, &dirs);
+    print_where_everything_is(&config, http_addr, &dirs, &started);
 
     shutdown_signal().await;
     eprintln!("amtsbote: stopping (finishing the files and jobs in hand)…");
@@ -66,11 +68,36 @@ pub fn inbox_dirs(config: &Config) -> Vec<InboxDirs> {
     config.tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: t.inbox().to_path_buf() }).collect()
 }
 
+/// What [`start_stages`] started beside the stages.
+pub struct Started {
+    /// The inbox watcher's counters.
+    pub inbox_stats: Arc<Stats>,
+    /// Where the transmit stage sends: `xta.url`, or the built-in simulator's address.
+    pub xta_url: String,
+    /// The built-in XTA simulator (the embedded default, `xta.url` unset); it runs as long
+    /// as this is kept.
+    pub xta_sim: Option<crate::xta::sim::SimServer>,
+}
+
 /// Starts every stage of the pipeline under `supervisor`, as `serve` runs them (the
-/// pipeline benchmark runs the same): intake, relay, route, sweeper, purge, directory.
-/// Returns the inbox watcher's counters.
-pub fn start_stages(app: &App, supervisor: &mut Supervisor) -> Arc<Stats> {
+/// pipeline benchmark runs the same): intake, relay, route, transmit, sweeper, purge,
+/// directory; and the built-in XTA simulator when `xta.url` is unset.
+pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Result<Started> {
     let config = &app.config;
+    // The XTA server: the configured one, or the simulator on loopback.
+    let (xta_url, xta_sim) = match &config.xta.url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let sim = crate::xta::sim::SimServer::start("127.0.0.1:0", crate::xta::sim::SimConfig::default())
+                .await
+                .context("cannot start the built-in XTA simulator")?;
+            (sim.url(), Some(sim))
+        }
+    };
+    let mut client_config = crate::xta::ClientConfig::new(xta_url.clone());
+    client_config.connect_timeout = Duration::from_millis(config.xta.connect_timeout_ms);
+    client_config.response_timeout = Duration::from_millis(config.xta.response_timeout_ms);
+    let client = crate::xta::XtaClient::new(client_config).context("the XTA client")?;
     // intake: the inbox watcher.
     let dirs = inbox_dirs(config);
     let intake_jobs = app.queues.configs().get(Queue::Intake);
@@ -96,6 +123,13 @@ pub fn start_stages(app: &App, supervisor: &mut Supervisor) -> Arc<Stats> {
         let (queues, stage, metrics) = (app.queues.clone(), Arc::new(RouteStage { router: app.router() }), app.metrics.clone());
         supervisor.spawn("route", move |stop| run_worker(queues.clone(), stage.clone(), metrics.clone(), stop));
     }
+    // transmit: the transmit queue's worker.
+    {
+        let authors = config.tenants.iter().map(|t| (t.id.clone(), t.kennung.clone())).collect();
+        let stage = Arc::new(crate::xta::transmit::TransmitStage { ledger: app.ledger.clone(), client, authors });
+        let (queues, metrics) = (app.queues.clone(), app.metrics.clone());
+        supervisor.spawn("transmit", move |stop| run_worker(queues.clone(), stage.clone(), metrics.clone(), stop));
+    }
     // sweeper: work that lost its job.
     {
         let (ledger, jobs, metrics) = (app.ledger.clone(), app.queues.jobs(), app.metrics.clone());
@@ -119,7 +153,7 @@ pub fn start_stages(app: &App, supervisor: &mut Supervisor) -> Arc<Stats> {
         let (directory, data_dir) = (app.directory.clone(), config.data_dir.clone());
         supervisor.spawn("directory", move |stop| reload_directory(directory.clone(), data_dir.clone(), stop));
     }
-    inbox_stats
+    Ok(Started { inbox_stats, xta_url, xta_sim })
 }
 
 /// Every 5 s: a newer directory generation on disk is loaded; certificates are looked at
@@ -146,7 +180,7 @@ async fn reload_directory(directory: Arc<crate::directory::SharedDirectory>, dat
     }
 }
 
-fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: &[InboxDirs]) {
+fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: &[InboxDirs], started: &Started) {
     let mut out = String::new();
     out.push_str("amtsbote is running.\n");
     out.push_str(&format!("  data directory   {}\n", config.data_dir.display()));
@@ -156,6 +190,11 @@ fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: 
         out.push_str(&format!("  inbox {:<10} {}  (drop .xml files here; results in done/ and error/)\n", d.tenant, d.inbox.display()));
     }
     out.push_str(&format!("  HTTP             http://{http}/api/v1/nachrichten (POST), /api/v1/requests/ID, /healthz, /metrics\n"));
+    if started.xta_sim.is_some() {
+        out.push_str(&format!("  XTA              {}  (built-in simulator: nothing leaves this machine; set xta.url for a real server; statistics at /stats)\n", started.xta_url));
+    } else {
+        out.push_str(&format!("  XTA              {}\n", redact(&started.xta_url)));
+    }
     out.push_str("Next: drop examples/messages/ersuchen.xml into an inbox, then `amtsbote requests` and `amtsbote request show ID`.\n");
     out.push_str("Stop with Ctrl-C.\n");
     eprint!("{out}");

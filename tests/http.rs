@@ -570,6 +570,9 @@ impl Ledger for DownLedger {
     async fn ping(&self) -> Result<(), LedgerError> {
         down()
     }
+    async fn begin_transmission(&self, _: RequestId, _: RequestState, _: &str, _: &ledger::Actor, _: Option<&str>) -> Result<String, LedgerError> {
+        down()
+    }
     async fn route(&self, _: RequestId, _: RequestState, _: &ledger::RoutedTo, _: &ledger::Actor, _: Option<&str>) -> Result<(), LedgerError> {
         down()
     }

@@ -120,6 +120,15 @@ async fn count(ledger: &dyn Ledger, state: RequestState) -> u64 {
     ledger.count_by_state().await.map(|c| c.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n)).unwrap_or(0)
 }
 
+/// Requests that went through routing (and may have been transmitted since).
+async fn past_routing(ledger: &dyn Ledger) -> u64 {
+    let mut n = 0;
+    for state in [RequestState::Routed, RequestState::Transmitting, RequestState::Transmitted, RequestState::AwaitingPrint] {
+        n += count(ledger, state).await;
+    }
+    n
+}
+
 async fn wait_for<F, Fut>(limit: Duration, what: &str, mut done: F)
 where
     F: FnMut() -> Fut,
@@ -166,13 +175,14 @@ async fn killed_while_routing(root: &Path, ledger_url: &str, total: u32, kills: 
     let ledger = ledger::open(ledger_url).await.unwrap();
     let step = u64::from(total / (kills + 2));
     for round in 1..=u64::from(kills) {
-        wait_for(Duration::from_secs(120), "some more requests routed", || async { count(&*ledger, RequestState::Routed).await >= step * round }).await;
+        wait_for(Duration::from_secs(120), "some more requests routed", || async { past_routing(&*ledger).await >= step * round }).await;
         child.kill().unwrap(); // SIGKILL, in the middle of routing
         child.wait().unwrap();
-        eprintln!("kill {round}: {} of {total} routed", count(&*ledger, RequestState::Routed).await);
+        eprintln!("kill {round}: {} of {total} routed", past_routing(&*ledger).await);
         child = serve.start_and_wait().await;
     }
-    wait_for(Duration::from_secs(180), "every request routed", || async { count(&*ledger, RequestState::Routed).await == u64::from(total) }).await;
+    // Routed, then sent to the built-in XTA simulator of whichever serve runs.
+    wait_for(Duration::from_secs(180), "every request routed and transmitted", || async { count(&*ledger, RequestState::Transmitted).await == u64::from(total) }).await;
     // No job left behind: the route queue holds exactly one finished job per request.
     let queues = QueueStore::open(&root.join("queue.sqlite"), load_job_configs(None).unwrap()).await.unwrap();
     wait_for(Duration::from_secs(60), "the route queue to settle", || async {
@@ -192,7 +202,7 @@ async fn killed_while_routing(root: &Path, ledger_url: &str, total: u32, kills: 
     child.wait().unwrap();
 
     for (id, state, routed) in routed_events(&*ledger, total as usize).await {
-        assert_eq!((state, routed), (RequestState::Routed, 1), "request {id}");
+        assert_eq!((state, routed), (RequestState::Transmitted, 1), "request {id}");
     }
 }
 
@@ -237,13 +247,13 @@ async fn a_crash_between_the_state_change_and_the_push_still_delivers_the_trigge
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(6), "{point}: aborted at the crash point ({status:?})");
         let ledger = ledger::open(&url).await.unwrap();
-        assert_eq!(count(&*ledger, RequestState::Routed).await, 0, "{point}: nothing routed before the crash");
+        assert_eq!(past_routing(&*ledger).await, 0, "{point}: nothing routed before the crash");
         assert!(count(&*ledger, RequestState::Validated).await > 0, "{point}");
         assert!(ledger.outbox_len().await.unwrap() > 0, "{point}: the triggers survived the crash in the outbox");
 
         let serve = Serve::new(root, &url).env("AMTSBOTE_QUEUE_SWEEP_AFTER_SECS", "1000000");
         let mut child = serve.start_and_wait().await;
-        wait_for(Duration::from_secs(60), "the requests routed after the restart", || async { count(&*ledger, RequestState::Routed).await == 20 }).await;
+        wait_for(Duration::from_secs(60), "the requests routed and transmitted after the restart", || async { count(&*ledger, RequestState::Transmitted).await == 20 }).await;
         let (_, text) = serve.get("/metrics").await.expect("metrics");
         assert_eq!(metric(&text, "amtsbote_sweeper_retriggered_total"), Some(0.0), "the outbox delivered, not the sweeper");
         // The last jobs' acknowledgements follow their transitions.
@@ -258,7 +268,7 @@ async fn a_crash_between_the_state_change_and_the_push_still_delivers_the_trigge
         let c = queues.admin().queue_counts(Queue::Route).await.unwrap();
         assert_eq!(c.done, 20, "{point}: one job per request, a re-pushed trigger deduplicated: {c:?}");
         for (id, state, routed) in routed_events(&*ledger, 20).await {
-            assert_eq!((state, routed), (RequestState::Routed, 1), "{point}: request {id}");
+            assert_eq!((state, routed), (RequestState::Transmitted, 1), "{point}: request {id}");
         }
     }
 }
@@ -396,7 +406,7 @@ async fn two_serve_processes_on_one_postgres_ledger_route_each_request_once() {
         let mut child_b = serve_b.start_and_wait().await;
         drop_requests(a.path(), &a.path().join("inbox/demo"), 0, 300);
         drop_requests(b.path(), &b.path().join("inbox/demo"), 300, 300);
-        wait_for(Duration::from_secs(180), "every request routed", || async { count(&*ledger, RequestState::Routed).await == 600 }).await;
+        wait_for(Duration::from_secs(180), "every request routed and transmitted", || async { count(&*ledger, RequestState::Transmitted).await == 600 }).await;
         // Let the sweepers and the second jobs run their course.
         tokio::time::sleep(Duration::from_secs(3)).await;
         for child in [&mut child_a, &mut child_b] {
@@ -404,7 +414,7 @@ async fn two_serve_processes_on_one_postgres_ledger_route_each_request_once() {
             child.wait().unwrap();
         }
         for (id, state, routed) in routed_events(&*ledger, 600).await {
-            assert_eq!((state, routed), (RequestState::Routed, 1), "request {id}");
+            assert_eq!((state, routed), (RequestState::Transmitted, 1), "request {id}");
         }
     })
     .await;
@@ -454,7 +464,7 @@ async fn a_stage_that_fails_is_restarted_and_healthz_says_so_meanwhile() {
 
     drop_requests(root, &root.join("inbox/demo"), 0, 3);
     let ledger = ledger::open(&url).await.unwrap();
-    wait_for(Duration::from_secs(60), "the requests routed", || async { count(&*ledger, RequestState::Routed).await == 3 }).await;
+    wait_for(Duration::from_secs(60), "the requests routed and transmitted", || async { count(&*ledger, RequestState::Transmitted).await == 3 }).await;
     assert_eq!(files_in(&root.join("inbox/demo/done")), 3);
 
     // What the operator's commands show of it.
@@ -480,7 +490,7 @@ async fn a_stage_that_fails_is_restarted_and_healthz_says_so_meanwhile() {
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 3);
     for r in listed {
-        assert_eq!(r["state"], "routed", "{r}");
+        assert_eq!(r["state"], "transmitted", "{r}");
         assert_eq!(r["routed"]["kennung"], "vbh:053150000001", "{r}");
         assert_eq!(r["routed"]["channel"], "xta", "{r}");
         assert!(r.get("journal").is_none(), "a list without journals: {r}");
@@ -489,4 +499,53 @@ async fn a_stage_that_fails_is_restarted_and_healthz_says_so_meanwhile() {
     assert!(shown.contains("routed to vbh:053150000001") && shown.contains("directory sample"), "{shown}");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Transmission to an outside XTA server
+
+/// `serve` with `xta.url` naming a simulator of its own: the Köln request (its reader takes
+/// the service) is sent once and ends `transmitted` with its MessageID stored; the Hamburg
+/// request (its reader does not take the service electronically) goes to `awaiting_print`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_requests_are_transmitted_once_or_go_by_post_when_the_reader_takes_no_xta() {
+    use amtsbote::xta::sim::{ReaderConfig, SimConfig, SimFile, SimServer};
+    let config = SimConfig {
+        file: SimFile {
+            accounts: None,
+            readers: vec![
+                ReaderConfig { id: "koeln-grundsteuer".into(), available: vec!["*".into()], unknown: vec![], permanent_fault: None },
+                ReaderConfig { id: "hamburg-kasse".into(), available: vec![], unknown: vec![], permanent_fault: None },
+            ],
+        },
+        ..SimConfig::default()
+    };
+    let sim = SimServer::start("127.0.0.1:0", config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let url = format!("sqlite:{}", root.join("ledger.sqlite").display());
+    let serve = Serve::new(root, &url).env("AMTSBOTE_XTA_URL", &sim.url());
+    let mut child = serve.start_and_wait().await;
+    std::fs::create_dir_all(root.join("inbox/demo")).unwrap();
+    std::fs::write(root.join("inbox/demo/koeln.xml"), EXAMPLE).unwrap();
+    std::fs::write(root.join("inbox/demo/hamburg.xml"), include_str!("../examples/messages/ersuchen-test.xml")).unwrap();
+    let ledger = ledger::open(&url).await.unwrap();
+    wait_for(Duration::from_secs(60), "one transmitted, one awaiting print", || async {
+        count(&*ledger, RequestState::Transmitted).await == 1 && count(&*ledger, RequestState::AwaitingPrint).await == 1
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let all = ledger.list(&ListFilter::default()).await.unwrap();
+    let koeln = all.iter().find(|r| r.state == RequestState::Transmitted).unwrap();
+    let message_id = koeln.xta_message_id.clone().expect("the MessageID is stored");
+    assert!(message_id.starts_with("urn:de:xta:messageid:"), "{message_id}");
+    let steps: Vec<RequestState> = ledger.journal(koeln.id).await.unwrap().iter().map(|e| e.to).collect();
+    assert_eq!(steps, [RequestState::Validated, RequestState::Routed, RequestState::Transmitting, RequestState::Transmitted]);
+    let hamburg = all.iter().find(|r| r.state == RequestState::AwaitingPrint).unwrap();
+    assert!(hamburg.state_detail.as_deref().unwrap_or_default().contains("by post"), "{:?}", hamburg.state_detail);
+    let stats = sim.stats().await;
+    assert_eq!((stats.delivered, stats.same_content_twice), (1, 0), "{stats:?}");
+    sim.stop().await.unwrap();
 }

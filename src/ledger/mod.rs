@@ -183,9 +183,14 @@ impl RequestState {
     /// The stage whose input this state is: a request entering it gets a trigger for that
     /// stage's queue in the outbox, in the same transaction (see [`Trigger`]). The sweeper
     /// looks for requests that sit in such a state without one.
+    ///
+    /// `routed` is the transmit stage's input only for requests routed to the channel `xta`
+    /// (the SQL of the outbox and of the sweeper says so: `routed_for_xta!`); a request
+    /// routed to `post` waits for the print stage.
     pub const fn stage(self) -> Option<Queue> {
         match self {
             RequestState::Validated => Some(Queue::Route),
+            RequestState::Routed => Some(Queue::Transmit),
             _ => None,
         }
     }
@@ -370,9 +375,20 @@ pub struct Request {
     pub seq: u32,
     /// Where the routing stage sent it (from `routed` on).
     pub routed: Option<RoutedTo>,
+    /// The XTA MessageID reserved for it before the first send (from `transmitting` on).
+    pub xta_message_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// The SQL condition, over a row of `requests`, under which its state is its stage's input:
+/// a routed request is the transmit stage's only when routed to XTA.
+macro_rules! routed_for_xta {
+    () => {
+        "(state <> 'routed' OR routed_channel = 'xta')"
+    };
+}
+pub(crate) use routed_for_xta;
 
 /// How a request leaves the house: electronically over XTA, or on paper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -643,6 +659,11 @@ pub trait Ledger: Send + Sync {
     /// several processes take different triggers.
     async fn relay_outbox(&self, limit: u32, push: PushTriggers<'_>) -> Result<usize>;
 
+    /// Moves a request from `from` (routed, or failed on an operator's retry) to
+    /// `transmitting`, reserving `message_id` for it unless it has one already; returns the
+    /// MessageID it has now. Every send of the request uses that one.
+    async fn begin_transmission(&self, id: RequestId, from: RequestState, message_id: &str, actor: &Actor, detail: Option<&str>) -> Result<String>;
+
     /// Triggers waiting in the outbox (a small table: the relay empties it).
     async fn outbox_len(&self) -> Result<u64>;
 
@@ -723,6 +744,7 @@ pub(crate) struct RequestRow {
     routed_xta_reader: Option<String>,
     routed_xta_service: Option<String>,
     directory_generation: Option<String>,
+    xta_message_id: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -732,7 +754,8 @@ macro_rules! request_columns {
     () => {
         "id, tenant, source, sha256, nachrichten_uuid, kind, test, file_name, state, \
          state_detail, last_seq, routed_kennung, routed_name, routed_channel, \
-         routed_xta_reader, routed_xta_service, directory_generation, created_at, updated_at"
+         routed_xta_reader, routed_xta_service, directory_generation, xta_message_id, created_at, \
+         updated_at"
     };
 }
 pub(crate) use request_columns;
@@ -766,6 +789,7 @@ impl TryFrom<RequestRow> for Request {
             seq: u32::try_from(row.last_seq)
                 .map_err(|_| LedgerError::Corrupt(format!("last_seq {}", row.last_seq)))?,
             routed,
+            xta_message_id: row.xta_message_id,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

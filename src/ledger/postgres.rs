@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::{
     Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
     RequestId, RequestState, Result, RoutedTo, Trigger, TriggerRow, check_transition, migrator,
-    now, request_columns,
+    now, request_columns, routed_for_xta,
 };
 use crate::queue::Queue;
 
@@ -24,7 +24,7 @@ use crate::queue::Queue;
 pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "ledger", include_str!("../../migrations/postgres/0001_ledger.sql")),
     (2, "pipeline", include_str!("../../migrations/postgres/0002_pipeline.sql")),
-    (3, "transmitted", include_str!("../../migrations/postgres/0003_transmitted.sql")),
+    (3, "transmission", include_str!("../../migrations/postgres/0003_transmission.sql")),
 ];
 
 shared_statements!(sqlx::Postgres);
@@ -77,10 +77,11 @@ impl PostgresLedger {
         self.pool.close().await;
     }
 
-    async fn transition_with(&self, id: RequestId, from: RequestState, to: RequestState, actor: &Actor, detail: Option<&str>, routed: Option<&RoutedTo>) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    async fn transition_with(&self, id: RequestId, from: RequestState, to: RequestState, actor: &Actor, detail: Option<&str>, routed: Option<&RoutedTo>, message_id: Option<&str>) -> Result<()> {
         check_transition(from, to)?;
         let mut tx = self.pool.begin().await?;
-        apply_transition(&mut tx, id, from, to, &actor.to_string(), detail, routed, now()).await??;
+        apply_transition(&mut tx, id, from, to, &actor.to_string(), detail, routed, message_id, now()).await??;
         tx.commit().await?;
         if to.stage().is_some() {
             self.outbox_signal.notify_one();
@@ -110,11 +111,19 @@ impl Ledger for PostgresLedger {
     }
 
     async fn transition(&self, id: RequestId, from: RequestState, to: RequestState, actor: &Actor, detail: Option<&str>) -> Result<()> {
-        self.transition_with(id, from, to, actor, detail, None).await
+        self.transition_with(id, from, to, actor, detail, None, None).await
     }
 
     async fn route(&self, id: RequestId, from: RequestState, routed: &RoutedTo, actor: &Actor, detail: Option<&str>) -> Result<()> {
-        self.transition_with(id, from, RequestState::Routed, actor, detail, Some(routed)).await
+        self.transition_with(id, from, RequestState::Routed, actor, detail, Some(routed), None).await
+    }
+
+    async fn begin_transmission(&self, id: RequestId, from: RequestState, message_id: &str, actor: &Actor, detail: Option<&str>) -> Result<String> {
+        self.transition_with(id, from, RequestState::Transmitting, actor, detail, None, Some(message_id)).await?;
+        select_request(&self.pool, id)
+            .await?
+            .and_then(|r| r.xta_message_id)
+            .ok_or_else(|| LedgerError::Corrupt(format!("request {id} is transmitting without a MessageID")))
     }
 
     async fn get(&self, id: RequestId) -> Result<Option<Request>> {

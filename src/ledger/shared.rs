@@ -110,6 +110,7 @@ macro_rules! shared_statements {
             actor: &str,
             detail: Option<&str>,
             routed: Option<&$crate::ledger::RoutedTo>,
+            message_id: Option<&str>,
             at: chrono::DateTime<chrono::Utc>,
         ) -> std::result::Result<$crate::ledger::Result<()>, sqlx::Error> {
             use $crate::ledger::LedgerError;
@@ -123,7 +124,8 @@ macro_rules! shared_statements {
                  routed_channel = CASE WHEN $6 THEN $9 ELSE routed_channel END, \
                  routed_xta_reader = CASE WHEN $6 THEN $10 ELSE routed_xta_reader END, \
                  routed_xta_service = CASE WHEN $6 THEN $11 ELSE routed_xta_service END, \
-                 directory_generation = CASE WHEN $6 THEN $12 ELSE directory_generation END \
+                 directory_generation = CASE WHEN $6 THEN $12 ELSE directory_generation END, \
+                 xta_message_id = COALESCE(xta_message_id, $13) \
                  WHERE id = $4 AND state = $5 RETURNING last_seq",
             )
             .bind(to.as_str())
@@ -138,6 +140,7 @@ macro_rules! shared_statements {
             .bind(routed.and_then(|r| r.xta_reader.as_deref()))
             .bind(routed.and_then(|r| r.xta_service.as_deref()))
             .bind(routed.map(|r| r.directory_generation.as_str()))
+            .bind(message_id)
             .fetch_optional(&mut *tx)
             .await?;
 
@@ -174,7 +177,8 @@ macro_rules! shared_statements {
             Ok(Ok(()))
         }
 
-        /// One outbox row; nothing when the same (request, queue, seq) is there already.
+        /// One outbox row, if the request's state is its stage's input (`routed_for_xta!`);
+        /// nothing when the same (request, queue, seq) is there already.
         async fn write_trigger(
             tx: &mut Conn,
             request: i64,
@@ -182,10 +186,12 @@ macro_rules! shared_statements {
             seq: i32,
             at: chrono::DateTime<chrono::Utc>,
         ) -> std::result::Result<bool, sqlx::Error> {
-            let done = sqlx::query(
-                "INSERT INTO outbox (request_id, queue, seq, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT DO NOTHING",
-            )
+            let done = sqlx::query(concat!(
+                "INSERT INTO outbox (request_id, queue, seq, created_at) \
+                 SELECT id, $2, $3, $4 FROM requests WHERE id = $1 AND ",
+                routed_for_xta!(),
+                " ON CONFLICT DO NOTHING"
+            ))
             .bind(request)
             .bind(queue.name())
             .bind(seq)
@@ -205,11 +211,12 @@ macro_rules! shared_statements {
             queue: $crate::queue::Queue,
             at: chrono::DateTime<chrono::Utc>,
         ) -> std::result::Result<bool, sqlx::Error> {
-            let done = sqlx::query(
+            let done = sqlx::query(concat!(
                 "INSERT INTO outbox (request_id, queue, seq, created_at) \
-                 SELECT id, $1, last_seq, $2 FROM requests WHERE id = $3 AND last_seq = $4 AND state = $5 \
-                 ON CONFLICT DO NOTHING",
-            )
+                 SELECT id, $1, last_seq, $2 FROM requests WHERE id = $3 AND last_seq = $4 AND state = $5 AND ",
+                routed_for_xta!(),
+                " ON CONFLICT DO NOTHING"
+            ))
             .bind(queue.name())
             .bind(stamp(at))
             .bind(id.0)
@@ -304,11 +311,12 @@ macro_rules! shared_statements {
             after_id: $crate::ledger::RequestId,
             limit: u32,
         ) -> $crate::ledger::Result<Vec<($crate::ledger::RequestId, u32)>> {
-            let rows: Vec<(i64, i32)> = sqlx::query_as(
+            let rows: Vec<(i64, i32)> = sqlx::query_as(concat!(
                 "SELECT id, last_seq FROM requests r WHERE state = $1 AND id > $2 AND updated_at < $3 \
-                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.request_id = r.id) \
-                 ORDER BY id LIMIT $4",
-            )
+                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.request_id = r.id) AND ",
+                routed_for_xta!(),
+                " ORDER BY id LIMIT $4"
+            ))
             .bind(state.as_str())
             .bind(after_id.0)
             .bind(stamp(before))

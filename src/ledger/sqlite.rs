@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use super::{
     Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
     RequestId, RequestState, Result, RoutedTo, Trigger, TriggerRow, check_transition, migrator,
-    now, request_columns,
+    now, request_columns, routed_for_xta,
 };
 use crate::queue::Queue;
 
@@ -34,7 +34,7 @@ use crate::queue::Queue;
 pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "ledger", include_str!("../../migrations/sqlite/0001_ledger.sql")),
     (2, "pipeline", include_str!("../../migrations/sqlite/0002_pipeline.sql")),
-    (3, "transmitted", include_str!("../../migrations/sqlite/0003_transmitted.sql")),
+    (3, "transmission", include_str!("../../migrations/sqlite/0003_transmission.sql")),
 ];
 
 shared_statements!(sqlx::Sqlite);
@@ -239,6 +239,7 @@ enum Write {
         actor: String,
         detail: Option<String>,
         routed: Option<RoutedTo>,
+        message_id: Option<String>,
         answer: oneshot::Sender<Result<()>>,
     },
 }
@@ -353,8 +354,8 @@ async fn write_all(pool: &SqlitePool, writes: &[Write], at: DateTime<Utc>) -> st
             Write::Record { new, initial, actor, detail, .. } => {
                 insert_record(&mut tx, new, *initial, actor, detail.as_deref(), at).await.map(Done::Record)
             }
-            Write::Transition { id, from, to, actor, detail, routed, .. } => {
-                apply_transition(&mut tx, *id, *from, *to, actor, detail.as_deref(), routed.as_ref(), at).await.map(Done::Transition)
+            Write::Transition { id, from, to, actor, detail, routed, message_id, .. } => {
+                apply_transition(&mut tx, *id, *from, *to, actor, detail.as_deref(), routed.as_ref(), message_id.as_deref(), at).await.map(Done::Transition)
             }
         };
         match done {
@@ -402,7 +403,7 @@ impl Ledger for SqliteLedger {
     ) -> Result<()> {
         check_transition(from, to)?;
         let (answer, answered) = oneshot::channel();
-        let write = Write::Transition { id, from, to, actor: actor.to_string(), detail: detail.map(str::to_owned), routed: None, answer };
+        let write = Write::Transition { id, from, to, actor: actor.to_string(), detail: detail.map(str::to_owned), routed: None, message_id: None, answer };
         self.submit(write, answered).await
     }
 
@@ -416,9 +417,30 @@ impl Ledger for SqliteLedger {
             actor: actor.to_string(),
             detail: detail.map(str::to_owned),
             routed: Some(routed.clone()),
+            message_id: None,
             answer,
         };
         self.submit(write, answered).await
+    }
+
+    async fn begin_transmission(&self, id: RequestId, from: RequestState, message_id: &str, actor: &Actor, detail: Option<&str>) -> Result<String> {
+        check_transition(from, RequestState::Transmitting)?;
+        let (answer, answered) = oneshot::channel();
+        let write = Write::Transition {
+            id,
+            from,
+            to: RequestState::Transmitting,
+            actor: actor.to_string(),
+            detail: detail.map(str::to_owned),
+            routed: None,
+            message_id: Some(message_id.to_owned()),
+            answer,
+        };
+        self.submit(write, answered).await?;
+        select_request(&self.pool, id)
+            .await?
+            .and_then(|r| r.xta_message_id)
+            .ok_or_else(|| LedgerError::Corrupt(format!("request {id} is transmitting without a MessageID")))
     }
 
     async fn get(&self, id: RequestId) -> Result<Option<Request>> {

@@ -3,13 +3,14 @@
 //! HTTP client (`client`) and the test server `amtsbote xta-sim` (`sim`).
 //!
 //! The contract is ../shared/spec/xta.md; the types are written from the published WSDL and
-//! schemas, which are not part of the project. The stages that use the client (transmit,
-//! report, receive) come with the next increments.
+//! schemas, which are not part of the project. The transmit stage (`transmit`) sends routed
+//! requests with the client; report and receive come with the next increments.
 
 pub mod client;
 pub mod fault;
 pub mod sim;
 pub mod soap;
+pub mod transmit;
 pub mod xml;
 
 pub use client::{ClientConfig, FetchedMessage, XtaClient};
