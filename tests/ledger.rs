@@ -937,10 +937,8 @@ async fn migrate_twice((l, url): Ctx) {
 // The outbox
 // ---------------------------------------------------------------------------------------
 
-type PushFuture<'t> = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 't>>;
-
 /// Makes a closure a push for every lifetime of its triggers.
-fn pusher<F: for<'t> Fn(&'t [ledger::Trigger]) -> PushFuture<'t> + Send + Sync>(f: F) -> F {
+fn pusher<F: for<'t> Fn(&'t [ledger::Trigger]) -> ledger::PushFuture<'t> + Send + Sync>(f: F) -> F {
     f
 }
 

@@ -309,8 +309,8 @@ pub async fn route(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
         eprintln!("'{id}' is not a request id (a positive number)");
         return Ok(ExitCode::from(2));
     };
-    let ledger = open_ledger(config).await?;
-    let Some(request) = ledger.get(id).await? else {
+    let router = App::open(config.clone()).await?.router();
+    let Some(request) = router.ledger.get(id).await? else {
         eprintln!("request {id} is not in the ledger");
         return Ok(ExitCode::from(1));
     };
@@ -318,8 +318,6 @@ pub async fn route(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
         eprintln!("request {id} is {}; only validated or unroutable requests are routed", request.state);
         return Ok(ExitCode::from(1));
     }
-    drop(ledger);
-    let router = App::open(config.clone()).await?.router();
     let operator = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let state = router.route(id, request.state, &crate::ledger::Actor::operator(operator)).await?;
     let detail = router.ledger.get(id).await?.and_then(|r| r.state_detail).unwrap_or_default();

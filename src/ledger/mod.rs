@@ -469,7 +469,11 @@ pub fn trigger_key(request: RequestId, seq: u32) -> String {
 
 /// What the relay hands a batch of triggers to: pushes them to the queue backend, and
 /// succeeds only when every one of them is stored there.
-pub type PushTriggers<'a> = &'a (dyn for<'t> Fn(&'t [Trigger]) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + 't>> + Send + Sync);
+pub type PushTriggers<'a> = &'a (dyn for<'t> Fn(&'t [Trigger]) -> PushFuture<'t> + Send + Sync);
+
+/// The future a [`PushTriggers`] returns: `Err` with the reason when the triggers are not
+/// all stored.
+pub type PushFuture<'t> = std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + 't>>;
 
 /// One entry of a request's journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

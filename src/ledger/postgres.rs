@@ -120,10 +120,7 @@ impl Ledger for PostgresLedger {
 
     async fn begin_transmission(&self, id: RequestId, from: RequestState, message_id: &str, actor: &Actor, detail: Option<&str>) -> Result<String> {
         self.transition_with(id, from, RequestState::Transmitting, actor, detail, None, Some(message_id)).await?;
-        select_request(&self.pool, id)
-            .await?
-            .and_then(|r| r.xta_message_id)
-            .ok_or_else(|| LedgerError::Corrupt(format!("request {id} is transmitting without a MessageID")))
+        stored_message_id(&self.pool, id).await
     }
 
     async fn get(&self, id: RequestId) -> Result<Option<Request>> {

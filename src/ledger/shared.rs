@@ -236,6 +236,14 @@ macro_rules! shared_statements {
             row.map($crate::ledger::Request::try_from).transpose()
         }
 
+        /// The MessageID stored for a request that began its transmission.
+        async fn stored_message_id(pool: &Pool, id: $crate::ledger::RequestId) -> $crate::ledger::Result<String> {
+            select_request(pool, id)
+                .await?
+                .and_then(|r| r.xta_message_id)
+                .ok_or_else(|| $crate::ledger::LedgerError::Corrupt(format!("request {id} is transmitting without a MessageID")))
+        }
+
         async fn select_by_source(pool: &Pool, source: &str) -> $crate::ledger::Result<Option<$crate::ledger::Request>> {
             let row: Option<$crate::ledger::RequestRow> =
                 sqlx::query_as(concat!("SELECT ", request_columns!(), " FROM requests WHERE source = $1"))

@@ -212,6 +212,25 @@ impl SqliteLedger {
         }
     }
 
+    /// A transition, group-committed: the compare-and-set, and the routing columns or the
+    /// MessageID when given.
+    #[allow(clippy::too_many_arguments)]
+    async fn transition_with(
+        &self,
+        id: RequestId,
+        from: RequestState,
+        to: RequestState,
+        actor: &Actor,
+        detail: Option<&str>,
+        routed: Option<RoutedTo>,
+        message_id: Option<String>,
+    ) -> Result<()> {
+        check_transition(from, to)?;
+        let (answer, answered) = oneshot::channel();
+        let write = Write::Transition { id, from, to, actor: actor.to_string(), detail: detail.map(str::to_owned), routed, message_id, answer };
+        self.submit(write, answered).await
+    }
+
     /// A transaction of its own under the process's write lock (relay, sweeper).
     async fn begin_write(&self) -> Result<(tokio::sync::OwnedMutexGuard<()>, sqlx::Transaction<'static, sqlx::Sqlite>)> {
         let guard = self.write_lock.clone().lock_owned().await;
@@ -401,46 +420,16 @@ impl Ledger for SqliteLedger {
         actor: &Actor,
         detail: Option<&str>,
     ) -> Result<()> {
-        check_transition(from, to)?;
-        let (answer, answered) = oneshot::channel();
-        let write = Write::Transition { id, from, to, actor: actor.to_string(), detail: detail.map(str::to_owned), routed: None, message_id: None, answer };
-        self.submit(write, answered).await
+        self.transition_with(id, from, to, actor, detail, None, None).await
     }
 
     async fn route(&self, id: RequestId, from: RequestState, routed: &RoutedTo, actor: &Actor, detail: Option<&str>) -> Result<()> {
-        check_transition(from, RequestState::Routed)?;
-        let (answer, answered) = oneshot::channel();
-        let write = Write::Transition {
-            id,
-            from,
-            to: RequestState::Routed,
-            actor: actor.to_string(),
-            detail: detail.map(str::to_owned),
-            routed: Some(routed.clone()),
-            message_id: None,
-            answer,
-        };
-        self.submit(write, answered).await
+        self.transition_with(id, from, RequestState::Routed, actor, detail, Some(routed.clone()), None).await
     }
 
     async fn begin_transmission(&self, id: RequestId, from: RequestState, message_id: &str, actor: &Actor, detail: Option<&str>) -> Result<String> {
-        check_transition(from, RequestState::Transmitting)?;
-        let (answer, answered) = oneshot::channel();
-        let write = Write::Transition {
-            id,
-            from,
-            to: RequestState::Transmitting,
-            actor: actor.to_string(),
-            detail: detail.map(str::to_owned),
-            routed: None,
-            message_id: Some(message_id.to_owned()),
-            answer,
-        };
-        self.submit(write, answered).await?;
-        select_request(&self.pool, id)
-            .await?
-            .and_then(|r| r.xta_message_id)
-            .ok_or_else(|| LedgerError::Corrupt(format!("request {id} is transmitting without a MessageID")))
+        self.transition_with(id, from, RequestState::Transmitting, actor, detail, None, Some(message_id.to_owned())).await?;
+        stored_message_id(&self.pool, id).await
     }
 
     async fn get(&self, id: RequestId) -> Result<Option<Request>> {

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::JobBackend;
 use super::metrics::StageMetrics;
-use crate::ledger::{Ledger, RequestState, Trigger, trigger_key};
+use crate::ledger::{Ledger, PushFuture, RequestState, Trigger, trigger_key};
 
 /// Triggers pushed in one step (one transaction in each store).
 pub const RELAY_BATCH: u32 = 500;
@@ -57,8 +57,6 @@ pub async fn run_relay(ledger: Arc<dyn Ledger>, jobs: Arc<dyn JobBackend>, metri
         }
     }
 }
-
-type PushFuture<'t> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 't>>;
 
 /// What the ledger's relay step hands its triggers to: `jobs`, with the crash points of the
 /// crash tests on either side of the push.

@@ -48,13 +48,15 @@ impl TransmitStage {
     async fn failed(&self, id: RequestId, what: &str, e: XtaError) -> Result<(), StageError> {
         match e.retry() {
             Retry::Transient => Err(StageError::Retry(format!("{what}: {e}"))),
-            Retry::Permanent => {
-                let detail = format!("{what} refused for good ({e}); the request goes by post");
-                match self.ledger.transition(id, RequestState::Transmitting, RequestState::AwaitingPrint, &actor(), Some(&detail)).await {
-                    Ok(()) | Err(LedgerError::Conflict { .. }) => Ok(()),
-                    Err(e) => Err(retry(e)),
-                }
-            }
+            Retry::Permanent => self.moved(id, RequestState::AwaitingPrint, &format!("{what} refused for good ({e}); the request goes by post")).await,
+        }
+    }
+
+    /// `transmitting → to`; a request that moved on already (another attempt) is fine.
+    async fn moved(&self, id: RequestId, to: RequestState, detail: &str) -> Result<(), StageError> {
+        match self.ledger.transition(id, RequestState::Transmitting, to, &actor(), Some(detail)).await {
+            Ok(()) | Err(LedgerError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(retry(e)),
         }
     }
 
@@ -101,10 +103,7 @@ impl TransmitStage {
                 Availability::Available => {}
                 Availability::NotAvailable => {
                     let detail = format!("reader {} does not take {service} electronically; the request goes by post", reader.value);
-                    return match self.ledger.transition(id, RequestState::Transmitting, RequestState::AwaitingPrint, &actor(), Some(&detail)).await {
-                        Ok(()) | Err(LedgerError::Conflict { .. }) => Ok(()),
-                        Err(e) => Err(retry(e)),
-                    };
+                    return self.moved(id, RequestState::AwaitingPrint, &detail).await;
                 }
                 Availability::Unknown => return Err(StageError::Retry(format!("lookupService: availability of {service} at {} unknown", reader.value))),
             },
@@ -144,11 +143,7 @@ impl TransmitStage {
         if let Err(e) = self.client.send_message(&metadata, &container).await {
             return self.failed(id, "sendMessage", e).await;
         }
-        let detail = format!("accepted by the XTA server as {}", message_id.as_str());
-        match self.ledger.transition(id, RequestState::Transmitting, RequestState::Transmitted, &actor(), Some(&detail)).await {
-            Ok(()) | Err(LedgerError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(retry(e)),
-        }
+        self.moved(id, RequestState::Transmitted, &format!("accepted by the XTA server as {}", message_id.as_str())).await
     }
 }
 
