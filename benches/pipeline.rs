@@ -372,6 +372,7 @@ async fn noop_drain(n: usize, budget: Duration) -> Drain {
             queue: Queue::Route,
             seq: 2,
             created_at: now,
+            not_before: None,
         })
         .collect();
     for chunk in triggers.chunks(RELAY_BATCH as usize) {

@@ -149,11 +149,36 @@ pub struct XtaConfig {
     pub connect_timeout_ms: u64,
     /// Time for a whole answer; a slower one is a transient failure, tried again.
     pub response_timeout_ms: u64,
+    /// Calls in flight to the server at once, from all stages of this process together.
+    pub max_connections: u32,
+    /// The circuit breaker: after this many transient failures in a row (no answer, 5xx, a
+    /// technical fault) the server gets no calls for `breaker_open_secs`, then one probe; a
+    /// failed probe doubles the pause, up to `breaker_max_open_secs`.
+    pub breaker_failures: u32,
+    pub breaker_open_secs: u64,
+    pub breaker_max_open_secs: u64,
+    /// How often a reader whose availability the server does not know (lookupService:
+    /// unknown) is asked before the request goes by post.
+    pub unknown_availability_attempts: u32,
+    /// A request whose transmission failed for good (a permanent fault, or every attempt of
+    /// `jobs/transmit.toml` used up) goes to print (`true`) or stays `failed` for an
+    /// operator (`false`).
+    pub print_when_failed: bool,
 }
 
 impl Default for XtaConfig {
     fn default() -> Self {
-        XtaConfig { url: None, connect_timeout_ms: 10_000, response_timeout_ms: 60_000 }
+        XtaConfig {
+            url: None,
+            connect_timeout_ms: 10_000,
+            response_timeout_ms: 60_000,
+            max_connections: 16,
+            breaker_failures: 5,
+            breaker_open_secs: 10,
+            breaker_max_open_secs: 300,
+            unknown_availability_attempts: 3,
+            print_when_failed: true,
+        }
     }
 }
 
@@ -259,6 +284,11 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("xta.url", Kind::Text),
     ("xta.connect_timeout_ms", Kind::Number),
     ("xta.response_timeout_ms", Kind::Number),
+    ("xta.max_connections", Kind::Number),
+    ("xta.breaker_failures", Kind::Number),
+    ("xta.breaker_open_secs", Kind::Number),
+    ("xta.breaker_max_open_secs", Kind::Number),
+    ("xta.unknown_availability_attempts", Kind::Number),
 ];
 
 impl Config {
@@ -331,6 +361,12 @@ impl Config {
         }
         if self.xta.connect_timeout_ms == 0 || self.xta.response_timeout_ms == 0 {
             bail!("xta.connect_timeout_ms and xta.response_timeout_ms must be at least 1");
+        }
+        if self.xta.max_connections == 0 || self.xta.breaker_failures == 0 || self.xta.breaker_open_secs == 0 || self.xta.unknown_availability_attempts == 0 {
+            bail!("xta.max_connections, xta.breaker_failures, xta.breaker_open_secs and xta.unknown_availability_attempts must be at least 1");
+        }
+        if self.xta.breaker_max_open_secs < self.xta.breaker_open_secs {
+            bail!("xta.breaker_max_open_secs must not be less than xta.breaker_open_secs");
         }
         if self.messages.namespaces.is_empty() {
             bail!("messages.namespaces: at least one namespace must be accepted");

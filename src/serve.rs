@@ -2,8 +2,8 @@
 //! [`Supervisor`], and stops them cleanly on Ctrl-C or SIGTERM. The stores are opened by
 //! [`crate::app`]; each part lives in its own module.
 //!
-//! Stages: `intake` (the inbox watcher), `relay` (outbox → queues), `route` and `transmit`
-//! (the workers of those queues), `sweeper` (work that lost its job), `purge` (finished
+//! Stages: `intake` (the inbox watcher), `relay` (outbox → queues), `route`, `transmit` and
+//! `report` (the workers of those queues), `sweeper` (work that lost its job), `purge` (finished
 //! jobs), `directory` (picks up imports made by another process). HTTP runs beside them, and
 //! in the embedded default (`xta.url` unset) the XTA simulator on loopback.
 
@@ -46,7 +46,8 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .with_directory(app.directory.clone())
         .with_queues(app.queues.admin())
         .with_inbox_stats(inbox_stats)
-        .with_stages(supervisor.health(), app.metrics.clone());
+        .with_stages(supervisor.health(), app.metrics.clone())
+        .with_xta(started.xta.clone());
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
@@ -77,10 +78,12 @@ pub struct Started {
     /// The built-in XTA simulator (the embedded default, `xta.url` unset); it runs as long
     /// as this is kept.
     pub xta_sim: Option<crate::xta::sim::SimServer>,
+    /// The XTA server's breaker and limit of calls in flight (for `/metrics`).
+    pub xta: Arc<crate::xta::breaker::Destination>,
 }
 
 /// Starts every stage of the pipeline under `supervisor`, as `serve` runs them (the
-/// pipeline benchmark runs the same): intake, relay, route, transmit, sweeper, purge,
+/// pipeline benchmark runs the same): intake, relay, route, transmit, report, sweeper, purge,
 /// directory; and the built-in XTA simulator when `xta.url` is unset.
 pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Result<Started> {
     let config = &app.config;
@@ -97,7 +100,18 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
     let mut client_config = crate::xta::ClientConfig::new(xta_url.clone());
     client_config.connect_timeout = Duration::from_millis(config.xta.connect_timeout_ms);
     client_config.response_timeout = Duration::from_millis(config.xta.response_timeout_ms);
+    client_config.breaker = crate::xta::breaker::BreakerConfig {
+        max_in_flight: config.xta.max_connections as usize,
+        failures: config.xta.breaker_failures,
+        open: Duration::from_secs(config.xta.breaker_open_secs),
+        max_open: Duration::from_secs(config.xta.breaker_max_open_secs),
+    };
     let client = crate::xta::XtaClient::new(client_config).context("the XTA client")?;
+    let authors: std::collections::HashMap<String, String> = config.tenants.iter().map(|t| (t.id.clone(), t.kennung.clone())).collect();
+    let policy = |queue: Queue| {
+        let jobs = app.queues.configs().get(queue);
+        crate::xta::attempts::AttemptPolicy { max_attempts: jobs.max_attempts.max(1), backoff: jobs.backoff.clone() }
+    };
     // intake: the inbox watcher.
     let dirs = inbox_dirs(config);
     let intake_jobs = app.queues.configs().get(Queue::Intake);
@@ -125,10 +139,22 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
     }
     // transmit: the transmit queue's worker.
     {
-        let authors = config.tenants.iter().map(|t| (t.id.clone(), t.kennung.clone())).collect();
-        let stage = Arc::new(crate::xta::transmit::TransmitStage { ledger: app.ledger.clone(), client, authors });
+        let stage = Arc::new(crate::xta::transmit::TransmitStage {
+            ledger: app.ledger.clone(),
+            client: client.clone(),
+            authors: authors.clone(),
+            attempts: policy(Queue::Transmit),
+            unknown_availability_attempts: config.xta.unknown_availability_attempts,
+            print_when_failed: config.xta.print_when_failed,
+        });
         let (queues, metrics) = (app.queues.clone(), app.metrics.clone());
         supervisor.spawn("transmit", move |stop| run_worker(queues.clone(), stage.clone(), metrics.clone(), stop));
+    }
+    // report: the report queue's worker (transport reports of transmitted requests).
+    {
+        let stage = Arc::new(crate::xta::report::ReportStage { ledger: app.ledger.clone(), client: client.clone(), authors: authors.clone(), attempts: policy(Queue::Report) });
+        let (queues, metrics) = (app.queues.clone(), app.metrics.clone());
+        supervisor.spawn("report", move |stop| run_worker(queues.clone(), stage.clone(), metrics.clone(), stop));
     }
     // sweeper: work that lost its job.
     {
@@ -153,7 +179,7 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
         let (directory, data_dir) = (app.directory.clone(), config.data_dir.clone());
         supervisor.spawn("directory", move |stop| reload_directory(directory.clone(), data_dir.clone(), stop));
     }
-    Ok(Started { inbox_stats, xta_url, xta_sim })
+    Ok(Started { inbox_stats, xta_url, xta_sim, xta: client.destination().clone() })
 }
 
 /// Every 5 s: a newer directory generation on disk is loaded; certificates are looked at

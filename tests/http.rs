@@ -588,6 +588,10 @@ impl Ledger for DownLedger {
     async fn retrigger(&self, _: RequestId, _: u32, _: amtsbote::queue::Queue) -> Result<bool, LedgerError> {
         down()
     }
+    #[allow(clippy::too_many_arguments)]
+    async fn schedule_attempt(&self, _: RequestId, _: RequestState, _: amtsbote::queue::Queue, _: u32, _: chrono::DateTime<chrono::Utc>, _: &ledger::Actor, _: Option<&str>) -> Result<(), LedgerError> {
+        down()
+    }
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
         Arc::default()
     }

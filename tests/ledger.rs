@@ -110,6 +110,7 @@ suite!(
     the_relay_deletes_triggers_only_after_the_push_succeeded,
     the_sweeper_finds_what_waits_without_a_trigger_and_retriggers_once,
     routing_keeps_the_decision_in_columns,
+    a_further_attempt_is_scheduled_in_the_ledger_with_a_trigger_not_due_before_it,
     the_journal_refuses_delete,
 );
 
@@ -1033,6 +1034,42 @@ async fn routing_keeps_the_decision_in_columns((l, _): Ctx) {
     // Later moves keep the columns.
     l.transition(id, Routed, AwaitingPrint, &Actor::system("route"), None).await.unwrap();
     assert_eq!(l.get(id).await.unwrap().unwrap().routed, Some(to));
+}
+
+async fn a_further_attempt_is_scheduled_in_the_ledger_with_a_trigger_not_due_before_it((l, _): Ctx) {
+    use amtsbote::queue::Queue;
+    let Recorded::New(id) = l.record(new_request("t", "http:a", None), Validated, &intake(), None).await.unwrap() else { panic!() };
+    drain_outbox(&*l).await;
+    let transmit = Actor::system("transmit");
+    l.transition(id, Validated, Routed, &transmit, None).await.unwrap();
+    l.begin_transmission(id, Routed, "urn:de:xta:messageid:t:1", &transmit, None).await.unwrap();
+    drain_outbox(&*l).await;
+    let next_at = chrono::Utc::now() + chrono::Duration::seconds(90);
+    l.schedule_attempt(id, Transmitting, Queue::Transmit, 1, next_at, &transmit, Some("attempt 1 of 8: sendMessage: HTTP 503")).await.unwrap();
+    let r = l.get(id).await.unwrap().unwrap();
+    assert_eq!((r.state, r.seq, r.attempts), (Transmitting, 4, 1));
+    let stored = r.next_attempt_at.unwrap();
+    assert!((stored - next_at).num_milliseconds().abs() < 1000, "{stored} vs {next_at}");
+    assert_eq!(r.state_detail.as_deref(), Some("attempt 1 of 8: sendMessage: HTTP 503"));
+    let last = l.journal(id).await.unwrap().pop().unwrap();
+    assert_eq!((last.seq, last.from, last.to), (4, Some(Transmitting), Transmitting));
+    // Its trigger, for the stage named, keyed by the new event and not due before the time.
+    let triggers = drain_outbox(&*l).await;
+    assert_eq!(triggers.iter().map(|t| (t.request, t.queue, t.seq)).collect::<Vec<_>>(), vec![(id, Queue::Transmit, 4)]);
+    let due = triggers[0].not_before.unwrap();
+    assert!((due - next_at).num_milliseconds().abs() < 1000, "{due} vs {next_at}");
+    // A request that moved on is not scheduled (compare-and-set), and nothing is written.
+    let err = l.schedule_attempt(id, Routed, Queue::Transmit, 2, next_at, &transmit, None).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Conflict { .. }), "{err}");
+    assert_eq!(l.outbox_len().await.unwrap(), 0);
+    // A change of state starts the count afresh.
+    l.transition(id, Transmitting, Transmitted, &transmit, None).await.unwrap();
+    let r = l.get(id).await.unwrap().unwrap();
+    assert_eq!((r.attempts, r.next_attempt_at), (0, None));
+    // No further try of what is finished.
+    l.transition(id, Transmitted, Delivered, &Actor::system("report"), None).await.unwrap();
+    let err = l.schedule_attempt(id, Delivered, Queue::Report, 1, next_at, &transmit, None).await.unwrap_err();
+    assert!(matches!(err, LedgerError::InvalidTransition { .. }), "{err}");
 }
 
 async fn the_journal_refuses_delete((l, url): Ctx) {

@@ -81,6 +81,13 @@ impl Serve {
     }
 }
 
+/// A `jobs/<queue>.toml` override: the shipped file with waits of at most `secs`.
+fn quick_backoff(queue: Queue, secs: f64) -> String {
+    let shipped = queue.default_config();
+    let start = shipped.find("[backoff]").unwrap();
+    format!("{}[backoff]\ninitial_secs = {secs}\nmax_secs = {secs}\nfactor = 1.0\njitter = 0.0\n", &shipped[..start])
+}
+
 /// GET over a fresh connection: (status, body), or None when nothing answers.
 async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -505,10 +512,11 @@ async fn a_stage_that_fails_is_restarted_and_healthz_says_so_meanwhile() {
 // Transmission to an outside XTA server
 
 /// `serve` with `xta.url` naming a simulator of its own: the Köln request (its reader takes
-/// the service) is sent once and ends `transmitted` with its MessageID stored; the Hamburg
-/// request (its reader does not take the service electronically) goes to `awaiting_print`.
+/// the service) is sent once and, once its transport report turns green, ends `delivered`
+/// with its MessageID stored; the Hamburg request (its reader does not take the service
+/// electronically) goes to `awaiting_print`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routed_requests_are_transmitted_once_or_go_by_post_when_the_reader_takes_no_xta() {
+async fn routed_requests_are_transmitted_once_and_delivered_or_go_by_post_when_the_reader_takes_no_xta() {
     use amtsbote::xta::sim::{ReaderConfig, SimConfig, SimFile, SimServer};
     let config = SimConfig {
         file: SimFile {
@@ -518,11 +526,15 @@ async fn routed_requests_are_transmitted_once_or_go_by_post_when_the_reader_take
                 ReaderConfig { id: "hamburg-kasse".into(), available: vec![], unknown: vec![], permanent_fault: None },
             ],
         },
+        report_delay: Duration::from_millis(300),
         ..SimConfig::default()
     };
     let sim = SimServer::start("127.0.0.1:0", config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    // Reports asked for again within a second (the shipped waits start at 5 s).
+    std::fs::create_dir_all(root.join("jobs")).unwrap();
+    std::fs::write(root.join("jobs/report.toml"), quick_backoff(Queue::Report, 0.5)).unwrap();
     let url = format!("sqlite:{}", root.join("ledger.sqlite").display());
     let serve = Serve::new(root, &url).env("AMTSBOTE_XTA_URL", &sim.url());
     let mut child = serve.start_and_wait().await;
@@ -530,19 +542,22 @@ async fn routed_requests_are_transmitted_once_or_go_by_post_when_the_reader_take
     std::fs::write(root.join("inbox/demo/koeln.xml"), EXAMPLE).unwrap();
     std::fs::write(root.join("inbox/demo/hamburg.xml"), include_str!("../examples/messages/ersuchen-test.xml")).unwrap();
     let ledger = ledger::open(&url).await.unwrap();
-    wait_for(Duration::from_secs(60), "one transmitted, one awaiting print", || async {
-        count(&*ledger, RequestState::Transmitted).await == 1 && count(&*ledger, RequestState::AwaitingPrint).await == 1
+    wait_for(Duration::from_secs(60), "one delivered, one awaiting print", || async {
+        count(&*ledger, RequestState::Delivered).await == 1 && count(&*ledger, RequestState::AwaitingPrint).await == 1
     })
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
 
     let all = ledger.list(&ListFilter::default()).await.unwrap();
-    let koeln = all.iter().find(|r| r.state == RequestState::Transmitted).unwrap();
+    let koeln = all.iter().find(|r| r.state == RequestState::Delivered).unwrap();
     let message_id = koeln.xta_message_id.clone().expect("the MessageID is stored");
     assert!(message_id.starts_with("urn:de:xta:messageid:"), "{message_id}");
-    let steps: Vec<RequestState> = ledger.journal(koeln.id).await.unwrap().iter().map(|e| e.to).collect();
-    assert_eq!(steps, [RequestState::Validated, RequestState::Routed, RequestState::Transmitting, RequestState::Transmitted]);
+    let mut steps: Vec<RequestState> = ledger.journal(koeln.id).await.unwrap().iter().map(|e| e.to).collect();
+    // Reports still open were asked for again (transmitted → transmitted): once each state.
+    steps.dedup();
+    assert_eq!(steps, [RequestState::Validated, RequestState::Routed, RequestState::Transmitting, RequestState::Transmitted, RequestState::Delivered]);
+    assert!(koeln.state_detail.as_deref().unwrap_or_default().contains("transport report green"), "{:?}", koeln.state_detail);
     let hamburg = all.iter().find(|r| r.state == RequestState::AwaitingPrint).unwrap();
     assert!(hamburg.state_detail.as_deref().unwrap_or_default().contains("by post"), "{:?}", hamburg.state_detail);
     let stats = sim.stats().await;

@@ -171,6 +171,20 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
             if let Some(n) = metric_value(&text, "amtsbote_sweeper_retriggered_total").filter(|n| *n > 0.0) {
                 println!("the sweeper re-triggered {n} requests that had lost their job (see the log)");
             }
+            if let Some(state) = metric_value(&text, "amtsbote_xta_breaker_state") {
+                let value = |name: &str| metric_value(&text, name).unwrap_or(0.0);
+                let (name, meaning) = match state as u8 {
+                    0 => ("closed", "calls go out"),
+                    1 => ("open", "no calls go out for now: the server failed repeatedly; waiting work is scheduled for later"),
+                    _ => ("half-open", "one probe call tests whether the server answers again"),
+                };
+                println!(
+                    "XTA server: breaker {name} ({meaning}); opened {} times, {} calls held back, {} calls in flight",
+                    value("amtsbote_xta_breaker_opened_total"),
+                    value("amtsbote_xta_breaker_refused_total"),
+                    value("amtsbote_xta_calls_in_flight")
+                );
+            }
         }
         None => println!(
             "run times, lag and outcomes: no serve answers at http://{} (http.listen); they are counted by a running serve (/metrics)",

@@ -35,7 +35,7 @@
 //! |------------------|--------------------------------------------------------------|
 //! | `received`       | `validated`, `rejected`, `withdrawn`                         |
 //! | `validated`      | `routed`, `unroutable`, `rejected`, `withdrawn`              |
-//! | `routed`         | `transmitting`, `awaiting_print`, `withdrawn`                |
+//! | `routed`         | `transmitting`, `awaiting_print`, `failed` (refused before a MessageID), `withdrawn` |
 //! | `transmitting`   | `transmitting` (a further attempt), `transmitted`, `awaiting_print`, `failed` |
 //! | `transmitted`    | `delivered` (its transport report is green or yellow), `failed` (red) |
 //! | `awaiting_print` | `printed`, `failed`, `withdrawn`                             |
@@ -47,6 +47,10 @@
 //! Withdrawal is possible wherever nothing has left the house yet. Once a request is being
 //! transmitted or is printed it can no longer be withdrawn here; a withdrawal then travels as
 //! a message of its own (Rücknahme).
+//!
+//! A stage that must try again later stays in its state and schedules the next try with
+//! [`Ledger::schedule_attempt`]: the count (`attempts`) and the time (`next_attempt_at`) in
+//! the request, an event `state → state` in the journal, a trigger not due before that time.
 //!
 //! `transmitting → transmitting` records a further attempt in the journal. Being a self-loop,
 //! its compare-and-set does not exclude a concurrent twin; the XTA MessageID, created once
@@ -162,7 +166,7 @@ impl RequestState {
             (self, next),
             (Received, Validated | Rejected | Withdrawn)
                 | (Validated, Routed | Unroutable | Rejected | Withdrawn)
-                | (Routed, Transmitting | AwaitingPrint | Withdrawn)
+                | (Routed, Transmitting | AwaitingPrint | Failed | Withdrawn)
                 | (
                     Transmitting,
                     Transmitting | Transmitted | AwaitingPrint | Failed
@@ -191,6 +195,7 @@ impl RequestState {
         match self {
             RequestState::Validated => Some(Queue::Route),
             RequestState::Routed => Some(Queue::Transmit),
+            RequestState::Transmitted => Some(Queue::Report),
             _ => None,
         }
     }
@@ -377,6 +382,11 @@ pub struct Request {
     pub routed: Option<RoutedTo>,
     /// The XTA MessageID reserved for it before the first send (from `transmitting` on).
     pub xta_message_id: Option<String>,
+    /// Tries made in the current state that did not get it further (transmit: transient
+    /// failures; report: reports still open), see [`Ledger::schedule_attempt`].
+    pub attempts: u32,
+    /// When the next try is due, while one is scheduled.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -452,6 +462,8 @@ pub struct Trigger {
     pub queue: Queue,
     pub seq: u32,
     pub created_at: DateTime<Utc>,
+    /// A scheduled further attempt: the job is not to run before this time.
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 impl Trigger {
@@ -668,6 +680,14 @@ pub trait Ledger: Send + Sync {
     /// MessageID it has now. Every send of the request uses that one.
     async fn begin_transmission(&self, id: RequestId, from: RequestState, message_id: &str, actor: &Actor, detail: Option<&str>) -> Result<String>;
 
+    /// Keeps a request in `state` and schedules a further try of `queue`'s stage: in one
+    /// transaction the columns `attempts` (tries made in this state so far) and
+    /// `next_attempt_at`, the detail, a journal event `state → state`, and a trigger for
+    /// `queue` that is not due before `next_at` (the relay pushes it with that run time).
+    /// [`LedgerError::Conflict`] when the request is no longer in `state`.
+    #[allow(clippy::too_many_arguments)]
+    async fn schedule_attempt(&self, id: RequestId, state: RequestState, queue: Queue, attempts: u32, next_at: DateTime<Utc>, actor: &Actor, detail: Option<&str>) -> Result<()>;
+
     /// Triggers waiting in the outbox (a small table: the relay empties it).
     async fn outbox_len(&self) -> Result<u64>;
 
@@ -715,6 +735,15 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// A further try is scheduled only in a state that is still going somewhere.
+pub(crate) fn check_schedule(state: RequestState) -> Result<()> {
+    if state.is_terminal() {
+        Err(LedgerError::InvalidTransition { from: state, to: state })
+    } else {
+        Ok(())
+    }
+}
+
 pub(crate) fn check_transition(from: RequestState, to: RequestState) -> Result<()> {
     if from.can_become(to) {
         Ok(())
@@ -749,6 +778,8 @@ pub(crate) struct RequestRow {
     routed_xta_service: Option<String>,
     directory_generation: Option<String>,
     xta_message_id: Option<String>,
+    attempts: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -758,8 +789,8 @@ macro_rules! request_columns {
     () => {
         "id, tenant, source, sha256, nachrichten_uuid, kind, test, file_name, state, \
          state_detail, last_seq, routed_kennung, routed_name, routed_channel, \
-         routed_xta_reader, routed_xta_service, directory_generation, xta_message_id, created_at, \
-         updated_at"
+         routed_xta_reader, routed_xta_service, directory_generation, xta_message_id, attempts, \
+         next_attempt_at, created_at, updated_at"
     };
 }
 pub(crate) use request_columns;
@@ -794,6 +825,8 @@ impl TryFrom<RequestRow> for Request {
                 .map_err(|_| LedgerError::Corrupt(format!("last_seq {}", row.last_seq)))?,
             routed,
             xta_message_id: row.xta_message_id,
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            next_attempt_at: row.next_attempt_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -808,6 +841,7 @@ pub(crate) struct TriggerRow {
     queue: String,
     seq: i32,
     created_at: DateTime<Utc>,
+    not_before: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<TriggerRow> for Trigger {
@@ -824,6 +858,7 @@ impl TryFrom<TriggerRow> for Trigger {
             seq: u32::try_from(row.seq)
                 .map_err(|_| LedgerError::Corrupt(format!("outbox seq {}", row.seq)))?,
             created_at: row.created_at,
+            not_before: row.not_before,
         })
     }
 }
@@ -1033,7 +1068,7 @@ mod tests {
         let allowed: &[(RequestState, &[RequestState])] = &[
             (Received, &[Validated, Rejected, Withdrawn]),
             (Validated, &[Routed, Rejected, Unroutable, Withdrawn]),
-            (Routed, &[Transmitting, AwaitingPrint, Withdrawn]),
+            (Routed, &[Transmitting, AwaitingPrint, Failed, Withdrawn]),
             (
                 Transmitting,
                 &[Transmitting, Transmitted, AwaitingPrint, Failed],

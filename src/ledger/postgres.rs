@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::{
     Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
     RequestId, RequestState, Result, RoutedTo, Trigger, TriggerRow, check_transition, migrator,
-    now, request_columns, routed_for_xta,
+    check_schedule, now, request_columns, routed_for_xta,
 };
 use crate::queue::Queue;
 
@@ -25,6 +25,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "ledger", include_str!("../../migrations/postgres/0001_ledger.sql")),
     (2, "pipeline", include_str!("../../migrations/postgres/0002_pipeline.sql")),
     (3, "transmission", include_str!("../../migrations/postgres/0003_transmission.sql")),
+    (4, "attempts", include_str!("../../migrations/postgres/0004_attempts.sql")),
 ];
 
 shared_statements!(sqlx::Postgres);
@@ -156,7 +157,7 @@ impl Ledger for PostgresLedger {
         // skips them and takes the next ones.
         let mut tx = self.pool.begin().await?;
         let rows: Vec<TriggerRow> = sqlx::query_as(
-            "SELECT id, request_id, queue, seq, created_at FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT id, request_id, queue, seq, created_at, not_before FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -178,6 +179,15 @@ impl Ledger for PostgresLedger {
 
     async fn waiting_without_trigger(&self, state: RequestState, before: DateTime<Utc>, after_id: RequestId, limit: u32) -> Result<Vec<(RequestId, u32)>> {
         select_waiting_without_trigger(&self.pool, state, before, after_id, limit).await
+    }
+
+    async fn schedule_attempt(&self, id: RequestId, state: RequestState, queue: Queue, attempts: u32, next_at: DateTime<Utc>, actor: &Actor, detail: Option<&str>) -> Result<()> {
+        check_schedule(state)?;
+        let mut tx = self.pool.begin().await?;
+        apply_schedule(&mut tx, id, state, queue, attempts, next_at, &actor.to_string(), detail, now()).await??;
+        tx.commit().await?;
+        self.outbox_signal.notify_one();
+        Ok(())
     }
 
     async fn retrigger(&self, id: RequestId, seq: u32, queue: Queue) -> Result<bool> {

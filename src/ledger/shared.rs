@@ -113,7 +113,6 @@ macro_rules! shared_statements {
             message_id: Option<&str>,
             at: chrono::DateTime<chrono::Utc>,
         ) -> std::result::Result<$crate::ledger::Result<()>, sqlx::Error> {
-            use $crate::ledger::LedgerError;
             // One statement: the compare-and-set, and the routing columns when given (the
             // others keep theirs).
             let seq: Option<i32> = sqlx::query_scalar(
@@ -125,7 +124,9 @@ macro_rules! shared_statements {
                  routed_xta_reader = CASE WHEN $6 THEN $10 ELSE routed_xta_reader END, \
                  routed_xta_service = CASE WHEN $6 THEN $11 ELSE routed_xta_service END, \
                  directory_generation = CASE WHEN $6 THEN $12 ELSE directory_generation END, \
-                 xta_message_id = COALESCE(xta_message_id, $13) \
+                 xta_message_id = COALESCE(xta_message_id, $13), \
+                 attempts = CASE WHEN $14 THEN 0 ELSE attempts END, \
+                 next_attempt_at = CASE WHEN $14 THEN NULL ELSE next_attempt_at END \
                  WHERE id = $4 AND state = $5 RETURNING last_seq",
             )
             .bind(to.as_str())
@@ -141,22 +142,54 @@ macro_rules! shared_statements {
             .bind(routed.and_then(|r| r.xta_service.as_deref()))
             .bind(routed.map(|r| r.directory_generation.as_str()))
             .bind(message_id)
+            // A new state starts its tries afresh.
+            .bind(from != to)
             .fetch_optional(&mut *tx)
             .await?;
 
             let Some(seq) = seq else {
-                let current: Option<String> = sqlx::query_scalar("SELECT state FROM requests WHERE id = $1")
-                    .bind(id.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                return Ok(match current {
-                    None => Err(LedgerError::NotFound(id)),
-                    Some(current) => match $crate::ledger::parse_state(&current) {
-                        Ok(current) => Err(LedgerError::Conflict { id, expected: from, current }),
-                        Err(e) => Err(e),
-                    },
-                });
+                return Ok(Err(why_not_in(tx, id, from).await?));
             };
+            insert_event(tx, id, seq, from, to, actor, detail, at).await?;
+            if let Some(queue) = to.stage() {
+                write_trigger(tx, id.0, queue, seq, at).await?;
+            }
+            tracing::debug!(request = id.0, %from, %to, "request moved");
+            Ok(Ok(()))
+        }
+
+        /// Why a compare-and-set on a request expected in `from` changed nothing: it is
+        /// unknown, or in another state.
+        async fn why_not_in(
+            tx: &mut Conn,
+            id: $crate::ledger::RequestId,
+            from: $crate::ledger::RequestState,
+        ) -> std::result::Result<$crate::ledger::LedgerError, sqlx::Error> {
+            use $crate::ledger::LedgerError;
+            let current: Option<String> = sqlx::query_scalar("SELECT state FROM requests WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            Ok(match current {
+                None => LedgerError::NotFound(id),
+                Some(current) => match $crate::ledger::parse_state(&current) {
+                    Ok(current) => LedgerError::Conflict { id, expected: from, current },
+                    Err(e) => e,
+                },
+            })
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        async fn insert_event(
+            tx: &mut Conn,
+            id: $crate::ledger::RequestId,
+            seq: i32,
+            from: $crate::ledger::RequestState,
+            to: $crate::ledger::RequestState,
+            actor: &str,
+            detail: Option<&str>,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<(), sqlx::Error> {
             sqlx::query(
                 "INSERT INTO request_events (request_id, seq, at, from_state, to_state, actor, detail) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -170,10 +203,50 @@ macro_rules! shared_statements {
             .bind(detail)
             .execute(&mut *tx)
             .await?;
-            if let Some(queue) = to.stage() {
-                write_trigger(tx, id.0, queue, seq, at).await?;
-            }
-            tracing::debug!(request = id.0, %from, %to, "request moved");
+            Ok(())
+        }
+
+        /// [`Ledger::schedule_attempt`] inside `tx`.
+        #[allow(clippy::too_many_arguments)]
+        async fn apply_schedule(
+            tx: &mut Conn,
+            id: $crate::ledger::RequestId,
+            state: $crate::ledger::RequestState,
+            queue: $crate::queue::Queue,
+            attempts: u32,
+            next_at: chrono::DateTime<chrono::Utc>,
+            actor: &str,
+            detail: Option<&str>,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<$crate::ledger::Result<()>, sqlx::Error> {
+            let seq: Option<i32> = sqlx::query_scalar(
+                "UPDATE requests SET state_detail = $1, updated_at = $2, last_seq = last_seq + 1, \
+                 attempts = $3, next_attempt_at = $4 WHERE id = $5 AND state = $6 RETURNING last_seq",
+            )
+            .bind(detail)
+            .bind(stamp(at))
+            .bind(i64::from(attempts))
+            .bind(stamp(next_at))
+            .bind(id.0)
+            .bind(state.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(seq) = seq else {
+                return Ok(Err(why_not_in(tx, id, state).await?));
+            };
+            insert_event(tx, id, seq, state, state, actor, detail, at).await?;
+            sqlx::query(
+                "INSERT INTO outbox (request_id, queue, seq, created_at, not_before) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id.0)
+            .bind(queue.name())
+            .bind(seq)
+            .bind(stamp(at))
+            .bind(stamp(next_at))
+            .execute(&mut *tx)
+            .await?;
+            tracing::debug!(request = id.0, %state, attempts, "further attempt scheduled");
             Ok(Ok(()))
         }
 

@@ -481,11 +481,15 @@ impl JobBackend for SqliteJobs {
         for t in triggers {
             let args = serde_json::to_vec(&StageJob { request: t.request.0, seq: t.seq })
                 .map_err(|source| QueueError::Encode { queue: t.queue, source })?;
-            let task = TaskBuilder::new(args)
+            let mut task = TaskBuilder::new(args)
                 .task_id(TaskId::from_ulid(super::store::next_job_id()))
                 .idempotency_key(t.key())
-                .max_attempts(self.configs.get(t.queue).max_attempts as usize)
-                .build();
+                .max_attempts(self.configs.get(t.queue).max_attempts as usize);
+            // A scheduled further attempt waits in the queue database for its time.
+            if let Some(not_before) = t.not_before {
+                task = task.run_at_timestamp(u64::try_from(not_before.timestamp()).unwrap_or(0));
+            }
+            let task = task.build();
             apalis_sqlite::queries::push_tasks(&mut *tx, t.queue.name(), std::slice::from_ref(&task))
                 .await
                 .map_err(super::store::sqlx_error)?;

@@ -139,14 +139,26 @@ impl Backoff {
     /// are spread out. Never more than `max_secs`.
     pub fn delay(&self, failures: u32, seed: impl Hash) -> Duration {
         let base = self.base_delay(failures).as_secs_f64();
-        let mut hasher = DefaultHasher::new();
-        seed.hash(&mut hasher);
-        failures.hash(&mut hasher);
-        // 53 random bits -> [0, 1)
-        let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
-        let spread = base * self.jitter * (2.0 * unit - 1.0);
+        let spread = base * self.jitter * (2.0 * unit(failures, seed) - 1.0);
         Duration::from_secs_f64((base + spread).clamp(0.0, self.max_secs))
     }
+
+    /// "Full jitter": a wait drawn evenly from zero to the wait after `failures` failed
+    /// attempts (seeded as in [`Backoff::delay`]). Many requests that failed together (an
+    /// outage) come back spread over the whole interval, not in a wave.
+    pub fn full_jitter(&self, failures: u32, seed: impl Hash) -> Duration {
+        let base = self.base_delay(failures).as_secs_f64();
+        Duration::from_secs_f64((base * unit(failures, seed)).clamp(0.0, self.max_secs))
+    }
+}
+
+/// A number in [0, 1) drawn from `seed` and `failures`.
+fn unit(failures: u32, seed: impl Hash) -> f64 {
+    let mut hasher = DefaultHasher::new();
+    seed.hash(&mut hasher);
+    failures.hash(&mut hasher);
+    // 53 random bits -> [0, 1)
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A cron schedule read in a time zone: `cron` has seconds first (`sec min hour
@@ -259,7 +271,7 @@ pub enum JobConfigError {
         message: String,
     },
     /// A file in the data directory's jobs/ that names no queue.
-    #[error("{}: no queue of that name (known: intake, route, transmit, print, notify, receive, reconcile)", .0.display())]
+    #[error("{}: no queue of that name (known: intake, route, transmit, report, print, notify, receive, reconcile)", .0.display())]
     UnknownQueue(PathBuf),
     /// The data directory's jobs/ could not be read.
     #[error("{}: {source}", path.display())]

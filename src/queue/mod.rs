@@ -97,6 +97,8 @@ pub enum Queue {
     Route,
     /// Send a request over XTA 2, with retries.
     Transmit,
+    /// Ask the XTA server for a transmitted request's transport report until it is final.
+    Report,
     /// The nightly print batch (scheduled).
     Print,
     /// Delivery-status email to the requesting authority.
@@ -109,10 +111,11 @@ pub enum Queue {
 
 impl Queue {
     /// Every queue, in data-flow order.
-    pub const ALL: [Queue; 7] = [
+    pub const ALL: [Queue; 8] = [
         Queue::Intake,
         Queue::Route,
         Queue::Transmit,
+        Queue::Report,
         Queue::Print,
         Queue::Notify,
         Queue::Receive,
@@ -125,6 +128,7 @@ impl Queue {
             Queue::Intake => "intake",
             Queue::Route => "route",
             Queue::Transmit => "transmit",
+            Queue::Report => "report",
             Queue::Print => "print",
             Queue::Notify => "notify",
             Queue::Receive => "receive",
@@ -138,6 +142,7 @@ impl Queue {
             Queue::Intake => include_str!("../../jobs/intake.toml"),
             Queue::Route => include_str!("../../jobs/route.toml"),
             Queue::Transmit => include_str!("../../jobs/transmit.toml"),
+            Queue::Report => include_str!("../../jobs/report.toml"),
             Queue::Print => include_str!("../../jobs/print.toml"),
             Queue::Notify => include_str!("../../jobs/notify.toml"),
             Queue::Receive => include_str!("../../jobs/receive.toml"),
@@ -174,7 +179,7 @@ pub enum QueueError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A queue name that is none of [`Queue::ALL`].
     #[error(
-        "unknown queue {0:?} (known: intake, route, transmit, print, notify, receive, reconcile)"
+        "unknown queue {0:?} (known: intake, route, transmit, report, print, notify, receive, reconcile)"
     )]
     UnknownQueue(String),
     /// No job with this id.

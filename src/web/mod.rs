@@ -64,6 +64,8 @@ pub struct AppState {
     pub stages: Option<Arc<crate::supervise::Health>>,
     /// What the stage workers, the relay and the sweeper counted, for `/metrics`.
     pub stage_metrics: Option<Arc<crate::queue::metrics::StageMetrics>>,
+    /// The XTA server's breaker and calls in flight, for `/metrics` (none: not reported).
+    pub xta: Option<Arc<crate::xta::breaker::Destination>>,
 }
 
 /// What a client may take of the server: time to send headers and body, connections.
@@ -101,7 +103,7 @@ impl AppState {
     pub fn new(intake: Intake, tenants: Vec<Tenant>, max_body_bytes: u64) -> Self {
         let ledger = intake.ledger.clone();
         let directory = Arc::new(SharedDirectory::new(Directory::sample()));
-        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None }
+        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None, xta: None }
     }
 
     /// State as the configuration asks: its tenants, and `http.max_body_bytes` (default:
@@ -128,6 +130,12 @@ impl AppState {
     pub fn with_stages(mut self, health: Arc<crate::supervise::Health>, metrics: Arc<crate::queue::metrics::StageMetrics>) -> Self {
         self.stages = Some(health);
         self.stage_metrics = Some(metrics);
+        self
+    }
+
+    /// `/metrics` also reports the XTA server's breaker.
+    pub fn with_xta(mut self, destination: Arc<crate::xta::breaker::Destination>) -> Self {
+        self.xta = Some(destination);
         self
     }
 

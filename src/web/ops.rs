@@ -93,6 +93,9 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
     if let Some(metrics) = &state.stage_metrics {
         metrics.render(&mut text);
     }
+    if let Some(xta) = &state.xta {
+        xta.render(&mut text);
+    }
     if let Some(stages) = &state.stages {
         let stages = stages.stages();
         text.push_str("# HELP amtsbote_stage_up Whether a stage of serve runs (1) or is down, waiting to be started again (0).\n");

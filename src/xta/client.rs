@@ -11,6 +11,7 @@
 //! [`HttpConnector`], and [`XtaClient::with_connector`] takes any other — an HTTPS connector
 //! wrapping the same `HttpConnector` is all the next increment has to add.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::breaker::{BreakerConfig, Destination};
 use super::fault::{Phase, XtaError};
 use super::soap::{self, ContentContainer, Identifier, LookupServiceResult, MessageId, MessageMetaData, MsgBoxResponse, Operation, Port, Reply, Request, Response, TransportReport};
 use super::xml::{Limits, XmlError};
@@ -41,6 +43,11 @@ pub struct ClientConfig {
     pub pool_max_idle_per_host: usize,
     /// Limits for reading replies.
     pub limits: Limits,
+    /// Calls in flight and the circuit breaker ([`super::breaker`]).
+    pub breaker: BreakerConfig,
+    /// How long a call waits for the breaker to let it through before it fails with
+    /// [`XtaError::BreakerOpen`].
+    pub admission_wait: Duration,
 }
 
 impl ClientConfig {
@@ -53,6 +60,8 @@ impl ClientConfig {
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_host: 32,
             limits: Limits::default(),
+            breaker: BreakerConfig::default(),
+            admission_wait: Duration::from_secs(30),
         }
     }
 }
@@ -81,6 +90,7 @@ pub struct XtaClient<C = HttpConnector> {
     send: Uri,
     msgbox: Uri,
     config: ClientConfig,
+    destination: Arc<Destination>,
 }
 
 impl XtaClient<HttpConnector> {
@@ -113,7 +123,13 @@ where
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(XtaClient { http, management: parse(&endpoints.management)?, send: parse(&endpoints.send)?, msgbox: parse(&endpoints.msgbox)?, config })
+        let destination = Arc::new(Destination::new(config.breaker.clone()));
+        Ok(XtaClient { http, management: parse(&endpoints.management)?, send: parse(&endpoints.send)?, msgbox: parse(&endpoints.msgbox)?, config, destination })
+    }
+
+    /// The server's limits and breaker, shared by the client's clones (for `/metrics`).
+    pub fn destination(&self) -> &Arc<Destination> {
+        &self.destination
     }
 
     fn endpoint(&self, port: Port) -> &Uri {
@@ -124,8 +140,19 @@ where
         }
     }
 
-    /// Sends one request and reads its answer.
+    /// Sends one request and reads its answer, once the server's breaker and its limit of
+    /// calls in flight let it through (within `admission_wait`).
     pub async fn call(&self, request: &Request) -> Result<Response, XtaError> {
+        let permit = self.destination.admit(self.config.admission_wait).await.map_err(|r| XtaError::BreakerOpen { retry_in: r.retry_in })?;
+        let result = self.exchange(request).await;
+        match &result {
+            Err(e) if e.is_transient() => permit.failed(),
+            _ => permit.succeeded(),
+        }
+        result
+    }
+
+    async fn exchange(&self, request: &Request) -> Result<Response, XtaError> {
         let op = request.operation();
         let uri = self.endpoint(op.port()).clone();
         let encoded = soap::write_request(request, &uri.to_string());

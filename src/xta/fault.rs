@@ -198,6 +198,10 @@ pub enum XtaError {
     UnexpectedReply { operation: &'static str, message: String },
     #[error("invalid client configuration: {0}")]
     Config(String),
+    /// Not sent: the server failed too often in a row and is given a pause
+    /// ([`super::breaker`]).
+    #[error("not sent: the XTA server failed repeatedly and gets a pause (circuit breaker open; calls again in {} s)", .retry_in.as_secs_f64().ceil())]
+    BreakerOpen { retry_in: std::time::Duration },
 }
 
 /// Which timeout expired.
@@ -225,7 +229,7 @@ impl XtaError {
             XtaError::Fault(f) => f.retry(),
             XtaError::Http { status } if *status >= 500 || *status == 408 || *status == 429 => Retry::Transient,
             XtaError::Http { .. } => Retry::Permanent,
-            XtaError::Timeout { .. } | XtaError::Connection(_) | XtaError::InvalidReply(_) | XtaError::UnexpectedReply { .. } => Retry::Transient,
+            XtaError::Timeout { .. } | XtaError::Connection(_) | XtaError::InvalidReply(_) | XtaError::UnexpectedReply { .. } | XtaError::BreakerOpen { .. } => Retry::Transient,
             XtaError::Config(_) => Retry::Permanent,
         }
     }

@@ -6,7 +6,10 @@
 //! schemas, which are not part of the project. The transmit stage (`transmit`) sends routed
 //! requests with the client; report and receive come with the next increments.
 
+pub mod attempts;
+pub mod breaker;
 pub mod client;
+pub mod report;
 pub mod fault;
 pub mod sim;
 pub mod soap;
