@@ -4,8 +4,8 @@
 //! twice, oldest first under a steady inflow, two `serve` processes on one PostgreSQL ledger,
 //! and a stage that fails, is reported by `/healthz` and started again.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,131 +22,9 @@ use amtsbote::xamtshilfe::Checker;
 #[path = "support/postgres.rs"]
 mod postgres_support;
 use postgres_support::TestDatabase;
-
-const EXAMPLE: &str = include_str!("../examples/messages/ersuchen.xml");
-
-/// The sample request (routed to Köln by the sample directory) with its own UUID.
-fn request(n: u32) -> String {
-    EXAMPLE.replace("7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11", &format!("7d3c1f0e-2b7a-4c55-9a51-{n:012x}"))
-}
-
-/// A port nobody listens on now.
-fn free_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
-struct Serve {
-    root: PathBuf,
-    ledger_url: String,
-    listen: String,
-    env: Vec<(String, String)>,
-}
-
-impl Serve {
-    fn new(root: &Path, ledger_url: &str) -> Serve {
-        Serve { root: root.to_path_buf(), ledger_url: ledger_url.to_string(), listen: free_port(), env: Vec::new() }
-    }
-
-    fn env(mut self, key: &str, value: &str) -> Serve {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    fn start(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_amtsbote"))
-            .arg("serve")
-            .env("AMTSBOTE_DATA_DIR", &self.root)
-            .env("AMTSBOTE_LEDGER_URL", &self.ledger_url)
-            .env("AMTSBOTE_HTTP_LISTEN", &self.listen)
-            .env("AMTSBOTE_INTAKE_POLL_INTERVAL_MS", "20")
-            .env("AMTSBOTE_INTAKE_SETTLE_MS", "10")
-            .env("AMTSBOTE_LOG", "warn")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(&self.listen, path).await
-    }
-
-    /// Starts it and waits until its HTTP port answers (it has migrated the databases).
-    async fn start_and_wait(&self) -> Child {
-        let child = self.start();
-        wait_for(Duration::from_secs(60), "serve to answer", || async { self.get("/healthz").await.is_some() }).await;
-        child
-    }
-}
-
-/// A `jobs/<queue>.toml` override: the shipped file with waits of at most `secs`.
-fn quick_backoff(queue: Queue, secs: f64) -> String {
-    let shipped = queue.default_config();
-    let start = shipped.find("[backoff]").unwrap();
-    format!("{}[backoff]\ninitial_secs = {secs}\nmax_secs = {secs}\nfactor = 1.0\njitter = 0.0\n", &shipped[..start])
-}
-
-/// GET over a fresh connection: (status, body), or None when nothing answers.
-async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await.ok()?.ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
-}
-
-/// The value of a metric line (`name{labels} value`) in a Prometheus text.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-fn files_in(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map(|rd| rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_file()) && !e.file_name().to_string_lossy().starts_with('.')).count()).unwrap_or(0)
-}
-
-/// Writes `total` request files beside the inbox, then moves them in at once.
-fn drop_requests(root: &Path, tenant_inbox: &Path, from: u32, total: u32) {
-    std::fs::create_dir_all(tenant_inbox).unwrap();
-    let staging = root.join("staging");
-    std::fs::create_dir_all(&staging).unwrap();
-    for n in from..from + total {
-        std::fs::write(staging.join(format!("e{n:05}.xml")), request(n)).unwrap();
-    }
-    for n in from..from + total {
-        std::fs::rename(staging.join(format!("e{n:05}.xml")), tenant_inbox.join(format!("e{n:05}.xml"))).unwrap();
-    }
-}
-
-async fn count(ledger: &dyn Ledger, state: RequestState) -> u64 {
-    ledger.count_by_state().await.map(|c| c.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n)).unwrap_or(0)
-}
-
-/// Requests that went through routing (and may have been transmitted since).
-async fn past_routing(ledger: &dyn Ledger) -> u64 {
-    let mut n = 0;
-    for state in [RequestState::Routed, RequestState::Transmitting, RequestState::Transmitted, RequestState::AwaitingPrint] {
-        n += count(ledger, state).await;
-    }
-    n
-}
-
-async fn wait_for<F, Fut>(limit: Duration, what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+#[path = "support/serve.rs"]
+mod serve_support;
+use serve_support::*;
 
 /// Every request in the ledger, each with how many `routed` events its journal holds.
 async fn routed_events(ledger: &dyn Ledger, total: usize) -> Vec<(RequestId, RequestState, usize)> {
@@ -188,8 +66,8 @@ async fn killed_while_routing(root: &Path, ledger_url: &str, total: u32, kills: 
         eprintln!("kill {round}: {} of {total} routed", past_routing(&*ledger).await);
         child = serve.start_and_wait().await;
     }
-    // Routed, then sent to the built-in XTA simulator of whichever serve runs.
-    wait_for(Duration::from_secs(180), "every request routed and transmitted", || async { count(&*ledger, RequestState::Transmitted).await == u64::from(total) }).await;
+    // Routed, then sent to the built-in XTA simulator of whichever serve runs, and delivered.
+    wait_for(Duration::from_secs(240), "every request routed, transmitted and delivered", || async { count(&*ledger, RequestState::Delivered).await == u64::from(total) }).await;
     // No job left behind: the route queue holds exactly one finished job per request.
     let queues = QueueStore::open(&root.join("queue.sqlite"), load_job_configs(None).unwrap()).await.unwrap();
     wait_for(Duration::from_secs(60), "the route queue to settle", || async {
@@ -209,7 +87,7 @@ async fn killed_while_routing(root: &Path, ledger_url: &str, total: u32, kills: 
     child.wait().unwrap();
 
     for (id, state, routed) in routed_events(&*ledger, total as usize).await {
-        assert_eq!((state, routed), (RequestState::Transmitted, 1), "request {id}");
+        assert_eq!((state, routed), (RequestState::Delivered, 1), "request {id}");
     }
 }
 
@@ -260,7 +138,7 @@ async fn a_crash_between_the_state_change_and_the_push_still_delivers_the_trigge
 
         let serve = Serve::new(root, &url).env("AMTSBOTE_QUEUE_SWEEP_AFTER_SECS", "1000000");
         let mut child = serve.start_and_wait().await;
-        wait_for(Duration::from_secs(60), "the requests routed and transmitted after the restart", || async { count(&*ledger, RequestState::Transmitted).await == 20 }).await;
+        wait_for(Duration::from_secs(60), "the requests routed, transmitted and delivered after the restart", || async { count(&*ledger, RequestState::Delivered).await == 20 }).await;
         let (_, text) = serve.get("/metrics").await.expect("metrics");
         assert_eq!(metric(&text, "amtsbote_sweeper_retriggered_total"), Some(0.0), "the outbox delivered, not the sweeper");
         // The last jobs' acknowledgements follow their transitions.
@@ -275,7 +153,7 @@ async fn a_crash_between_the_state_change_and_the_push_still_delivers_the_trigge
         let c = queues.admin().queue_counts(Queue::Route).await.unwrap();
         assert_eq!(c.done, 20, "{point}: one job per request, a re-pushed trigger deduplicated: {c:?}");
         for (id, state, routed) in routed_events(&*ledger, 20).await {
-            assert_eq!((state, routed), (RequestState::Transmitted, 1), "{point}: request {id}");
+            assert_eq!((state, routed), (RequestState::Delivered, 1), "{point}: request {id}");
         }
     }
 }
@@ -413,7 +291,7 @@ async fn two_serve_processes_on_one_postgres_ledger_route_each_request_once() {
         let mut child_b = serve_b.start_and_wait().await;
         drop_requests(a.path(), &a.path().join("inbox/demo"), 0, 300);
         drop_requests(b.path(), &b.path().join("inbox/demo"), 300, 300);
-        wait_for(Duration::from_secs(180), "every request routed and transmitted", || async { count(&*ledger, RequestState::Transmitted).await == 600 }).await;
+        wait_for(Duration::from_secs(180), "every request routed, transmitted and delivered", || async { count(&*ledger, RequestState::Delivered).await == 600 }).await;
         // Let the sweepers and the second jobs run their course.
         tokio::time::sleep(Duration::from_secs(3)).await;
         for child in [&mut child_a, &mut child_b] {
@@ -421,7 +299,7 @@ async fn two_serve_processes_on_one_postgres_ledger_route_each_request_once() {
             child.wait().unwrap();
         }
         for (id, state, routed) in routed_events(&*ledger, 600).await {
-            assert_eq!((state, routed), (RequestState::Transmitted, 1), "request {id}");
+            assert_eq!((state, routed), (RequestState::Delivered, 1), "request {id}");
         }
     })
     .await;
@@ -471,7 +349,7 @@ async fn a_stage_that_fails_is_restarted_and_healthz_says_so_meanwhile() {
 
     drop_requests(root, &root.join("inbox/demo"), 0, 3);
     let ledger = ledger::open(&url).await.unwrap();
-    wait_for(Duration::from_secs(60), "the requests routed and transmitted", || async { count(&*ledger, RequestState::Transmitted).await == 3 }).await;
+    wait_for(Duration::from_secs(60), "the requests routed, transmitted and delivered", || async { count(&*ledger, RequestState::Delivered).await == 3 }).await;
     assert_eq!(files_in(&root.join("inbox/demo/done")), 3);
 
     // What the operator's commands show of it.

@@ -120,7 +120,7 @@ pub struct ReaderConfig {
     /// Services for which lookupService answers true; `"*"` for all.
     #[serde(default)]
     pub available: Vec<String>,
-    /// Services for which lookupService answers ServiceIsAvailableUnknown.
+    /// Services for which lookupService answers ServiceIsAvailableUnknown; `"*"` for all.
     #[serde(default)]
     pub unknown: Vec<String>,
     /// Every sendMessage to this reader gets this fault.
@@ -527,7 +527,7 @@ impl Shared {
         }
         match self.readers.get(reader) {
             None => Availability::NotAvailable,
-            Some(r) if r.unknown.iter().any(|s| s == service) => Availability::Unknown,
+            Some(r) if r.unknown.iter().any(|s| s == service || s == "*") => Availability::Unknown,
             Some(r) if r.available.iter().any(|s| s == service || s == "*") => Availability::Available,
             Some(_) => Availability::NotAvailable,
         }
