@@ -94,10 +94,7 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
             (sim.url(), Some(sim))
         }
     };
-    let mut client_config = crate::xta::ClientConfig::new(xta_url.clone());
-    client_config.connect_timeout = Duration::from_millis(config.xta.connect_timeout_ms);
-    client_config.response_timeout = Duration::from_millis(config.xta.response_timeout_ms);
-    let client = crate::xta::XtaClient::new(client_config).context("the XTA client")?;
+    let client = xta_client(&config.xta, &xta_url, xta_sim.is_none())?;
     // intake: the inbox watcher.
     let dirs = inbox_dirs(config);
     let intake_jobs = app.queues.configs().get(Queue::Intake);
@@ -154,6 +151,17 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
         supervisor.spawn("directory", move |stop| reload_directory(directory.clone(), data_dir.clone(), stop));
     }
     Ok(Started { inbox_stats, xta_url, xta_sim })
+}
+
+/// The XTA client for `url` as `[xta]` configures it; with `tls`, its CA and client
+/// certificate (read now: a missing file or a key that is not the certificate's is an error
+/// naming the setting and the path). The built-in simulator speaks plain HTTP and gets none.
+pub fn xta_client(xta: &crate::config::XtaConfig, url: &str, tls: bool) -> anyhow::Result<crate::xta::XtaClient> {
+    let mut client_config = crate::xta::ClientConfig::new(url);
+    client_config.connect_timeout = Duration::from_millis(xta.connect_timeout_ms);
+    client_config.response_timeout = Duration::from_millis(xta.response_timeout_ms);
+    client_config.tls = if tls { xta.client_tls() } else { None };
+    crate::xta::XtaClient::new(client_config).context("the XTA client")
 }
 
 /// Every 5 s: a newer directory generation on disk is loaded; certificates are looked at
