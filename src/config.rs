@@ -164,6 +164,13 @@ pub struct XtaConfig {
     /// `jobs/transmit.toml` used up) goes to print (`true`) or stays `failed` for an
     /// operator (`false`).
     pub print_when_failed: bool,
+    /// For an `https://` url (required there): a PEM bundle of the CA(s) that sign the
+    /// server's certificate. Only these are trusted, no system roots.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate for mutual TLS: a PEM chain, leaf first. With `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, RSA or SEC1).
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for XtaConfig {
@@ -178,7 +185,50 @@ impl Default for XtaConfig {
             breaker_max_open_secs: 300,
             unknown_availability_attempts: 3,
             print_when_failed: true,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
+    }
+}
+
+impl XtaConfig {
+    /// The TLS settings for the client, when `ca_file` is set.
+    pub fn client_tls(&self) -> Option<crate::xta::ClientTls> {
+        let tls = crate::xta::ClientTls::new(self.ca_file.clone()?);
+        Some(match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => tls.with_client_cert(cert, key),
+            _ => tls,
+        })
+    }
+
+    /// What `complete` checks without reading any file: https needs a CA, a client
+    /// certificate needs its key and the other way round.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.connect_timeout_ms == 0 || self.response_timeout_ms == 0 {
+            bail!("xta.connect_timeout_ms and xta.response_timeout_ms must be at least 1");
+        }
+        if self.max_connections == 0 || self.breaker_failures == 0 || self.breaker_open_secs == 0 || self.unknown_availability_attempts == 0 {
+            bail!("xta.max_connections, xta.breaker_failures, xta.breaker_open_secs and xta.unknown_availability_attempts must be at least 1");
+        }
+        if self.breaker_max_open_secs < self.breaker_open_secs {
+            bail!("xta.breaker_max_open_secs must not be less than xta.breaker_open_secs");
+        }
+        if let Some(url) = &self.url
+            && url.trim_start().to_ascii_lowercase().starts_with("https://")
+            && self.ca_file.is_none()
+        {
+            bail!("xta.url is https, but xta.ca_file is not set: name the PEM file of the CA(s) that sign the XTA server's certificate");
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), None) => bail!("xta.client_cert ({}) is set, but xta.client_key is not", cert.display()),
+            (None, Some(key)) => bail!("xta.client_key ({}) is set, but xta.client_cert is not", key.display()),
+            _ => {}
+        }
+        if self.client_cert.is_some() && self.ca_file.is_none() {
+            bail!("xta.client_cert is set, but xta.ca_file is not: a client certificate is only presented over https, which needs the CA");
+        }
+        Ok(())
     }
 }
 
@@ -289,6 +339,9 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("xta.breaker_open_secs", Kind::Number),
     ("xta.breaker_max_open_secs", Kind::Number),
     ("xta.unknown_availability_attempts", Kind::Number),
+    ("xta.ca_file", Kind::Text),
+    ("xta.client_cert", Kind::Text),
+    ("xta.client_key", Kind::Text),
 ];
 
 impl Config {
@@ -359,15 +412,7 @@ impl Config {
         if self.http.max_connections == 0 {
             bail!("http.max_connections must be at least 1");
         }
-        if self.xta.connect_timeout_ms == 0 || self.xta.response_timeout_ms == 0 {
-            bail!("xta.connect_timeout_ms and xta.response_timeout_ms must be at least 1");
-        }
-        if self.xta.max_connections == 0 || self.xta.breaker_failures == 0 || self.xta.breaker_open_secs == 0 || self.xta.unknown_availability_attempts == 0 {
-            bail!("xta.max_connections, xta.breaker_failures, xta.breaker_open_secs and xta.unknown_availability_attempts must be at least 1");
-        }
-        if self.xta.breaker_max_open_secs < self.xta.breaker_open_secs {
-            bail!("xta.breaker_max_open_secs must not be less than xta.breaker_open_secs");
-        }
+        self.xta.check()?;
         if self.messages.namespaces.is_empty() {
             bail!("messages.namespaces: at least one namespace must be accepted");
         }
@@ -551,5 +596,33 @@ mod tests {
                 assert!(!e.to_string().contains("unknown setting"), "{var}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn https_needs_a_ca_and_a_client_certificate_its_key() {
+        let e = Config::load_with(None, &env(&[("AMTSBOTE_XTA_URL", "https://xta.example:8443")])).unwrap_err().to_string();
+        assert!(e.contains("xta.ca_file") && e.contains("https"), "{e}");
+        let e = Config::load_with(None, &env(&[("AMTSBOTE_XTA_URL", "https://xta.example"), ("AMTSBOTE_XTA_CA_FILE", "/etc/amtsbote/ca.pem"), ("AMTSBOTE_XTA_CLIENT_CERT", "/etc/amtsbote/client.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("xta.client_key") && e.contains("/etc/amtsbote/client.pem"), "{e}");
+        let c = Config::load_with(
+            None,
+            &env(&[
+                ("AMTSBOTE_XTA_URL", "https://xta.example"),
+                ("AMTSBOTE_XTA_CA_FILE", "/etc/amtsbote/ca.pem"),
+                ("AMTSBOTE_XTA_CLIENT_CERT", "/etc/amtsbote/client.pem"),
+                ("AMTSBOTE_XTA_CLIENT_KEY", "/etc/amtsbote/client.key"),
+            ]),
+        )
+        .unwrap();
+        let tls = c.xta.client_tls().unwrap();
+        assert_eq!(tls.ca.path, PathBuf::from("/etc/amtsbote/ca.pem"));
+        let identity = tls.identity.unwrap();
+        assert_eq!((identity.cert_chain.setting, identity.key.setting), ("xta.client_cert", "xta.client_key"));
+        assert_eq!(identity.key.path, PathBuf::from("/etc/amtsbote/client.key"));
+        // Plain http needs none of it.
+        let c = Config::load_with(None, &env(&[("AMTSBOTE_XTA_URL", "http://127.0.0.1:8480")])).unwrap();
+        assert!(c.xta.client_tls().is_none());
     }
 }

@@ -97,16 +97,7 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
             (sim.url(), Some(sim))
         }
     };
-    let mut client_config = crate::xta::ClientConfig::new(xta_url.clone());
-    client_config.connect_timeout = Duration::from_millis(config.xta.connect_timeout_ms);
-    client_config.response_timeout = Duration::from_millis(config.xta.response_timeout_ms);
-    client_config.breaker = crate::xta::breaker::BreakerConfig {
-        max_in_flight: config.xta.max_connections as usize,
-        failures: config.xta.breaker_failures,
-        open: Duration::from_secs(config.xta.breaker_open_secs),
-        max_open: Duration::from_secs(config.xta.breaker_max_open_secs),
-    };
-    let client = crate::xta::XtaClient::new(client_config).context("the XTA client")?;
+    let client = xta_client(&config.xta, &xta_url, xta_sim.is_none())?;
     let authors: std::collections::HashMap<String, String> = config.tenants.iter().map(|t| (t.id.clone(), t.kennung.clone())).collect();
     let policy = |queue: Queue| {
         let jobs = app.queues.configs().get(queue);
@@ -180,6 +171,23 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
         supervisor.spawn("directory", move |stop| reload_directory(directory.clone(), data_dir.clone(), stop));
     }
     Ok(Started { inbox_stats, xta_url, xta_sim, xta: client.destination().clone() })
+}
+
+/// The XTA client for `url` as `[xta]` configures it; with `tls`, its CA and client
+/// certificate (read now: a missing file or a key that is not the certificate's is an error
+/// naming the setting and the path). The built-in simulator speaks plain HTTP and gets none.
+pub fn xta_client(xta: &crate::config::XtaConfig, url: &str, tls: bool) -> anyhow::Result<crate::xta::XtaClient> {
+    let mut client_config = crate::xta::ClientConfig::new(url);
+    client_config.connect_timeout = Duration::from_millis(xta.connect_timeout_ms);
+    client_config.response_timeout = Duration::from_millis(xta.response_timeout_ms);
+    client_config.tls = if tls { xta.client_tls() } else { None };
+    client_config.breaker = crate::xta::breaker::BreakerConfig {
+        max_in_flight: xta.max_connections as usize,
+        failures: xta.breaker_failures,
+        open: Duration::from_secs(xta.breaker_open_secs),
+        max_open: Duration::from_secs(xta.breaker_max_open_secs),
+    };
+    crate::xta::XtaClient::new(client_config).context("the XTA client")
 }
 
 /// Every 5 s: a newer directory generation on disk is loaded; certificates are looked at

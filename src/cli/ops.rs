@@ -21,6 +21,10 @@ pub async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
 pub fn config_check(config: &Config) -> anyhow::Result<ExitCode> {
     config.checker().context("messages: code lists")?;
     load_job_configs(Some(&config.data_dir)).context("job settings (jobs/*.toml)")?;
+    if let Some(url) = &config.xta.url {
+        // Reads the TLS files: a missing one or a key that is not the certificate's shows here.
+        crate::serve::xta_client(&config.xta, url, true)?;
+    }
     print!("{}", toml::to_string_pretty(config)?);
     eprintln!("configuration is valid");
     Ok(ExitCode::SUCCESS)

@@ -1,10 +1,12 @@
 //! `amtsbote xta-sim --listen ADDR [flags]`: runs the XTA test server (`xta::sim`) until
-//! Ctrl-C, after printing its address.
+//! Ctrl-C, after printing its address. With `--tls-cert/--tls-key` it speaks HTTPS, and with
+//! `--client-ca` as well it refuses every client without a certificate signed by that CA.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::xta::ServerTls;
 use crate::xta::sim::{InjectedFault, SimConfig, SimFile, SimServer};
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +45,15 @@ pub struct XtaSimArgs {
     /// Answer getMessage with MTOM (multipart/related, XOP) instead of inline base64.
     #[arg(long)]
     mtom: bool,
+    /// HTTPS: the server's certificate chain (PEM, leaf first). Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// HTTPS: the server's private key (PEM: PKCS#8, RSA or SEC1). Needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: every client must present a certificate signed by a CA of this PEM bundle.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 pub async fn run(args: XtaSimArgs) -> anyhow::Result<ExitCode> {
@@ -53,6 +64,7 @@ pub async fn run(args: XtaSimArgs) -> anyhow::Result<ExitCode> {
         Some(path) => SimFile::load(path)?,
         None => SimFile::default(),
     };
+    let client_ca = args.client_ca.clone();
     let config = SimConfig {
         file,
         report_delay: Duration::from_millis(args.report_delay_ms),
@@ -64,10 +76,23 @@ pub async fn run(args: XtaSimArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         record: args.record,
         mtom: args.mtom,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = ServerTls::new(cert, key);
+                Some(match args.client_ca {
+                    Some(ca) => tls.with_client_ca(ca),
+                    None => tls,
+                })
+            }
+            _ => None,
+        },
         ..SimConfig::default()
     };
-    let server = SimServer::start(&args.listen, config).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let server = SimServer::start(&args.listen, config).await.map_err(|e| anyhow::anyhow!("cannot start on {}: {e}", args.listen))?;
     println!("xta-sim listening on {}", server.url());
+    if let Some(ca) = &client_ca {
+        println!("client certificates: required, signed by a CA of {}", ca.display());
+    }
     println!("ports: {0}/ManagementPort {0}/SendXtaPort {0}/MsgBoxPort; statistics: GET {0}/stats", server.url());
     tokio::signal::ctrl_c().await?;
     server.stop().await?;

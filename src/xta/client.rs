@@ -1,15 +1,26 @@
-//! `XtaClient`: the operations of an XTA 2 server over HTTP/1.1, one typed method each.
+//! `XtaClient`: the operations of an XTA 2 server over HTTP/1.1 or HTTPS, one typed method
+//! each.
 //!
 //! Connections are pooled and kept alive (hyper-util's legacy client); every call has a
 //! connect timeout and a response timeout (for the whole answer, body included); replies are
 //! read by [`super::soap`] under [`Limits`], with the body cut off at `max_bytes` while it
 //! arrives. Every failure is an [`XtaError`] that says whether a retry may help.
 //!
-//! This increment speaks plain HTTP. HTTPS with a client certificate (mutual TLS, rustls,
-//! PEM key and chain, a configured CA) comes next, through the connector seam: the client is
-//! generic over its connector (`XtaClient<C>`), [`XtaClient::new`] builds it on
-//! [`HttpConnector`], and [`XtaClient::with_connector`] takes any other — an HTTPS connector
-//! wrapping the same `HttpConnector` is all the next increment has to add.
+//! TLS: one connector (hyper-rustls over the same `HttpConnector`) speaks plain HTTP to
+//! `http://` URLs and rustls to `https://` ones. HTTPS needs [`ClientConfig::tls`]
+//! ([`ClientTls`]): the CA bundle that signs the server's certificate — the only roots
+//! trusted — and the client certificate (mutual TLS) with its key, all PEM files read once
+//! when the client is built; a missing or unreadable file, a key that is not the
+//! certificate's, or an `https` URL without a CA is an [`XtaError::TlsSetup`] naming the
+//! setting and the path. TLS connections are pooled and kept alive like plain ones.
+//!
+//! A failed handshake — the server's certificate not trusted, our client certificate
+//! refused, none presented — is an [`XtaError::Tls`] whose message says which and what to
+//! check. It counts as transient (see [`XtaError::retry`]): it is a configuration problem on
+//! one side or the other, but retried with backoff nothing is lost and no request is sent
+//! to print for it; the operator sees the message in the job's error. With TLS 1.3 the
+//! server judges the client certificate after the client's side of the handshake is done,
+//! so a refusal arrives with the first request's answer; the request was not processed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +28,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::http::uri::Scheme;
 use hyper::{Method, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::breaker::{BreakerConfig, Destination};
 use super::fault::{Phase, XtaError};
+pub use super::tls::ClientTls;
+use super::tls::{client_handshake_failure, find_rustls_error};
 use super::soap::{self, ContentContainer, Identifier, LookupServiceResult, MessageId, MessageMetaData, MsgBoxResponse, Operation, Port, Reply, Request, Response, TransportReport};
 use super::xml::{Limits, XmlError};
 
@@ -48,6 +63,8 @@ pub struct ClientConfig {
     /// How long a call waits for the breaker to let it through before it fails with
     /// [`XtaError::BreakerOpen`].
     pub admission_wait: Duration,
+    /// CA and client certificate for `https://` URLs; required for them.
+    pub tls: Option<ClientTls>,
 }
 
 impl ClientConfig {
@@ -62,6 +79,7 @@ impl ClientConfig {
             limits: Limits::default(),
             breaker: BreakerConfig::default(),
             admission_wait: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -84,8 +102,8 @@ pub struct FetchedMessage {
 
 /// The client. Cheap to clone; clones share the connection pool.
 #[derive(Clone)]
-pub struct XtaClient<C = HttpConnector> {
-    http: Client<C, Full<Bytes>>,
+pub struct XtaClient {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     management: Uri,
     send: Uri,
     msgbox: Uri,
@@ -93,38 +111,50 @@ pub struct XtaClient<C = HttpConnector> {
     destination: Arc<Destination>,
 }
 
-impl XtaClient<HttpConnector> {
-    /// A plain-HTTP client.
+impl XtaClient {
+    /// A client for `config`'s URLs: plain HTTP for `http://`, rustls for `https://`. Reads
+    /// the TLS files now, so that a broken setting stops the start, not the first call.
     pub fn new(config: ClientConfig) -> Result<Self, XtaError> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        XtaClient::with_connector(config, connector)
-    }
-}
-
-impl<C> XtaClient<C>
-where
-    C: Connect + Clone + Send + Sync + 'static,
-{
-    /// A client over any connector (the seam for HTTPS with client certificates). The
-    /// connector owns the connect timeout.
-    pub fn with_connector(config: ClientConfig, connector: C) -> Result<Self, XtaError> {
         let base = config.base_url.trim_end_matches('/');
         let endpoints = config.endpoints.clone().unwrap_or_else(|| Endpoints {
             management: format!("{base}/{}", Port::Management.name()),
             send: format!("{base}/{}", Port::SendXta.name()),
             msgbox: format!("{base}/{}", Port::MsgBox.name()),
         });
-        let parse = |s: &str| s.parse::<Uri>().map_err(|e| XtaError::Config(format!("'{s}' is not a URL: {e}")));
+        let parse = |s: &str| -> Result<Uri, XtaError> {
+            let uri = s.parse::<Uri>().map_err(|e| XtaError::Config(format!("'{s}' is not a URL: {e}")))?;
+            match uri.scheme() {
+                Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => Ok(uri),
+                _ => Err(XtaError::Config(format!("'{s}' is not an http:// or https:// URL"))),
+            }
+        };
+        let (management, send, msgbox) = (parse(&endpoints.management)?, parse(&endpoints.send)?, parse(&endpoints.msgbox)?);
+        let https = [&management, &send, &msgbox].into_iter().find(|u| u.scheme() == Some(&Scheme::HTTPS));
+        let tls = match (&config.tls, https) {
+            (Some(tls), _) => tls.rustls_config()?,
+            (None, Some(uri)) => return Err(XtaError::Config(format!("{uri} is https, but no CA to trust is configured (xta.ca_file)"))),
+            // Plain HTTP only: the connector still wants a TLS configuration, which no URL
+            // will use; it trusts nothing.
+            (None, None) => rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| XtaError::Config(e.to_string()))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        // https:// URLs go through it too, to the TLS layer on top.
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_timer(TokioTimer::new())
             .build(connector);
         let destination = Arc::new(Destination::new(config.breaker.clone()));
-        Ok(XtaClient { http, management: parse(&endpoints.management)?, send: parse(&endpoints.send)?, msgbox: parse(&endpoints.msgbox)?, config, destination })
+        Ok(XtaClient { http, management, send, msgbox, config, destination })
     }
 
     /// The server's limits and breaker, shared by the client's clones (for `/metrics`).
@@ -164,7 +194,7 @@ where
             .map_err(|e| XtaError::Config(e.to_string()))?;
         let limits = self.config.limits;
         let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| request_error(e, self.config.connect_timeout))?;
+            let resp = self.http.request(req).await.map_err(|e| self.request_error(e))?;
             let status = resp.status();
             let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let declared = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
@@ -274,24 +304,31 @@ where
     }
 }
 
-/// A failed request: a connect timeout, a refused connection, or a connection that broke.
-fn request_error(e: hyper_util::client::legacy::Error, connect_timeout: Duration) -> XtaError {
-    let text = chain(&e);
-    let timed_out = {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        let mut found = false;
-        while let Some(s) = source {
-            if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
-                found = true;
-            }
-            source = s.source();
+impl XtaClient {
+    /// A failed request: a failed TLS handshake, a connect timeout, a refused connection, or
+    /// a connection that broke.
+    fn request_error(&self, e: hyper_util::client::legacy::Error) -> XtaError {
+        if let Some(tls) = find_rustls_error(&e) {
+            let presented = self.config.tls.as_ref().is_some_and(|t| t.identity.is_some());
+            return XtaError::Tls(client_handshake_failure(tls, presented));
         }
-        found
-    };
-    if e.is_connect() && timed_out {
-        return XtaError::Timeout { phase: Phase::Connect, millis: connect_timeout.as_millis() };
+        let text = chain(&e);
+        let timed_out = {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut found = false;
+            while let Some(s) = source {
+                if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+                    found = true;
+                }
+                source = s.source();
+            }
+            found
+        };
+        if e.is_connect() && timed_out {
+            return XtaError::Timeout { phase: Phase::Connect, millis: self.config.connect_timeout.as_millis() };
+        }
+        XtaError::Connection(text)
     }
-    XtaError::Connection(text)
 }
 
 /// An error and its causes on one line.

@@ -5,7 +5,8 @@
 //! is missing. [`XtaError`] is every failure of a call — faults, HTTP statuses, timeouts,
 //! broken connections, unreadable replies — and [`XtaError::retry`] tells the transmit stage
 //! what to do: transient (technical problems, timeouts, 5xx, broken connections: retry with
-//! backoff) or permanent (permission, parameter, schema, virus: operator attention, print).
+//! backoff; a failed TLS handshake too, see [`XtaError::retry`]) or permanent (permission,
+//! parameter, schema, virus: operator attention, print).
 
 use super::soap::{NS_SOAP, NS_XTA, ReadError};
 use super::xml::{Node, clip};
@@ -196,12 +197,27 @@ pub enum XtaError {
     InvalidReply(#[from] ReadError),
     #[error("the XTA server's reply is not what {operation} answers: {message}")]
     UnexpectedReply { operation: &'static str, message: String },
+    /// A TLS handshake that failed: the server's certificate not trusted, our client
+    /// certificate refused or missing. The message says which and what to check.
+    #[error("{0}")]
+    Tls(String),
     #[error("invalid client configuration: {0}")]
     Config(String),
     /// Not sent: the server failed too often in a row and is given a pause
     /// ([`super::breaker`]).
     #[error("not sent: the XTA server failed repeatedly and gets a pause (circuit breaker open; calls again in {} s)", .retry_in.as_secs_f64().ceil())]
     BreakerOpen { retry_in: std::time::Duration },
+    /// A TLS setting that cannot be used (a file missing, unreadable, or a key that is not
+    /// the certificate's): found when the client is built.
+    #[error("invalid client configuration: {0}")]
+    TlsSetup(super::tls::TlsError),
+}
+
+/// Not `#[from]`: that would chain the error as a source as well as show it in the message.
+impl From<super::tls::TlsError> for XtaError {
+    fn from(e: super::tls::TlsError) -> XtaError {
+        XtaError::TlsSetup(e)
+    }
 }
 
 /// Which timeout expired.
@@ -224,13 +240,20 @@ impl XtaError {
     /// Transient or permanent. An unreadable reply counts as transient: it is the server's
     /// (or a proxy's) failure, and a retry is safe since every re-send carries the same
     /// MessageID; the transmit stage's retry limit and breaker bound it.
+    ///
+    /// A failed TLS handshake is transient too, although its cause is a configuration (a
+    /// certificate not trusted or refused, on one side or the other) that waiting does not
+    /// fix: treating it as permanent would send every request in hand to print for what an
+    /// operator fixes in minutes (a renewed certificate, a CA bundle updated on one side
+    /// first). Retried, nothing is lost and nothing goes by post; the message names the
+    /// certificate setting to check, and a job that keeps failing ends dead and visible.
     pub fn retry(&self) -> Retry {
         match self {
             XtaError::Fault(f) => f.retry(),
             XtaError::Http { status } if *status >= 500 || *status == 408 || *status == 429 => Retry::Transient,
             XtaError::Http { .. } => Retry::Permanent,
-            XtaError::Timeout { .. } | XtaError::Connection(_) | XtaError::InvalidReply(_) | XtaError::UnexpectedReply { .. } | XtaError::BreakerOpen { .. } => Retry::Transient,
-            XtaError::Config(_) => Retry::Permanent,
+            XtaError::Timeout { .. } | XtaError::Connection(_) | XtaError::Tls(_) | XtaError::InvalidReply(_) | XtaError::UnexpectedReply { .. } | XtaError::BreakerOpen { .. } => Retry::Transient,
+            XtaError::Config(_) | XtaError::TlsSetup(_) => Retry::Permanent,
         }
     }
 

@@ -15,6 +15,14 @@
 //! connection closed mid-answer (the request was processed: the answer is what gets lost);
 //! an outage window answers 503 to everything. `seed` makes the choice repeatable.
 //! `GET /stats` answers JSON; `POST /inbox/<reader>` puts a message into a reader's box.
+//!
+//! TLS (`SimConfig::tls`, `--tls-cert/--tls-key [--client-ca]`): the simulator speaks HTTPS
+//! with its certificate, and [`SimServer::url`] answers `https://…`. With a client CA every
+//! connection must present a certificate signed by it (rustls' `WebPkiClientVerifier`), or
+//! the handshake is refused and nothing of the connection reaches the XTA operations. The
+//! handshake runs in the connection's own task, never in the accept loop, under the
+//! setting's timeout; refused or timed-out handshakes are counted
+//! ([`SimServer::handshakes_refused`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -35,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use super::fault::{Fault, FaultKind};
+use super::tls::ServerTls;
 use super::soap::{
     self, Availability, BusinessScenario, Content, ContentContainer, Identifier, KeyCode, LookupServiceResult, MessageId, MessageMetaData, MsgBoxResponse,
     Operation, Port, Qualifier, Request, Response, TransportReport, TransportStatus,
@@ -157,6 +166,9 @@ pub struct SimConfig {
     pub server_identity: String,
     /// The `<prefix>` of the MessageIDs it creates.
     pub message_id_prefix: String,
+    /// HTTPS with this certificate (and client-certificate checking when it names a client
+    /// CA); plain HTTP without.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for SimConfig {
@@ -175,6 +187,7 @@ impl Default for SimConfig {
             limits: Limits::default(),
             server_identity: "amtsbote-xta-sim".into(),
             message_id_prefix: "xtasim".into(),
+            tls: None,
         }
     }
 }
@@ -227,6 +240,8 @@ struct Shared {
     seq: AtomicU64,
     /// TCP connections accepted (not in `/stats`, whose keys are fixed): shows keep-alive.
     connections: AtomicU64,
+    /// TLS handshakes that failed or timed out (not in `/stats` either).
+    handshakes_refused: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -239,8 +254,13 @@ pub struct SimServer {
 }
 
 impl SimServer {
-    /// Binds `addr` (e.g. `127.0.0.1:0`) and serves until [`SimServer::stop`] or drop.
+    /// Binds `addr` (e.g. `127.0.0.1:0`) and serves until [`SimServer::stop`] or drop. A
+    /// TLS setting that cannot be used is an error (its `TlsError` inside) before binding.
     pub async fn start(addr: &str, config: SimConfig) -> std::io::Result<SimServer> {
+        let tls = match &config.tls {
+            Some(tls) => Some((tokio_rustls::TlsAcceptor::from(Arc::new(tls.rustls_config().map_err(std::io::Error::other)?)), tls.handshake_timeout)),
+            None => None,
+        };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         if let Some(dir) = &config.record {
@@ -248,7 +268,7 @@ impl SimServer {
         }
         let shared = Arc::new(Shared::new(config));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, shared.clone(), async move {
+        let task = tokio::spawn(serve(listener, shared.clone(), tls, async move {
             let _ = stopped.await;
         }));
         Ok(SimServer { addr, shared, stop: Some(stop), task })
@@ -258,14 +278,22 @@ impl SimServer {
         self.addr
     }
 
-    /// `http://<addr>`, the base URL for [`super::client::ClientConfig`].
+    /// `http://<addr>` (`https://` with TLS), the base URL for
+    /// [`super::client::ClientConfig`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// How many TCP connections it accepted so far.
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// How many TLS handshakes failed (a client certificate refused, none presented, our
+    /// certificate not trusted by the client) or timed out.
+    pub fn handshakes_refused(&self) -> u64 {
+        self.shared.handshakes_refused.load(Ordering::Relaxed)
     }
 
     pub async fn stats(&self) -> Stats {
@@ -293,9 +321,15 @@ impl Drop for SimServer {
     }
 }
 
-/// The accept loop: one hyper HTTP/1.1 connection task per client, until `shutdown`.
-async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+/// The accept loop: one task per client connection (its TLS handshake first, when
+/// configured, then hyper HTTP/1.1), until `shutdown`.
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::TokioIo;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -312,16 +346,38 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl std::f
         let _ = stream.set_nodelay(true);
         shared.connections.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(shared.handle(req).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let Some((acceptor, timeout)) = tls else {
+                return serve_connection(TokioIo::new(stream), shared).await;
+            };
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), shared).await,
+                Ok(Err(e)) => {
+                    shared.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(error = %e, "xta-sim: TLS handshake refused");
+                }
+                Err(_) => {
+                    shared.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(timeout_ms = timeout.as_millis() as u64, "xta-sim: no TLS handshake in time; connection closed");
+                }
+            }
         });
     }
+}
+
+/// HTTP/1.1 on one connection, plain or TLS.
+async fn serve_connection<I>(io: I, shared: Arc<Shared>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(shared.handle(req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    let _ = builder.serve_connection(io, service).await;
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> hyper::Response<Body> {
@@ -374,6 +430,7 @@ impl Shared {
             started: Instant::now(),
             seq: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            handshakes_refused: AtomicU64::new(0),
             state: Mutex::new(State {
                 rng,
                 sent: HashMap::new(),
