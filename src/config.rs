@@ -149,11 +149,16 @@ pub struct XtaConfig {
     pub connect_timeout_ms: u64,
     /// Time for a whole answer; a slower one is a transient failure, tried again.
     pub response_timeout_ms: u64,
+    /// The receive stage looks into the message boxes this often instead of on the
+    /// `[schedule]` of `jobs/receive.toml` (unset: the schedule, every five minutes as
+    /// shipped). For tests and for installations that want answers within seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_interval_ms: Option<u64>,
 }
 
 impl Default for XtaConfig {
     fn default() -> Self {
-        XtaConfig { url: None, connect_timeout_ms: 10_000, response_timeout_ms: 60_000 }
+        XtaConfig { url: None, connect_timeout_ms: 10_000, response_timeout_ms: 60_000, receive_interval_ms: None }
     }
 }
 
@@ -259,6 +264,7 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("xta.url", Kind::Text),
     ("xta.connect_timeout_ms", Kind::Number),
     ("xta.response_timeout_ms", Kind::Number),
+    ("xta.receive_interval_ms", Kind::Number),
 ];
 
 impl Config {
@@ -331,6 +337,9 @@ impl Config {
         }
         if self.xta.connect_timeout_ms == 0 || self.xta.response_timeout_ms == 0 {
             bail!("xta.connect_timeout_ms and xta.response_timeout_ms must be at least 1");
+        }
+        if self.xta.receive_interval_ms == Some(0) {
+            bail!("xta.receive_interval_ms must be at least 1 (or unset: the schedule of jobs/receive.toml)");
         }
         if self.messages.namespaces.is_empty() {
             bail!("messages.namespaces: at least one namespace must be accepted");
