@@ -137,7 +137,7 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
         let jobs = app.queues.configs().get(Queue::Receive);
         let cadence = match (config.xta.receive_interval_ms, &jobs.schedule) {
             (Some(ms), _) => Cadence::Every(Duration::from_millis(ms)),
-            (None, Some(schedule)) => Cadence::Schedule(schedule.clone()),
+            (None, Some(schedule)) => Cadence::Schedule(Box::new(schedule.clone())),
             (None, None) => Cadence::Every(Duration::from_secs(300)),
         };
         for t in ReceiveTenant::active(&config.tenants) {
@@ -213,6 +213,9 @@ fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: 
     out.push_str(&format!("  job queues       {}\n", config.queue_path().display()));
     for d in dirs {
         out.push_str(&format!("  inbox {:<10} {}  (drop .xml files here; results in done/ and error/)\n", d.tenant, d.inbox.display()));
+    }
+    for t in &config.tenants {
+        out.push_str(&format!("  outbox {:<9} {}  (messages received over XTA; invalid ones in error/)\n", t.id, t.outbox().display()));
     }
     out.push_str(&format!("  HTTP             http://{http}/api/v1/nachrichten (POST), /api/v1/requests/ID, /healthz, /metrics\n"));
     if started.xta_sim.is_some() {

@@ -51,7 +51,7 @@ use crate::xamtshilfe::Checker;
 #[derive(Debug, Clone)]
 pub enum Cadence {
     /// On a cron schedule in its time zone (`[schedule]` of `jobs/receive.toml`).
-    Schedule(JobSchedule),
+    Schedule(Box<JobSchedule>),
     /// Every so often (`xta.receive_interval_ms`).
     Every(Duration),
 }
@@ -480,7 +480,7 @@ mod tests {
             .try_into()
             .unwrap();
         let now = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:02:30Z").unwrap().with_timezone(&Utc);
-        assert_eq!(Cadence::Schedule(schedule).wait_after(now), Duration::from_secs(150));
+        assert_eq!(Cadence::Schedule(Box::new(schedule)).wait_after(now), Duration::from_secs(150));
         assert_eq!(Cadence::Every(Duration::from_millis(200)).wait_after(now), Duration::from_millis(200));
     }
 }
