@@ -166,6 +166,16 @@ enum Handled {
     LeftToAnother,
 }
 
+/// What became of a stored message's file.
+enum Write {
+    /// Written by this process (into the outbox, or its `error/`).
+    ByUs(ReceivedState),
+    /// Written by another process meanwhile.
+    ByAnother(ReceivedState),
+    /// Another process holds the claim and is not done.
+    LeftToAnother,
+}
+
 /// The receive stage of one process.
 pub struct ReceiveStage {
     pub ledger: Arc<dyn Ledger>,
@@ -292,8 +302,9 @@ impl ReceiveStage {
         }
         let (state, wrote) = match row.state {
             ReceivedState::Stored => match self.write(tenant, &row, fetched_payload).await? {
-                Some(state) => (state, Some(state)),
-                None => return Ok(Handled::LeftToAnother),
+                Write::ByUs(state) => (state, Some(state)),
+                Write::ByAnother(state) => (state, None),
+                Write::LeftToAnother => return Ok(Handled::LeftToAnother),
             },
             state => (state, None),
         };
@@ -301,8 +312,9 @@ impl ReceiveStage {
         self.client.close(reader, &close_request, std::slice::from_ref(message_id)).await.map_err(xta("close"))?;
         if state != ReceivedState::Closed {
             // False: another process closed it too and marked it first.
-            self.ledger.mark_received(id, state, ReceivedState::Closed).await?;
-            self.metrics.received.count(&tenant.id, ReceiveOutcome::Closed);
+            if self.ledger.mark_received(id, state, ReceivedState::Closed).await? {
+                self.metrics.received.count(&tenant.id, ReceiveOutcome::Closed);
+            }
         }
         Ok(Handled::Closed { wrote })
     }
@@ -322,14 +334,16 @@ impl ReceiveStage {
         result.err().map(|rejection| rejection.reasons().join("\n"))
     }
 
-    /// Writes a stored message's file under this process's claim; the state it is in then,
-    /// or None when another process holds the claim.
-    async fn write(&self, tenant: &ReceiveTenant, row: &Received, payload: Option<Vec<u8>>) -> Result<Option<ReceivedState>, ReceiveError> {
+    /// Writes a stored message's file under this process's claim.
+    async fn write(&self, tenant: &ReceiveTenant, row: &Received, payload: Option<Vec<u8>>) -> Result<Write, ReceiveError> {
         let id = row.message_id.as_str();
         let until = Utc::now() + chrono::Duration::from_std(self.claim_for).unwrap_or(chrono::Duration::minutes(5));
         if !self.ledger.claim_received(id, &self.owner, until).await? {
             // Another process writes it, or wrote it since we read the row.
-            return Ok(self.ledger.received(id).await?.map(|r| r.state).filter(|s| s.is_handled()));
+            return Ok(match self.ledger.received(id).await?.map(|r| r.state).filter(|s| s.is_handled()) {
+                Some(state) => Write::ByAnother(state),
+                None => Write::LeftToAnother,
+            });
         }
         let payload = match payload {
             Some(p) => p,
@@ -362,7 +376,7 @@ impl ReceiveStage {
         }
         self.metrics.received.count(&tenant.id, if to == ReceivedState::Written { ReceiveOutcome::Written } else { ReceiveOutcome::Invalid });
         tracing::info!(tenant = %tenant.id, message_id = %id, file = %row.file_name, bytes, state = %to, "receive: message written");
-        Ok(Some(to))
+        Ok(Write::ByUs(to))
     }
 }
 
