@@ -171,6 +171,11 @@ pub struct XtaConfig {
     pub client_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM: PKCS#8, RSA or SEC1).
     pub client_key: Option<PathBuf>,
+    /// The receive stage looks into the message boxes this often instead of on the
+    /// `[schedule]` of `jobs/receive.toml` (unset: the schedule, every five minutes as
+    /// shipped). For tests and for installations that want answers within seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_interval_ms: Option<u64>,
 }
 
 impl Default for XtaConfig {
@@ -188,6 +193,7 @@ impl Default for XtaConfig {
             ca_file: None,
             client_cert: None,
             client_key: None,
+            receive_interval_ms: None,
         }
     }
 }
@@ -342,6 +348,7 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("xta.ca_file", Kind::Text),
     ("xta.client_cert", Kind::Text),
     ("xta.client_key", Kind::Text),
+    ("xta.receive_interval_ms", Kind::Number),
 ];
 
 impl Config {
@@ -413,6 +420,9 @@ impl Config {
             bail!("http.max_connections must be at least 1");
         }
         self.xta.check()?;
+        if self.xta.receive_interval_ms == Some(0) {
+            bail!("xta.receive_interval_ms must be at least 1 (or unset: the schedule of jobs/receive.toml)");
+        }
         if self.messages.namespaces.is_empty() {
             bail!("messages.namespaces: at least one namespace must be accepted");
         }

@@ -3,8 +3,9 @@
 //! [`crate::app`]; each part lives in its own module.
 //!
 //! Stages: `intake` (the inbox watcher), `relay` (outbox → queues), `route`, `transmit` and
-//! `report` (the workers of those queues), `sweeper` (work that lost its job), `purge` (finished
-//! jobs), `directory` (picks up imports made by another process). HTTP runs beside them, and
+//! `report` (the workers of those queues), `receive` (the XTA message boxes → outbox
+//! folders, on its schedule), `sweeper` (work that lost its job), `purge` (finished jobs),
+//! `directory` (picks up imports made by another process). HTTP runs beside them, and
 //! in the embedded default (`xta.url` unset) the XTA simulator on loopback.
 
 use std::process::ExitCode;
@@ -83,8 +84,8 @@ pub struct Started {
 }
 
 /// Starts every stage of the pipeline under `supervisor`, as `serve` runs them (the
-/// pipeline benchmark runs the same): intake, relay, route, transmit, report, sweeper, purge,
-/// directory; and the built-in XTA simulator when `xta.url` is unset.
+/// pipeline benchmark runs the same): intake, relay, route, transmit, report, receive,
+/// sweeper, purge, directory; and the built-in XTA simulator when `xta.url` is unset.
 pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Result<Started> {
     let config = &app.config;
     // The XTA server: the configured one, or the simulator on loopback.
@@ -146,6 +147,30 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
         let stage = Arc::new(crate::xta::report::ReportStage { ledger: app.ledger.clone(), client: client.clone(), authors: authors.clone(), attempts: policy(Queue::Report) });
         let (queues, metrics) = (app.queues.clone(), app.metrics.clone());
         supervisor.spawn("report", move |stop| run_worker(queues.clone(), stage.clone(), metrics.clone(), stop));
+    }
+    // receive: the tenants' XTA message boxes into their outbox folders, on the schedule.
+    {
+        use crate::xta::receive::{Cadence, ReceiveStage, ReceiveTenant, owner_name, run};
+        let jobs = app.queues.configs().get(Queue::Receive);
+        let cadence = match (config.xta.receive_interval_ms, &jobs.schedule) {
+            (Some(ms), _) => Cadence::Every(Duration::from_millis(ms)),
+            (None, Some(schedule)) => Cadence::Schedule(Box::new(schedule.clone())),
+            (None, None) => Cadence::Every(Duration::from_secs(300)),
+        };
+        for t in ReceiveTenant::active(&config.tenants) {
+            app.metrics.received.tenant(&t.id);
+        }
+        let stage = Arc::new(ReceiveStage {
+            ledger: app.ledger.clone(),
+            client: client.clone(),
+            checker: app.checker.clone(),
+            tenants: config.tenants.clone(),
+            metrics: app.metrics.clone(),
+            owner: owner_name(),
+            claim_for: jobs.timeout(),
+            max_items: u32::try_from(jobs.batch_size).unwrap_or(u32::MAX).max(1),
+        });
+        supervisor.spawn("receive", move |stop| run(stage.clone(), cadence.clone(), stop));
     }
     // sweeper: work that lost its job.
     {
@@ -222,6 +247,9 @@ fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: 
     out.push_str(&format!("  job queues       {}\n", config.queue_path().display()));
     for d in dirs {
         out.push_str(&format!("  inbox {:<10} {}  (drop .xml files here; results in done/ and error/)\n", d.tenant, d.inbox.display()));
+    }
+    for t in &config.tenants {
+        out.push_str(&format!("  outbox {:<9} {}  (messages received over XTA; invalid ones in error/)\n", t.id, t.outbox().display()));
     }
     out.push_str(&format!("  HTTP             http://{http}/api/v1/nachrichten (POST), /api/v1/requests/ID, /healthz, /metrics\n"));
     if started.xta_sim.is_some() {

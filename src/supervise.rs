@@ -3,7 +3,8 @@
 //! A stage that fails — returns an error, panics, or stops by itself — is logged with its
 //! cause and started again after a backoff (1 s, doubling, at most 30 s; back to 1 s once
 //! it has run for a minute). Meanwhile [`Health`] reports it down: `/healthz` answers 503
-//! naming it, and `/metrics` counts its restarts.
+//! naming it, and `/metrics` counts its restarts. The crash points of the crash tests
+//! ([`crash_point`]) live here too: every stage may call them.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,6 +15,16 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The crash tests set `AMTSBOTE_TEST_CRASH` to a point's name (`relay-before-push`,
+/// `relay-after-push`, `receive-before-close`); the process then aborts there, as a power
+/// cut or SIGKILL would stop it. Unset in production: a no-op.
+pub fn crash_point(name: &str) {
+    if std::env::var("AMTSBOTE_TEST_CRASH").is_ok_and(|v| v == name) {
+        eprintln!("amtsbote: AMTSBOTE_TEST_CRASH={name}: aborting here");
+        std::process::abort();
+    }
+}
 
 /// One stage as `/healthz` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -588,6 +588,21 @@ impl Ledger for DownLedger {
     async fn retrigger(&self, _: RequestId, _: u32, _: amtsbote::queue::Queue) -> Result<bool, LedgerError> {
         down()
     }
+    async fn store_received(&self, _: ledger::NewReceived) -> Result<ledger::StoredReceived, LedgerError> {
+        down()
+    }
+    async fn received(&self, _: &str) -> Result<Option<ledger::Received>, LedgerError> {
+        down()
+    }
+    async fn received_payload(&self, _: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        down()
+    }
+    async fn claim_received(&self, _: &str, _: &str, _: chrono::DateTime<chrono::Utc>) -> Result<bool, LedgerError> {
+        down()
+    }
+    async fn mark_received(&self, _: &str, _: ledger::ReceivedState, _: ledger::ReceivedState) -> Result<bool, LedgerError> {
+        down()
+    }
     #[allow(clippy::too_many_arguments)]
     async fn schedule_attempt(&self, _: RequestId, _: RequestState, _: amtsbote::queue::Queue, _: u32, _: chrono::DateTime<chrono::Utc>, _: &ledger::Actor, _: Option<&str>) -> Result<(), LedgerError> {
         down()

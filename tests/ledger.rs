@@ -112,6 +112,9 @@ suite!(
     routing_keeps_the_decision_in_columns,
     a_further_attempt_is_scheduled_in_the_ledger_with_a_trigger_not_due_before_it,
     the_journal_refuses_delete,
+    a_received_message_is_stored_once_and_moves_by_compare_and_set,
+    concurrent_stores_of_one_received_message_store_it_once,
+    a_claim_to_write_a_received_message_excludes_others_until_it_expires,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1085,6 +1088,110 @@ async fn the_journal_refuses_delete((l, url): Ctx) {
     };
     assert!(err.to_string().contains("append-only"), "{err}");
     assert_eq!(l.journal(id).await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Received messages (the receive stage)
+
+fn new_received(message_id: &str, file_name: &str, payload: &[u8]) -> ledger::NewReceived {
+    ledger::NewReceived {
+        message_id: message_id.into(),
+        tenant: "demo".into(),
+        reader: "vbh:057660440000".into(),
+        file_name: file_name.into(),
+        payload: payload.to_vec(),
+        reason: None,
+    }
+}
+
+async fn a_received_message_is_stored_once_and_moves_by_compare_and_set((l, _): Ctx) {
+    use ledger::{ReceivedState as R, StoredReceived};
+    let id = "urn:de:xta:messageid:sim:0e0b3c1a-2d2b-4a0e-9f43-7d8f3c1b2a10";
+    assert_eq!(l.received(id).await.unwrap(), None);
+    assert_eq!(l.received_payload(id).await.unwrap(), None);
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let stored = l.store_received(new_received(id, "a.xml", b"<first/>")).await.unwrap();
+    let StoredReceived::New(row) = stored else { panic!("{stored:?}") };
+    assert_eq!((row.message_id.as_str(), row.tenant.as_str(), row.file_name.as_str(), row.state), (id, "demo", "a.xml", R::Stored));
+    assert_eq!((row.reason.clone(), row.claimed_by.clone()), (None, None));
+    assert!(row.received_at > before && row.received_at <= chrono::Utc::now());
+    // Offered again (after a crash): the row that is there, unchanged, payload included.
+    let again = l.store_received(new_received(id, "a.xml", b"<second/>")).await.unwrap();
+    assert_eq!(again, StoredReceived::Before(row.clone()));
+    assert_eq!(l.received_payload(id).await.unwrap().as_deref(), Some(&b"<first/>"[..]));
+    // Another MessageID may not take the same file.
+    let err = l.store_received(new_received("urn:de:xta:messageid:sim:other", "a.xml", b"<x/>")).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Database(_)), "{err}");
+    assert_eq!(l.received("urn:de:xta:messageid:sim:other").await.unwrap(), None);
+
+    // Compare-and-set: stored → written → closed, each once.
+    let err = l.mark_received(id, R::Stored, R::Closed).await.unwrap_err();
+    assert!(matches!(err, LedgerError::InvalidReceivedTransition { from: R::Stored, to: R::Closed }), "{err}");
+    assert!(!l.mark_received(id, R::Written, R::Closed).await.unwrap(), "not written yet");
+    assert!(l.mark_received(id, R::Stored, R::Written).await.unwrap());
+    assert!(!l.mark_received(id, R::Stored, R::Written).await.unwrap(), "written once");
+    assert!(!l.mark_received(id, R::Stored, R::Invalid).await.unwrap());
+    assert_eq!(l.received(id).await.unwrap().unwrap().state, R::Written);
+    assert!(l.mark_received(id, R::Written, R::Closed).await.unwrap());
+    assert!(!l.mark_received(id, R::Written, R::Closed).await.unwrap());
+    let closed = l.received(id).await.unwrap().unwrap();
+    assert_eq!(closed.state, R::Closed);
+    assert!(closed.updated_at >= row.updated_at);
+    assert!(!l.mark_received("urn:de:xta:messageid:sim:unknown", R::Stored, R::Written).await.unwrap());
+
+    // An invalid one keeps its reason.
+    let mut bad = new_received("urn:de:xta:messageid:sim:bad", "b.xml", b"not xml");
+    bad.reason = Some("not XML".into());
+    l.store_received(bad).await.unwrap();
+    assert!(l.mark_received("urn:de:xta:messageid:sim:bad", R::Stored, R::Invalid).await.unwrap());
+    let bad = l.received("urn:de:xta:messageid:sim:bad").await.unwrap().unwrap();
+    assert_eq!((bad.state, bad.reason.as_deref()), (R::Invalid, Some("not XML")));
+    // Requests are another table: nothing was recorded there.
+    assert_eq!(recorded(&*l).await, 0);
+}
+
+/// Two processes fetching the same message at once store it once.
+async fn concurrent_stores_of_one_received_message_store_it_once((l, _): Ctx) {
+    let id = "urn:de:xta:messageid:sim:7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11";
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let l = l.clone();
+            tokio::spawn(async move { l.store_received(new_received(id, "m.xml", format!("<m>{n}</m>").as_bytes())).await.unwrap() })
+        })
+        .collect();
+    let mut new = Vec::new();
+    for t in tasks {
+        if let ledger::StoredReceived::New(row) = t.await.unwrap() {
+            new.push(row);
+        }
+    }
+    assert_eq!(new.len(), 1, "one insert wins");
+    let payload = l.received_payload(id).await.unwrap().unwrap();
+    assert!(String::from_utf8(payload).unwrap().starts_with("<m>"));
+}
+
+async fn a_claim_to_write_a_received_message_excludes_others_until_it_expires((l, _): Ctx) {
+    use ledger::ReceivedState as R;
+    let id = "urn:de:xta:messageid:sim:claimed";
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    assert!(!l.claim_received(id, "a", later).await.unwrap(), "unknown message");
+    l.store_received(new_received(id, "c.xml", b"<c/>")).await.unwrap();
+    assert!(l.claim_received(id, "a", later).await.unwrap());
+    assert!(!l.claim_received(id, "b", later).await.unwrap(), "a holds it");
+    assert!(l.claim_received(id, "a", later).await.unwrap(), "a again: still a's");
+    let row = l.received(id).await.unwrap().unwrap();
+    assert_eq!(row.claimed_by.as_deref(), Some("a"));
+    assert!(row.claimed_until.is_some_and(|t| (t - later).num_milliseconds().abs() < 2), "{row:?}");
+    // a died: its claim runs out, and b takes it.
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    assert!(l.claim_received(id, "a", past).await.unwrap());
+    assert!(l.claim_received(id, "b", later).await.unwrap(), "expired: b takes over");
+    assert!(!l.claim_received(id, "a", later).await.unwrap());
+    // Written: nothing left to claim, and the claim is let go.
+    assert!(l.mark_received(id, R::Stored, R::Written).await.unwrap());
+    let row = l.received(id).await.unwrap().unwrap();
+    assert_eq!((row.claimed_by, row.claimed_until), (None, None));
+    assert!(!l.claim_received(id, "b", later).await.unwrap());
 }
 
 // ---------------------------------------------------------------------------------------

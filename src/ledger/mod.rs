@@ -16,7 +16,10 @@
 //! - the outbox: a request entering a stage's input state ([`RequestState::stage`]) gets a
 //!   [`Trigger`] for that stage's queue in the same transaction as the state change; the
 //!   relay (`crate::queue::relay`) pushes it with [`Ledger::relay_outbox`] and the sweeper
-//!   finds what lost its job with [`Ledger::waiting_without_trigger`].
+//!   finds what lost its job with [`Ledger::waiting_without_trigger`],
+//! - the table `received_messages`: what the receive stage fetched from the XTA message box
+//!   for a tenant, one row per MessageID ([`Received`], [`ReceivedState`]), inserted before
+//!   anything is written so that a message offered again is written once.
 //!
 //! # Request states
 //!
@@ -451,6 +454,129 @@ pub struct RoutedTo {
     pub directory_generation: String,
 }
 
+/// Where a message fetched from the XTA message box stands (`received_messages.state`).
+///
+/// ```text
+/// stored → written → closed
+///        ↘ invalid ↗
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceivedState {
+    /// Fetched and kept in the ledger; its file is not written yet.
+    Stored,
+    /// Written into the tenant's outbox folder.
+    Written,
+    /// Written into the outbox's `error/` folder with its reason.
+    Invalid,
+    /// The XTA server was told (close): it drops the message from the box.
+    Closed,
+}
+
+impl ReceivedState {
+    pub const ALL: [ReceivedState; 4] = [ReceivedState::Stored, ReceivedState::Written, ReceivedState::Invalid, ReceivedState::Closed];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReceivedState::Stored => "stored",
+            ReceivedState::Written => "written",
+            ReceivedState::Invalid => "invalid",
+            ReceivedState::Closed => "closed",
+        }
+    }
+
+    /// Whether a received message in state `self` may move to `next`.
+    pub const fn can_become(self, next: ReceivedState) -> bool {
+        use ReceivedState::*;
+        matches!((self, next), (Stored, Written | Invalid) | (Written | Invalid, Closed))
+    }
+
+    /// Its file is written (into the outbox or its `error/`): on a re-offer it is only closed.
+    pub const fn is_handled(self) -> bool {
+        !matches!(self, ReceivedState::Stored)
+    }
+}
+
+impl fmt::Display for ReceivedState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReceivedState {
+    type Err = LedgerError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        ReceivedState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| LedgerError::Corrupt(format!("unknown received state {s:?}")))
+    }
+}
+
+/// A message fetched from the XTA message box, as the receive stage stores it.
+#[derive(Clone)]
+pub struct NewReceived {
+    /// The XTA MessageID: the key. Outside input, checked by the XTA reader.
+    pub message_id: String,
+    pub tenant: String,
+    /// The reader identity whose box it came from.
+    pub reader: String,
+    /// Derived from the MessageID: the same on every re-write.
+    pub file_name: String,
+    /// The message as fetched. Personal data: never logged.
+    pub payload: Vec<u8>,
+    /// Why it is not a valid message, when it is not (it goes to `error/`).
+    pub reason: Option<String>,
+}
+
+impl fmt::Debug for NewReceived {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewReceived")
+            .field("message_id", &self.message_id)
+            .field("tenant", &self.tenant)
+            .field("reader", &self.reader)
+            .field("file_name", &self.file_name)
+            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+/// A row of `received_messages`, without its payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Received {
+    pub message_id: String,
+    pub tenant: String,
+    pub reader: String,
+    pub file_name: String,
+    pub state: ReceivedState,
+    pub reason: Option<String>,
+    /// Who holds the claim to write its file, and until when (while `stored`).
+    pub claimed_by: Option<String>,
+    pub claimed_until: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The outcome of [`Ledger::store_received`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredReceived {
+    /// Stored now.
+    New(Received),
+    /// Stored before (a re-offer after a crash, or another process fetched it too): the row
+    /// as it is, unchanged.
+    Before(Received),
+}
+
+impl StoredReceived {
+    pub fn row(&self) -> &Received {
+        match self {
+            StoredReceived::New(r) | StoredReceived::Before(r) => r,
+        }
+    }
+}
+
 /// A trigger in the outbox: "request R entered the input state of queue Q with journal event
 /// `seq`". Written in the transaction of that state change, pushed to the queue by the relay
 /// with [`Trigger::key`] as idempotency key, then deleted.
@@ -583,6 +709,11 @@ pub enum LedgerError {
         from: RequestState,
         to: RequestState,
     },
+    #[error("a received message may not go from {from} to {to}")]
+    InvalidReceivedTransition {
+        from: ReceivedState,
+        to: ReceivedState,
+    },
     #[error("a request may not be recorded as {0}")]
     InvalidInitialState(RequestState),
     /// The source was recorded before with a different payload: the intake reused a key.
@@ -707,6 +838,27 @@ pub trait Ledger: Send + Sync {
     /// moved on or the trigger is already there.
     async fn retrigger(&self, id: RequestId, seq: u32, queue: Queue) -> Result<bool>;
 
+    /// Stores a message fetched from the XTA message box unless its MessageID is stored
+    /// already (insert-if-absent, decided by the primary key, so two processes fetching it
+    /// at once store it once). A new row is `stored`, unclaimed.
+    async fn store_received(&self, new: NewReceived) -> Result<StoredReceived>;
+
+    /// The received message with this MessageID.
+    async fn received(&self, message_id: &str) -> Result<Option<Received>>;
+
+    /// Its payload as fetched.
+    async fn received_payload(&self, message_id: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Takes the claim to write a `stored` message's file for `owner` until `until`: true
+    /// when `owner` holds it now (it was free, had expired, or was `owner`'s already); false
+    /// when another owner holds it or the message is no longer `stored`.
+    async fn claim_received(&self, message_id: &str, owner: &str, until: DateTime<Utc>) -> Result<bool>;
+
+    /// Moves a received message from `from` to `to` if, and only if, it is in `from` now
+    /// (compare-and-set), and lets go of its claim. False when it is in another state (or
+    /// unknown); [`LedgerError::InvalidReceivedTransition`] when `from` may not become `to`.
+    async fn mark_received(&self, message_id: &str, from: ReceivedState, to: ReceivedState) -> Result<bool>;
+
     /// Woken whenever this process wrote a trigger, so the relay need not wait for its next
     /// poll.
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify>;
@@ -830,6 +982,62 @@ impl TryFrom<RequestRow> for Request {
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
+    }
+}
+
+/// A row of `received_messages` (without the payload), as both databases return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ReceivedRow {
+    message_id: String,
+    tenant: String,
+    reader: String,
+    file_name: String,
+    state: String,
+    reason: Option<String>,
+    claimed_by: Option<String>,
+    claimed_until: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// The columns of [`ReceivedRow`], for `SELECT`s.
+macro_rules! received_columns {
+    () => {
+        "message_id, tenant, reader, file_name, state, reason, claimed_by, claimed_until, received_at, updated_at"
+    };
+}
+pub(crate) use received_columns;
+
+impl TryFrom<ReceivedRow> for Received {
+    type Error = LedgerError;
+
+    fn try_from(row: ReceivedRow) -> Result<Self> {
+        Ok(Received {
+            message_id: row.message_id,
+            tenant: row.tenant,
+            reader: row.reader,
+            file_name: row.file_name,
+            state: row.state.parse()?,
+            reason: row.reason,
+            claimed_by: row.claimed_by,
+            claimed_until: row.claimed_until,
+            received_at: row.received_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// What [`Ledger::store_received`] answers: the row read back after the insert-if-absent.
+pub(crate) fn stored_received(row: Option<Received>, inserted: bool, message_id: &str) -> Result<StoredReceived> {
+    let row = row.ok_or_else(|| LedgerError::Corrupt(format!("received message {message_id} is gone right after it was stored")))?;
+    Ok(if inserted { StoredReceived::New(row) } else { StoredReceived::Before(row) })
+}
+
+pub(crate) fn check_received_transition(from: ReceivedState, to: ReceivedState) -> Result<()> {
+    if from.can_become(to) {
+        Ok(())
+    } else {
+        Err(LedgerError::InvalidReceivedTransition { from, to })
     }
 }
 

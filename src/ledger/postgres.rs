@@ -15,8 +15,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{
     Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
-    RequestId, RequestState, Result, RoutedTo, Trigger, TriggerRow, check_transition, migrator,
-    check_schedule, now, request_columns, routed_for_xta,
+    NewReceived, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
+    TriggerRow, check_received_transition, check_schedule, check_transition, migrator, now, received_columns,
+    request_columns, routed_for_xta, stored_received,
 };
 use crate::queue::Queue;
 
@@ -26,6 +27,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "pipeline", include_str!("../../migrations/postgres/0002_pipeline.sql")),
     (3, "transmission", include_str!("../../migrations/postgres/0003_transmission.sql")),
     (4, "attempts", include_str!("../../migrations/postgres/0004_attempts.sql")),
+    (5, "received", include_str!("../../migrations/postgres/0005_received.sql")),
 ];
 
 shared_statements!(sqlx::Postgres);
@@ -201,6 +203,37 @@ impl Ledger for PostgresLedger {
             self.outbox_signal.notify_one();
         }
         Ok(written)
+    }
+
+    async fn store_received(&self, new: NewReceived) -> Result<StoredReceived> {
+        let mut tx = self.pool.begin().await?;
+        // DO NOTHING waits for a concurrent insert of the same MessageID to commit.
+        let inserted = insert_received(&mut tx, &new, now()).await?;
+        tx.commit().await?;
+        stored_received(select_received(&self.pool, &new.message_id).await?, inserted, &new.message_id)
+    }
+
+    async fn received(&self, message_id: &str) -> Result<Option<Received>> {
+        select_received(&self.pool, message_id).await
+    }
+
+    async fn received_payload(&self, message_id: &str) -> Result<Option<Vec<u8>>> {
+        select_received_payload(&self.pool, message_id).await
+    }
+
+    async fn claim_received(&self, message_id: &str, owner: &str, until: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = update_received_claim(&mut tx, message_id, owner, until, now()).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn mark_received(&self, message_id: &str, from: ReceivedState, to: ReceivedState) -> Result<bool> {
+        check_received_transition(from, to)?;
+        let mut tx = self.pool.begin().await?;
+        let moved = update_received_state(&mut tx, message_id, from, to, now()).await?;
+        tx.commit().await?;
+        Ok(moved)
     }
 
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {

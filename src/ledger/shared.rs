@@ -406,5 +406,84 @@ macro_rules! shared_statements {
             .await?;
             Ok(rows.into_iter().map(|(id, seq)| ($crate::ledger::RequestId(id), u32::try_from(seq).unwrap_or(0))).collect())
         }
+
+        /// Inserts a received message as `stored` unless its MessageID is there; true when
+        /// inserted. Only the MessageID's conflict is "already there": a file name another
+        /// MessageID holds fails the statement.
+        async fn insert_received(tx: &mut Conn, new: &$crate::ledger::NewReceived, at: chrono::DateTime<chrono::Utc>) -> std::result::Result<bool, sqlx::Error> {
+            let done = sqlx::query(
+                "INSERT INTO received_messages (message_id, tenant, reader, file_name, payload, state, reason, received_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'stored', $6, $7, $7) ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(&new.message_id)
+            .bind(&new.tenant)
+            .bind(&new.reader)
+            .bind(&new.file_name)
+            .bind(&new.payload)
+            .bind(&new.reason)
+            .bind(stamp(at))
+            .execute(&mut *tx)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn select_received(pool: &Pool, message_id: &str) -> $crate::ledger::Result<Option<$crate::ledger::Received>> {
+            let row: Option<$crate::ledger::ReceivedRow> =
+                sqlx::query_as(concat!("SELECT ", received_columns!(), " FROM received_messages WHERE message_id = $1"))
+                    .bind(message_id)
+                    .fetch_optional(pool)
+                    .await?;
+            row.map($crate::ledger::Received::try_from).transpose()
+        }
+
+        async fn select_received_payload(pool: &Pool, message_id: &str) -> $crate::ledger::Result<Option<Vec<u8>>> {
+            Ok(sqlx::query_scalar("SELECT payload FROM received_messages WHERE message_id = $1")
+                .bind(message_id)
+                .fetch_optional(pool)
+                .await?)
+        }
+
+        /// The claim to write a stored message's file: free, expired, or the owner's own.
+        async fn update_received_claim(
+            tx: &mut Conn,
+            message_id: &str,
+            owner: &str,
+            until: chrono::DateTime<chrono::Utc>,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<bool, sqlx::Error> {
+            let done = sqlx::query(
+                "UPDATE received_messages SET claimed_by = $2, claimed_until = $3, updated_at = $4 \
+                 WHERE message_id = $1 AND state = 'stored' \
+                 AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until IS NULL OR claimed_until < $4)",
+            )
+            .bind(message_id)
+            .bind(owner)
+            .bind(stamp(until))
+            .bind(stamp(at))
+            .execute(&mut *tx)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        /// The compare-and-set of a received message's state; lets go of the claim.
+        async fn update_received_state(
+            tx: &mut Conn,
+            message_id: &str,
+            from: $crate::ledger::ReceivedState,
+            to: $crate::ledger::ReceivedState,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<bool, sqlx::Error> {
+            let done = sqlx::query(
+                "UPDATE received_messages SET state = $3, claimed_by = NULL, claimed_until = NULL, updated_at = $4 \
+                 WHERE message_id = $1 AND state = $2",
+            )
+            .bind(message_id)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(stamp(at))
+            .execute(&mut *tx)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
     };
 }

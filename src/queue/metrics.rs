@@ -1,6 +1,6 @@
 //! What the stage workers of this process did, for `/metrics`: jobs run by outcome, how long
 //! they ran, and how long they waited from push to start, per queue; and the relay's and
-//! the sweeper's counters. Counters since the process started, kept in atomics (no lock on
+//! the sweeper's counters; and what the receive stage did per tenant. Counters since the process started, kept in atomics (no lock on
 //! a job's path).
 
 use std::fmt::Write as _;
@@ -121,6 +121,80 @@ pub struct StageMetrics {
     /// Requests the sweeper found waiting without a job and triggered again. Expected 0:
     /// anything else means a job was lost between ledger and queue.
     pub sweeper_retriggered: AtomicU64,
+    /// What the receive stage did, per tenant.
+    pub received: ReceiveCounters,
+}
+
+/// What became of messages fetched from the XTA message box (`amtsbote_received_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiveOutcome {
+    /// Fetched and stored in the ledger (once per MessageID).
+    Stored,
+    /// Written into the tenant's outbox.
+    Written,
+    /// Written into the outbox's `error/` with its reason.
+    Invalid,
+    /// Closed at the XTA server.
+    Closed,
+    /// A message that could not be fetched or handled, left in the box (per attempt).
+    Failed,
+    /// A pass over a tenant's box that ended early (server, ledger or folder trouble).
+    FailedPass,
+}
+
+impl ReceiveOutcome {
+    pub const ALL: [ReceiveOutcome; 6] =
+        [ReceiveOutcome::Stored, ReceiveOutcome::Written, ReceiveOutcome::Invalid, ReceiveOutcome::Closed, ReceiveOutcome::Failed, ReceiveOutcome::FailedPass];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReceiveOutcome::Stored => "stored",
+            ReceiveOutcome::Written => "written",
+            ReceiveOutcome::Invalid => "invalid",
+            ReceiveOutcome::Closed => "closed",
+            ReceiveOutcome::Failed => "failed",
+            ReceiveOutcome::FailedPass => "failed_pass",
+        }
+    }
+}
+
+/// The receive stage's counters per tenant. A lock, but only once per message.
+#[derive(Debug, Default)]
+pub struct ReceiveCounters {
+    tenants: std::sync::Mutex<std::collections::BTreeMap<String, [u64; ReceiveOutcome::ALL.len()]>>,
+}
+
+impl ReceiveCounters {
+    /// Makes a tenant's series appear (at 0) before anything happened.
+    pub fn tenant(&self, tenant: &str) {
+        if let Ok(mut t) = self.tenants.lock() {
+            t.entry(tenant.to_owned()).or_default();
+        }
+    }
+
+    pub fn count(&self, tenant: &str, outcome: ReceiveOutcome) {
+        if let Ok(mut t) = self.tenants.lock() {
+            t.entry(tenant.to_owned()).or_default()[outcome as usize] += 1;
+        }
+    }
+
+    pub fn get(&self, tenant: &str, outcome: ReceiveOutcome) -> u64 {
+        self.tenants.lock().ok().and_then(|t| t.get(tenant).map(|c| c[outcome as usize])).unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String) {
+        let Ok(tenants) = self.tenants.lock() else { return };
+        if tenants.is_empty() {
+            return;
+        }
+        out.push_str("# HELP amtsbote_received_total Messages of the XTA message box handled by the receive stage of this process, by tenant and outcome.\n");
+        out.push_str("# TYPE amtsbote_received_total counter\n");
+        for (tenant, counts) in tenants.iter() {
+            for o in ReceiveOutcome::ALL {
+                let _ = writeln!(out, "amtsbote_received_total{{tenant=\"{tenant}\",outcome=\"{}\"}} {}", o.name(), counts[o as usize]);
+            }
+        }
+    }
 }
 
 impl StageMetrics {
@@ -154,6 +228,7 @@ impl StageMetrics {
         out.push_str("# HELP amtsbote_sweeper_retriggered_total Requests found waiting without a job and triggered again (expected 0).\n");
         out.push_str("# TYPE amtsbote_sweeper_retriggered_total counter\n");
         let _ = writeln!(out, "amtsbote_sweeper_retriggered_total {}", self.sweeper_retriggered.load(Relaxed));
+        self.received.render(out);
     }
 }
 

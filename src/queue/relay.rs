@@ -22,18 +22,10 @@ use tokio::sync::watch;
 use super::JobBackend;
 use super::metrics::StageMetrics;
 use crate::ledger::{Ledger, PushFuture, RequestState, Trigger, trigger_key};
+use crate::supervise::crash_point;
 
 /// Triggers pushed in one step (one transaction in each store).
 pub const RELAY_BATCH: u32 = 500;
-
-/// Test builds of the crash tests set `AMTSBOTE_TEST_CRASH` to a point's name; the process
-/// then aborts there, as a power cut or SIGKILL would stop it. Unset in production: a no-op.
-pub fn crash_point(name: &str) {
-    if std::env::var("AMTSBOTE_TEST_CRASH").is_ok_and(|v| v == name) {
-        eprintln!("amtsbote: AMTSBOTE_TEST_CRASH={name}: aborting here");
-        std::process::abort();
-    }
-}
 
 /// Pushes the outbox's triggers to `jobs` until `stop` turns true: at once when this
 /// process wrote one, else every `poll` (triggers written by other processes). An error of

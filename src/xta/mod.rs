@@ -5,13 +5,15 @@
 //!
 //! The contract is ../shared/spec/xta.md; the types are written from the published WSDL and
 //! schemas, which are not part of the project. The transmit stage (`transmit`) sends routed
-//! requests with the client; report and receive come with the next increments.
+//! requests with the client; the receive stage (`receive`) fetches what waits in our
+//! tenants' message boxes into their outbox folders; the report stage comes next.
 
 pub mod attempts;
 pub mod breaker;
 pub mod client;
 pub mod report;
 pub mod fault;
+pub mod receive;
 pub mod sim;
 pub mod soap;
 pub mod tls;
