@@ -92,7 +92,13 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
     let (xta_url, xta_sim) = match &config.xta.url {
         Some(url) => (url.clone(), None),
         None => {
-            let sim = crate::xta::sim::SimServer::start("127.0.0.1:0", crate::xta::sim::SimConfig::default())
+            if !config.ledger_url().starts_with("sqlite") {
+                tracing::warn!("xta.url is unset, so this process sends to a simulator of its own; processes sharing a PostgreSQL ledger need one shared XTA server (set xta.url)");
+            }
+            // What it accepted is kept under the data directory: after a restart it still
+            // answers the transport reports of what the last run sent.
+            let sim_config = crate::xta::sim::SimConfig { state_file: Some(config.data_dir.join("xta-sim/accepted.jsonl")), ..crate::xta::sim::SimConfig::default() };
+            let sim = crate::xta::sim::SimServer::start("127.0.0.1:0", sim_config)
                 .await
                 .context("cannot start the built-in XTA simulator")?;
             (sim.url(), Some(sim))

@@ -370,7 +370,7 @@ async fn killed_while_taking_in(root: &Path, ledger_url: &str, total: u32, kills
     assert_eq!(all.len(), total as usize, "one ledger entry per file");
     let valid: Vec<_> = all.iter().filter(|r| r.state != RequestState::Rejected).collect();
     assert_eq!(valid.len(), valid_count);
-    assert!(valid.iter().all(|r| matches!(r.state, RequestState::Validated | RequestState::Routed | RequestState::Transmitting | RequestState::Transmitted)), "{:?}", valid.iter().map(|r| r.state).collect::<std::collections::HashSet<_>>());
+    assert!(valid.iter().all(|r| matches!(r.state, RequestState::Validated | RequestState::Routed | RequestState::Transmitting | RequestState::Transmitted | RequestState::Delivered)), "{:?}", valid.iter().map(|r| r.state).collect::<std::collections::HashSet<_>>());
     let uuids: std::collections::HashSet<_> = valid.iter().map(|r| r.nachrichten_uuid.clone()).collect();
     assert_eq!(uuids.len(), valid_count);
     let rejected: Vec<_> = all.iter().filter(|r| r.state == RequestState::Rejected).collect();

@@ -258,6 +258,29 @@ async fn the_transport_report_turns_green_after_the_delay() {
 }
 
 #[tokio::test]
+async fn a_restarted_simulator_with_a_state_file_still_knows_what_it_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("sim/accepted.jsonl");
+    let config = || SimConfig { report_delay: Duration::ZERO, state_file: Some(state_file.clone()), ..SimConfig::default() };
+    let first = sim(config()).await;
+    let c = client(&first.url(), Duration::from_secs(5));
+    let id = c.create_message_id(&author()).await.expect("a MessageID");
+    let content = request_bytes("5a1c7e2b-3d4f-4a6b-8c9d-0e1f2a3b4c5d", "kept");
+    c.send_message(&metadata(&id, &reader()), &container(content.clone())).await.expect("sent");
+    first.stop().await.unwrap();
+
+    let second = sim(config()).await;
+    let c = client(&second.url(), Duration::from_secs(5));
+    assert_eq!(c.get_transport_report(&author(), &id).await.expect("a report of the first run").status, TransportStatus::Green);
+    // Sent again under its MessageID: a re-send; under a new one: the same content twice.
+    c.send_message(&metadata(&id, &reader()), &container(content.clone())).await.expect("re-sent");
+    let other = c.create_message_id(&author()).await.expect("a MessageID");
+    c.send_message(&metadata(&other, &reader()), &container(content)).await.expect("sent");
+    let s = stats(&second).await;
+    assert_eq!((s.resends, s.delivered, s.same_content_twice), (1, 1, 1), "{s:?}");
+}
+
+#[tokio::test]
 async fn an_mtom_reply_is_read() {
     let server = sim(SimConfig { mtom: true, ..SimConfig::default() }).await;
     // Binary content with bytes that would break a text reading.

@@ -65,6 +65,13 @@ pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Resu
             }
             println!("  directory {}", r.directory_generation);
         }
+        if let Some(m) = &request.xta_message_id {
+            println!("  xta id    {m}");
+        }
+        if request.attempts > 0 || request.next_attempt_at.is_some() {
+            let next = request.next_attempt_at.map(|t| format!(", the next at {}", t.format("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_default();
+            println!("  attempts  {} in this state{next}", request.attempts);
+        }
         println!("  journal:");
         for e in &journal {
             let from = e.from.map_or("-".to_string(), |s| s.to_string());
@@ -110,6 +117,9 @@ fn request_json(r: &Request) -> serde_json::Value {
         "source": r.source,
         "file_name": r.file_name,
         "routed": r.routed,
+        "xta_message_id": r.xta_message_id,
+        "attempts": r.attempts,
+        "next_attempt_at": r.next_attempt_at,
         "created_at": r.created_at,
         "updated_at": r.updated_at,
     })

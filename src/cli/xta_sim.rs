@@ -39,6 +39,10 @@ pub struct XtaSimArgs {
     /// Writes every SOAP request body it receives into this directory.
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
+    /// Keeps what it accepted in this file (JSON lines) and reads it again at start, so a
+    /// restarted simulator still answers transport reports and still counts re-sends.
+    #[arg(long, value_name = "FILE")]
+    state_file: Option<PathBuf>,
     /// Milliseconds until a transport report turns green (status 0 before).
     #[arg(long, default_value_t = 2_000, value_name = "MS")]
     report_delay_ms: u64,
@@ -75,6 +79,7 @@ pub async fn run(args: XtaSimArgs) -> anyhow::Result<ExitCode> {
         outage_for: Duration::from_secs(args.outage_for),
         seed: args.seed,
         record: args.record,
+        state_file: args.state_file,
         mtom: args.mtom,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => {

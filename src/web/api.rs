@@ -196,6 +196,11 @@ pub struct RequestView {
     pub nachrichten_uuid: Option<String>,
     pub test: bool,
     pub file_name: Option<String>,
+    /// The XTA MessageID it is sent under (from `transmitting` on).
+    pub xta_message_id: Option<String>,
+    /// Tries made in its current state, and when the next is due (a scheduled retry).
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,6 +218,9 @@ impl RequestView {
             nachrichten_uuid: r.nachrichten_uuid,
             test: r.test,
             file_name: r.file_name,
+            xta_message_id: r.xta_message_id,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
             journal,

@@ -160,6 +160,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// Every SOAP request body is written into this directory.
     pub record: Option<PathBuf>,
+    /// What it accepted (MessageIDs with their metadata, content keys, times) is kept in
+    /// this file, one JSON line per message, and read again at start: a restarted
+    /// simulator still answers the transport reports of what it took before and still
+    /// counts a re-send as one. The boxes' contents are not kept.
+    pub state_file: Option<PathBuf>,
     /// Answer getMessage with MTOM (multipart/related) instead of inline base64.
     pub mtom: bool,
     pub limits: Limits,
@@ -183,6 +188,7 @@ impl Default for SimConfig {
             outage_for: Duration::ZERO,
             seed: 1,
             record: None,
+            state_file: None,
             mtom: false,
             limits: Limits::default(),
             server_identity: "amtsbote-xta-sim".into(),
@@ -212,9 +218,18 @@ pub struct Stats {
     pub closed: u64,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Sent {
     metadata: MessageMetaData,
-    accepted_at: Instant,
+    accepted_at: std::time::SystemTime,
+}
+
+/// A line of [`SimConfig::state_file`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Kept {
+    #[serde(flatten)]
+    sent: Sent,
+    content_key: String,
 }
 
 struct Boxed {
@@ -230,6 +245,8 @@ struct State {
     /// MsgBoxRequestID → the reader it was given to.
     requests: HashMap<String, String>,
     stats: Stats,
+    /// [`SimConfig::state_file`], open for appending.
+    kept: Option<std::fs::File>,
 }
 
 struct Shared {
@@ -266,7 +283,19 @@ impl SimServer {
         if let Some(dir) = &config.record {
             std::fs::create_dir_all(dir)?;
         }
+        let kept = match &config.state_file {
+            Some(path) => Some(read_kept(path)?),
+            None => None,
+        };
         let shared = Arc::new(Shared::new(config));
+        if let Some((file, kept)) = kept {
+            let mut state = shared.state.lock().await;
+            for k in kept {
+                state.content_keys.insert(k.content_key);
+                state.sent.insert(k.sent.metadata.message_id.clone(), k.sent);
+            }
+            state.kept = Some(file);
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, shared.clone(), tls, async move {
             let _ = stopped.await;
@@ -438,6 +467,7 @@ impl Shared {
                 boxes: HashMap::new(),
                 requests: HashMap::new(),
                 stats: Stats::default(),
+                kept: None,
             }),
         }
     }
@@ -621,7 +651,7 @@ impl Shared {
                 if sent.metadata.author.value != author.value {
                     return Err(denied("the asking author"));
                 }
-                let status = if sent.accepted_at.elapsed() >= self.config.report_delay { TransportStatus::Green } else { TransportStatus::Open };
+                let status = if sent.accepted_at.elapsed().unwrap_or_default() >= self.config.report_delay { TransportStatus::Green } else { TransportStatus::Open };
                 Ok(Response::TransportReport(Box::new(TransportReport {
                     metadata: sent.metadata.clone(),
                     report_time: chrono::Utc::now(),
@@ -695,12 +725,21 @@ impl Shared {
             state.stats.resends += 1;
             return Ok(Response::Empty);
         }
-        if !state.content_keys.insert(key) {
+        if !state.content_keys.insert(key.clone()) {
             state.stats.same_content_twice += 1;
+        }
+        let sent = Sent { metadata: metadata.clone(), accepted_at: std::time::SystemTime::now() };
+        if let Some(file) = state.kept.as_mut() {
+            use std::io::Write as _;
+            let line = serde_json::to_string(&Kept { sent, content_key: key }).unwrap_or_default();
+            if let Err(e) = writeln!(file, "{line}") {
+                // Taken all the same; only a restart would forget it.
+                tracing::warn!(error = %e, "xta-sim: cannot keep what it accepted in its state file");
+            }
         }
         state.stats.delivered += 1;
         let reader = metadata.reader.value.clone();
-        state.sent.insert(metadata.message_id.clone(), Sent { metadata: metadata.clone(), accepted_at: Instant::now() });
+        state.sent.insert(metadata.message_id.clone(), Sent { metadata: metadata.clone(), accepted_at: std::time::SystemTime::now() });
         state.boxes.entry(reader).or_default().push_back(Boxed { metadata, container });
         Ok(Response::Empty)
     }
@@ -727,6 +766,22 @@ impl Shared {
         state.boxes.entry(reader.to_owned()).or_default().push_back(Boxed { metadata, container });
         message_id
     }
+}
+
+/// Reads [`SimConfig::state_file`] (created if missing) and opens it for appending. A line
+/// that cannot be read (one cut short by a crash) is skipped.
+fn read_kept(path: &Path) -> std::io::Result<(std::fs::File, Vec<Kept>)> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let kept = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Ok((file, kept))
 }
 
 /// What identifies a content for `same_content_twice`: its xAmtshilfe Nachrichten-UUID, or

@@ -166,7 +166,7 @@ impl From<MessageId> for String {
 
 /// A party's identifier (`oscimeta:PartyIdentifierType`): the value, its `@type` (e.g.
 /// `xoev`), optional `@name` and `@category`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Identifier {
     pub value: String,
     pub id_type: String,
@@ -182,7 +182,7 @@ impl Identifier {
 }
 
 /// A code of a code list (`oscimeta:KeyCodeType`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyCode {
     pub code: String,
     pub name: Option<String>,
@@ -190,14 +190,14 @@ pub struct KeyCode {
     pub list_version: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BusinessScenario {
     Defined(KeyCode),
     Undefined(String),
 }
 
 /// `oscimeta:Qualifier`: service, business scenario and message type of a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Qualifier {
     pub subject: Option<String>,
     pub service: String,
@@ -207,7 +207,7 @@ pub struct Qualifier {
 }
 
 /// `oscimeta:MessageMetaData`: what the transport needs to know about a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageMetaData {
     pub test_msg: bool,
     pub origin: Option<DateTime<Utc>>,
