@@ -404,8 +404,8 @@ async fn routed_requests_are_transmitted_once_and_delivered_or_go_by_post_when_t
         file: SimFile {
             accounts: None,
             readers: vec![
-                ReaderConfig { id: "koeln-grundsteuer".into(), available: vec!["*".into()], unknown: vec![], permanent_fault: None },
-                ReaderConfig { id: "hamburg-kasse".into(), available: vec![], unknown: vec![], permanent_fault: None },
+                ReaderConfig { id: "koeln-grundsteuer".into(), available: vec!["*".into()], unknown: vec![], permanent_fault: None, report: Default::default() },
+                ReaderConfig { id: "hamburg-kasse".into(), available: vec![], unknown: vec![], permanent_fault: None, report: Default::default() },
             ],
         },
         report_delay: Duration::from_millis(300),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use amtsbote::ledger::{self, Ledger, ListFilter, Request, RequestState};
 use amtsbote::queue::Queue;
-use amtsbote::xta::sim::{InjectedFault, PermanentFault, ReaderConfig, SimConfig, SimFile, SimServer, Stats};
+use amtsbote::xta::sim::{FinalReport, InjectedFault, PermanentFault, ReaderConfig, SimConfig, SimFile, SimServer, Stats};
 
 #[path = "support/serve.rs"]
 mod serve_support;
@@ -170,9 +170,13 @@ async fn serve_killed_twice_while_transmitting_1000_requests_loses_none_and_send
 }
 
 /// One request (routed to Köln by the sample directory) through a `serve` whose simulator
-/// treats the Köln reader as `reader`; returns it once it left `transmitting`/`routed`.
+/// treats the Köln reader as `reader`; returns it once it is in `end`.
 async fn one_request_with_reader(reader: ReaderConfig) -> (Request, Vec<ledger::Event>, Stats) {
-    let config = SimConfig { file: SimFile { accounts: None, readers: vec![reader] }, ..SimConfig::default() };
+    one_request_ending(reader, RequestState::AwaitingPrint).await
+}
+
+async fn one_request_ending(reader: ReaderConfig, end: RequestState) -> (Request, Vec<ledger::Event>, Stats) {
+    let config = SimConfig { file: SimFile { accounts: None, readers: vec![reader] }, report_delay: Duration::from_millis(200), ..SimConfig::default() };
     let sim = SimServer::start("127.0.0.1:0", config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -181,7 +185,7 @@ async fn one_request_with_reader(reader: ReaderConfig) -> (Request, Vec<ledger::
     let mut child = serve.start_and_wait().await;
     drop_requests(root, &root.join("inbox/demo"), 0, 1);
     let ledger = ledger::open(&serve.ledger_url).await.unwrap();
-    wait_for(Duration::from_secs(60), "the request to go by post", || async { count(&*ledger, RequestState::AwaitingPrint).await == 1 }).await;
+    wait_for(Duration::from_secs(60), &format!("the request to be {end}"), || async { count(&*ledger, end).await == 1 }).await;
     child.kill().unwrap();
     child.wait().unwrap();
     let stats = sim.stats().await;
@@ -193,7 +197,7 @@ async fn one_request_with_reader(reader: ReaderConfig) -> (Request, Vec<ledger::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_fault_sends_the_request_by_post_without_a_second_try() {
-    let reader = ReaderConfig { id: "koeln-grundsteuer".into(), available: vec!["*".into()], unknown: vec![], permanent_fault: Some(PermanentFault::Permission) };
+    let reader = ReaderConfig { id: "koeln-grundsteuer".into(), available: vec!["*".into()], unknown: vec![], permanent_fault: Some(PermanentFault::Permission), report: Default::default() };
     let (request, _, stats) = one_request_with_reader(reader).await;
     let detail = request.state_detail.unwrap_or_default();
     assert!(detail.contains("sendMessage refused for good") && detail.contains("by post"), "{detail}");
@@ -203,7 +207,7 @@ async fn a_permanent_fault_sends_the_request_by_post_without_a_second_try() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_availability_that_stays_unknown_is_asked_three_times_then_the_request_goes_by_post() {
-    let reader = ReaderConfig { id: "koeln-grundsteuer".into(), available: vec![], unknown: vec!["*".into()], permanent_fault: None };
+    let reader = ReaderConfig { id: "koeln-grundsteuer".into(), available: vec![], unknown: vec!["*".into()], permanent_fault: None, report: Default::default() };
     let (request, journal, stats) = one_request_with_reader(reader).await;
     let detail = request.state_detail.clone().unwrap_or_default();
     assert!(detail.contains("unknown after 3 lookups") && detail.contains("by post"), "{detail}");
@@ -212,4 +216,19 @@ async fn an_availability_that_stays_unknown_is_asked_three_times_then_the_reques
     let again: Vec<&str> = journal.iter().filter(|e| e.from == Some(RequestState::Transmitting) && e.to == RequestState::Transmitting).filter_map(|e| e.detail.as_deref()).collect();
     assert_eq!(again.len(), 2, "{journal:?}");
     assert!(again.iter().all(|d| d.contains("availability") && d.contains("next attempt at")), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yellow_transport_report_delivers_with_its_warnings_and_a_red_one_fails_with_its_errors() {
+    let reader = |report| ReaderConfig { id: "koeln-grundsteuer".into(), available: vec!["*".into()], unknown: vec![], permanent_fault: None, report };
+    let ((yellow, _, _), (red, journal, stats)) =
+        tokio::join!(one_request_ending(reader(FinalReport::Yellow), RequestState::Delivered), one_request_ending(reader(FinalReport::Red), RequestState::Failed));
+    let detail = yellow.state_detail.unwrap_or_default();
+    assert!(detail.contains("transport report yellow") && detail.contains("delivered late (simulated)"), "{detail}");
+    let detail = red.state_detail.clone().unwrap_or_default();
+    assert!(detail.contains("transport report red") && detail.contains("refused the message (simulated)"), "{detail}");
+    // Red after it was transmitted: failed from transmitted, for an operator.
+    let last = journal.last().unwrap();
+    assert_eq!((last.from, last.to), (Some(RequestState::Transmitted), RequestState::Failed));
+    assert_eq!(stats.delivered, 1, "{stats:?}");
 }

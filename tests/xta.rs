@@ -134,7 +134,7 @@ async fn every_operation_on_the_happy_path() {
 async fn lookup_answers_false_and_unknown() {
     let file = SimFile {
         accounts: None,
-        readers: vec![ReaderConfig { id: reader().value, available: vec!["urn:other".into()], unknown: vec![SERVICE.into()], permanent_fault: None }],
+        readers: vec![ReaderConfig { id: reader().value, available: vec!["urn:other".into()], unknown: vec![SERVICE.into()], permanent_fault: None, report: Default::default() }],
     };
     let server = sim(SimConfig { file, ..SimConfig::default() }).await;
     let c = client(&server.url(), Duration::from_secs(5));
@@ -210,8 +210,8 @@ async fn permission_and_reader_faults_are_permanent() {
     let file = SimFile {
         accounts: Some(vec![author().value]),
         readers: vec![
-            ReaderConfig { id: reader().value, available: vec!["*".into()], unknown: vec![], permanent_fault: Some(PermanentFault::Schema) },
-            ReaderConfig { id: "vbk:virus".into(), available: vec!["*".into()], unknown: vec![], permanent_fault: Some(PermanentFault::Virus) },
+            ReaderConfig { id: reader().value, available: vec!["*".into()], unknown: vec![], permanent_fault: Some(PermanentFault::Schema), report: Default::default() },
+            ReaderConfig { id: "vbk:virus".into(), available: vec!["*".into()], unknown: vec![], permanent_fault: Some(PermanentFault::Virus), report: Default::default() },
         ],
     };
     let server = sim(SimConfig { file, ..SimConfig::default() }).await;

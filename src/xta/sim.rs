@@ -134,6 +134,21 @@ pub struct ReaderConfig {
     pub unknown: Vec<String>,
     /// Every sendMessage to this reader gets this fault.
     pub permanent_fault: Option<PermanentFault>,
+    /// The final status of the transport reports of messages to this reader, once the
+    /// report delay has passed: `green` (the default), `yellow` (with a warning) or `red`
+    /// (with an error: the reader did not get it).
+    #[serde(default)]
+    pub report: FinalReport,
+}
+
+/// The final status a reader's transport reports get ([`ReaderConfig::report`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalReport {
+    #[default]
+    Green,
+    Yellow,
+    Red,
 }
 
 impl SimFile {
@@ -651,14 +666,27 @@ impl Shared {
                 if sent.metadata.author.value != author.value {
                     return Err(denied("the asking author"));
                 }
-                let status = if sent.accepted_at.elapsed().unwrap_or_default() >= self.config.report_delay { TransportStatus::Green } else { TransportStatus::Open };
+                let final_status = self.readers.get(&sent.metadata.reader.value).map(|r| r.report).unwrap_or_default();
+                let status = match final_status {
+                    _ if sent.accepted_at.elapsed().unwrap_or_default() < self.config.report_delay => TransportStatus::Open,
+                    FinalReport::Green => TransportStatus::Green,
+                    FinalReport::Yellow => TransportStatus::Yellow,
+                    FinalReport::Red => TransportStatus::Red,
+                };
+                let record = |reason: &str| soap::Record {
+                    timestamp: chrono::Utc::now(),
+                    code: "9999".into(),
+                    list_uri: "urn:de:xta:sim:report".into(),
+                    list_version: "1".into(),
+                    reason: reason.into(),
+                };
                 Ok(Response::TransportReport(Box::new(TransportReport {
                     metadata: sent.metadata.clone(),
                     report_time: chrono::Utc::now(),
                     server_identity: self.config.server_identity.clone(),
                     status,
-                    errors: Vec::new(),
-                    warnings: Vec::new(),
+                    errors: if status == TransportStatus::Red { vec![record("the reader's box refused the message (simulated)")] } else { Vec::new() },
+                    warnings: if status == TransportStatus::Yellow { vec![record("delivered late (simulated)")] } else { Vec::new() },
                     infos: Vec::new(),
                 })))
             }
