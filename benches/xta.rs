@@ -427,7 +427,13 @@ fn main() {
         );
     }
     println!("(transmit calls/s = 3 × transmitted/s; transmit/no-op and report/no-op: the stage's SOAP calls/s against the no-op rate)");
-    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    // A smoke run (a debug build, 200 requests) is no measurement: it only checks that every
+    // request is delivered once.
+    let verdict = |ok: bool| match (ok, smoke) {
+        (true, _) => "met",
+        (false, true) => "not judged on a smoke run (cargo bench --bench xta judges it)",
+        (false, false) => "NOT met",
+    };
     println!();
     let big: Vec<_> = rows.iter().filter(|(n, ..)| *n >= 10_000).collect();
     let judged = if big.is_empty() { rows.iter().collect::<Vec<_>>() } else { big };
