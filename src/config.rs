@@ -28,6 +28,7 @@ pub struct Config {
     pub messages: MessagesConfig,
     pub intake: IntakeConfig,
     pub xta: XtaConfig,
+    pub print: PrintConfig,
     /// The authorities using this installation. Empty: one sample tenant, `demo`.
     pub tenants: Vec<Tenant>,
 }
@@ -238,6 +239,31 @@ impl XtaConfig {
     }
 }
 
+/// The nightly print batches (src/print).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrintConfig {
+    /// Where finished batch files (PDF and manifests) are handed to the print centre;
+    /// default `<data_dir>/print/handoff`. Test messages never go here: they go to
+    /// `<data_dir>/print/test`.
+    pub handoff_dir: Option<PathBuf>,
+    /// Letters per PDF file of a batch.
+    pub letters_per_file: u32,
+}
+
+impl Default for PrintConfig {
+    fn default() -> Self {
+        PrintConfig { handoff_dir: None, letters_per_file: 500 }
+    }
+}
+
+impl PrintConfig {
+    /// The handoff folder, with the default filled in from `data_dir`.
+    pub fn handoff(&self, data_dir: &Path) -> PathBuf {
+        self.handoff_dir.clone().unwrap_or_else(|| data_dir.join("print/handoff"))
+    }
+}
+
 /// A tenant (Mandant): an authority using amtsbote, with its folders.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -297,13 +323,14 @@ impl Default for Config {
             messages: MessagesConfig::default(),
             intake: IntakeConfig::default(),
             xta: XtaConfig::default(),
+            print: PrintConfig::default(),
             tenants: Vec::new(),
         }
     }
 }
 
 /// Sections that environment variables can address.
-const SECTIONS: [&str; 6] = ["messages", "intake", "ledger", "queue", "http", "xta"];
+const SECTIONS: [&str; 7] = ["messages", "intake", "ledger", "queue", "http", "xta", "print"];
 
 /// What an environment variable's text is read as: the type of its setting, never a guess
 /// from the text (`AMTSBOTE_MESSAGES_MIN_AMOUNT=50.00` is the string "50.00", not a float).
@@ -349,6 +376,8 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("xta.client_cert", Kind::Text),
     ("xta.client_key", Kind::Text),
     ("xta.receive_interval_ms", Kind::Number),
+    ("print.handoff_dir", Kind::Text),
+    ("print.letters_per_file", Kind::Number),
 ];
 
 impl Config {
@@ -425,6 +454,9 @@ impl Config {
         }
         if self.messages.namespaces.is_empty() {
             bail!("messages.namespaces: at least one namespace must be accepted");
+        }
+        if self.print.letters_per_file == 0 {
+            bail!("print.letters_per_file must be at least 1");
         }
         Ok(())
     }

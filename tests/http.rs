@@ -607,6 +607,18 @@ impl Ledger for DownLedger {
     async fn schedule_attempt(&self, _: RequestId, _: RequestState, _: amtsbote::queue::Queue, _: u32, _: chrono::DateTime<chrono::Utc>, _: &ledger::Actor, _: Option<&str>) -> Result<(), LedgerError> {
         down()
     }
+    async fn open_print_batch(&self, _: chrono::NaiveDate, _: &str, _: &[RequestId]) -> Result<ledger::PrintBatch, LedgerError> {
+        down()
+    }
+    async fn claim_print_batch(&self, _: &str, _: &str, _: chrono::DateTime<chrono::Utc>) -> Result<bool, LedgerError> {
+        down()
+    }
+    async fn print_file_done(&self, _: &str, _: u32, _: &str, _: &str, _: &[(RequestId, u32)], _: &ledger::Actor) -> Result<(), LedgerError> {
+        down()
+    }
+    async fn finish_print_batch(&self, _: &str) -> Result<(), LedgerError> {
+        down()
+    }
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
         Arc::default()
     }

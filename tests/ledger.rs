@@ -111,6 +111,8 @@ suite!(
     the_sweeper_finds_what_waits_without_a_trigger_and_retriggers_once,
     routing_keeps_the_decision_in_columns,
     a_further_attempt_is_scheduled_in_the_ledger_with_a_trigger_not_due_before_it,
+    a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to_printed,
+    concurrent_openings_of_one_nights_batch_make_one_batch,
     the_journal_refuses_delete,
     a_received_message_is_stored_once_and_moves_by_compare_and_set,
     concurrent_stores_of_one_received_message_store_it_once,
@@ -1073,6 +1075,78 @@ async fn a_further_attempt_is_scheduled_in_the_ledger_with_a_trigger_not_due_bef
     l.transition(id, Transmitted, Delivered, &Actor::system("report"), None).await.unwrap();
     let err = l.schedule_attempt(id, Delivered, Queue::Report, 1, next_at, &transmit, None).await.unwrap_err();
     assert!(matches!(err, LedgerError::InvalidTransition { .. }), "{err}");
+}
+
+/// `n` requests waiting for print (recorded, then moved along as the stages would).
+async fn awaiting_print(l: &dyn Ledger, n: usize, prefix: &str) -> Vec<RequestId> {
+    let route = Actor::system("route");
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let Recorded::New(id) = l.record(new_request("t", &format!("http:{prefix}{i}"), None), Validated, &intake(), None).await.unwrap() else { panic!() };
+        l.transition(id, Validated, Routed, &route, None).await.unwrap();
+        l.transition(id, Routed, AwaitingPrint, &route, None).await.unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+async fn a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to_printed((l, _): Ctx) {
+    let ids = awaiting_print(&*l, 4, "p").await;
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    // Letters numbered in the order given; one that is not awaiting print is left out.
+    l.transition(ids[2], AwaitingPrint, Withdrawn, &Actor::operator("op"), None).await.unwrap();
+    let order = [ids[3], ids[0], ids[2], ids[1]];
+    let batch = l.open_print_batch(date, "B20261201", &order).await.unwrap();
+    assert!(batch.created);
+    assert_eq!(batch.letters, vec![(ids[3], 1), (ids[0], 2), (ids[1], 3)]);
+    assert_eq!((batch.files_done.clone(), batch.finished), (vec![], false));
+    let r = l.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!((r.print_batch.as_deref(), r.letter_number), (Some("B20261201"), Some(2)));
+    // The same date again — whatever is passed — gives the same batch, and makes no other.
+    let again = l.open_print_batch(date, "B20261201-other", &[ids[1]]).await.unwrap();
+    assert!(!again.created);
+    assert_eq!((again.batch_id.as_str(), again.letters.clone()), ("B20261201", batch.letters.clone()));
+    // One writer at a time, until its lease ends.
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(60);
+    assert!(l.claim_print_batch("B20261201", "a", soon).await.unwrap());
+    assert!(!l.claim_print_batch("B20261201", "b", soon).await.unwrap());
+    assert!(l.claim_print_batch("B20261201", "b", chrono::Utc::now() + chrono::Duration::seconds(120)).await.is_ok());
+    // A file handed off: its letters are printed, with batch, letter and file in the journal.
+    let print = Actor::system("print");
+    l.print_file_done("B20261201", 1, "B20261201-001.pdf", "ab12", &batch.letters[..2], &print).await.unwrap();
+    assert_eq!(l.get(ids[3]).await.unwrap().unwrap().state, Printed);
+    assert_eq!(l.get(ids[1]).await.unwrap().unwrap().state, AwaitingPrint);
+    let last = l.journal(ids[0]).await.unwrap().pop().unwrap();
+    assert_eq!((last.from, last.to), (Some(AwaitingPrint), Printed));
+    assert_eq!(last.detail.as_deref(), Some("batch B20261201, letter 2, file B20261201-001.pdf"));
+    // Recorded twice: nothing more happens.
+    l.print_file_done("B20261201", 1, "B20261201-001.pdf", "ab12", &batch.letters[..2], &print).await.unwrap();
+    assert_eq!(l.journal(ids[0]).await.unwrap().iter().filter(|e| e.to == Printed).count(), 1);
+    l.print_file_done("B20261201", 2, "B20261201-002.pdf", "cd34", &batch.letters[2..], &print).await.unwrap();
+    l.finish_print_batch("B20261201").await.unwrap();
+    let done = l.open_print_batch(date, "B20261201", &[]).await.unwrap();
+    assert_eq!((done.files_done, done.finished), (vec![1, 2], true));
+    // A request printed in one batch goes into no other.
+    let next = l.open_print_batch(date.succ_opt().unwrap(), "B20261202", &ids).await.unwrap();
+    assert!(next.letters.is_empty());
+}
+
+async fn concurrent_openings_of_one_nights_batch_make_one_batch((l, _): Ctx) {
+    let ids = awaiting_print(&*l, 20, "c").await;
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+    let mut tasks = Vec::new();
+    for k in 0..4 {
+        let (l, mut order) = (l.clone(), ids.clone());
+        order.rotate_left(k * 3);
+        tasks.push(tokio::spawn(async move { l.open_print_batch(date, "B20261202", &order).await.unwrap() }));
+    }
+    let mut batches = Vec::new();
+    for t in tasks {
+        batches.push(t.await.unwrap());
+    }
+    assert_eq!(batches.iter().filter(|b| b.created).count(), 1, "one call made it");
+    assert!(batches.iter().all(|b| b.letters == batches[0].letters), "every call got the same letters");
+    assert_eq!(batches[0].letters.len(), 20);
 }
 
 async fn the_journal_refuses_delete((l, url): Ctx) {

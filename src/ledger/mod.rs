@@ -390,6 +390,9 @@ pub struct Request {
     pub attempts: u32,
     /// When the next try is due, while one is scheduled.
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Its print batch and letter number there (from the night it went into one).
+    pub print_batch: Option<String>,
+    pub letter_number: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -603,6 +606,21 @@ impl Trigger {
 /// `<request>:<seq>`: see [`Trigger::key`].
 pub fn trigger_key(request: RequestId, seq: u32) -> String {
     format!("{request}:{seq}")
+}
+
+/// A night's print batch as the ledger holds it ([`Ledger::open_print_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrintBatch {
+    pub batch_id: String,
+    pub date: chrono::NaiveDate,
+    /// Its letters in order: (request, letter number from 1).
+    pub letters: Vec<(RequestId, u32)>,
+    /// The files already handed off (their numbers).
+    pub files_done: Vec<u32>,
+    /// Every file handed off.
+    pub finished: bool,
+    /// Made by this call (false: it was there already).
+    pub created: bool,
 }
 
 /// What the relay hands a batch of triggers to: pushes them to the queue backend, and
@@ -819,6 +837,25 @@ pub trait Ledger: Send + Sync {
     #[allow(clippy::too_many_arguments)]
     async fn schedule_attempt(&self, id: RequestId, state: RequestState, queue: Queue, attempts: u32, next_at: DateTime<Utc>, actor: &Actor, detail: Option<&str>) -> Result<()>;
 
+    /// The print batch of `date`. The first call creates it with `candidates` as its letters,
+    /// numbered from 1 in this order (those still awaiting print and in no other batch); every
+    /// later call — a second run, a restart, another process — gets that batch back, with its
+    /// letters, whatever it passes. One transaction: two concurrent calls make one batch.
+    async fn open_print_batch(&self, date: chrono::NaiveDate, batch_id: &str, candidates: &[RequestId]) -> Result<PrintBatch>;
+
+    /// Takes the right to write the batch's files for `owner` until `until` (false: another
+    /// writer holds it and its lease has not ended).
+    async fn claim_print_batch(&self, batch_id: &str, owner: &str, until: DateTime<Utc>) -> Result<bool>;
+
+    /// One file of a batch is in the handoff folder: its row, and its letters moved from
+    /// `awaiting_print` to `printed` (with batch, letter and file in the journal), in one
+    /// transaction. Recorded already: nothing happens.
+    #[allow(clippy::too_many_arguments)]
+    async fn print_file_done(&self, batch_id: &str, file_no: u32, file_name: &str, sha256: &str, letters: &[(RequestId, u32)], actor: &Actor) -> Result<()>;
+
+    /// Every file of the batch is handed off.
+    async fn finish_print_batch(&self, batch_id: &str) -> Result<()>;
+
     /// Triggers waiting in the outbox (a small table: the relay empties it).
     async fn outbox_len(&self) -> Result<u64>;
 
@@ -932,6 +969,8 @@ pub(crate) struct RequestRow {
     xta_message_id: Option<String>,
     attempts: i32,
     next_attempt_at: Option<DateTime<Utc>>,
+    print_batch: Option<String>,
+    letter_number: Option<i32>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -942,7 +981,7 @@ macro_rules! request_columns {
         "id, tenant, source, sha256, nachrichten_uuid, kind, test, file_name, state, \
          state_detail, last_seq, routed_kennung, routed_name, routed_channel, \
          routed_xta_reader, routed_xta_service, directory_generation, xta_message_id, attempts, \
-         next_attempt_at, created_at, updated_at"
+         next_attempt_at, print_batch, letter_number, created_at, updated_at"
     };
 }
 pub(crate) use request_columns;
@@ -979,6 +1018,8 @@ impl TryFrom<RequestRow> for Request {
             xta_message_id: row.xta_message_id,
             attempts: u32::try_from(row.attempts).unwrap_or(0),
             next_attempt_at: row.next_attempt_at,
+            print_batch: row.print_batch,
+            letter_number: row.letter_number.and_then(|n| u32::try_from(n).ok()),
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

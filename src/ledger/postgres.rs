@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{
     Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
-    NewReceived, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
+    NewReceived, PrintBatch, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
     TriggerRow, check_received_transition, check_schedule, check_transition, migrator, now, received_columns,
     request_columns, routed_for_xta, stored_received,
 };
@@ -28,6 +28,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "transmission", include_str!("../../migrations/postgres/0003_transmission.sql")),
     (4, "attempts", include_str!("../../migrations/postgres/0004_attempts.sql")),
     (5, "received", include_str!("../../migrations/postgres/0005_received.sql")),
+    (6, "print", include_str!("../../migrations/postgres/0006_print.sql")),
 ];
 
 shared_statements!(sqlx::Postgres);
@@ -189,6 +190,35 @@ impl Ledger for PostgresLedger {
         apply_schedule(&mut tx, id, state, queue, attempts, next_at, &actor.to_string(), detail, now()).await??;
         tx.commit().await?;
         self.outbox_signal.notify_one();
+        Ok(())
+    }
+
+    async fn open_print_batch(&self, date: chrono::NaiveDate, batch_id: &str, candidates: &[RequestId]) -> Result<PrintBatch> {
+        let mut tx = self.pool.begin().await?;
+        let created = apply_open_print_batch(&mut tx, date, batch_id, candidates, now()).await?;
+        let batch = select_print_batch(&mut tx, date, created).await?;
+        tx.commit().await?;
+        Ok(batch)
+    }
+
+    async fn claim_print_batch(&self, batch_id: &str, owner: &str, until: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = update_print_claim(&mut tx, batch_id, owner, until, now()).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn print_file_done(&self, batch_id: &str, file_no: u32, file_name: &str, sha256: &str, letters: &[(RequestId, u32)], actor: &Actor) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        apply_print_file_done(&mut tx, batch_id, file_no, file_name, sha256, letters, &actor.to_string(), now()).await??;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_print_batch(&self, batch_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        update_print_finished(&mut tx, batch_id, now()).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -485,5 +485,150 @@ macro_rules! shared_statements {
             .await?;
             Ok(done.rows_affected() == 1)
         }
+
+        /// [`Ledger::open_print_batch`] inside `tx`: true when this call created the batch.
+        async fn apply_open_print_batch(
+            tx: &mut Conn,
+            date: chrono::NaiveDate,
+            batch_id: &str,
+            candidates: &[$crate::ledger::RequestId],
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<bool, sqlx::Error> {
+            let created = sqlx::query(
+                "INSERT INTO print_batches (batch_date, batch_id, letters, created_at) VALUES ($1, $2, 0, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(date.format("%Y-%m-%d").to_string())
+            .bind(batch_id)
+            .bind(stamp(at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !created {
+                return Ok(false);
+            }
+            // Numbered in the order given; a request that moved on meanwhile, or sits in
+            // another batch, is left out and takes no number.
+            let mut number: i64 = 0;
+            for id in candidates {
+                let taken = sqlx::query(
+                    "UPDATE requests SET print_batch = $1, letter_number = $2 \
+                     WHERE id = $3 AND state = 'awaiting_print' AND print_batch IS NULL",
+                )
+                .bind(batch_id)
+                .bind(number + 1)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                number += taken as i64;
+            }
+            sqlx::query("UPDATE print_batches SET letters = $2 WHERE batch_id = $1")
+                .bind(batch_id)
+                .bind(number)
+                .execute(&mut *tx)
+                .await?;
+            Ok(true)
+        }
+
+        /// The batch of `date` with its letters and the files handed off.
+        async fn select_print_batch(tx: &mut Conn, date: chrono::NaiveDate, created: bool) -> $crate::ledger::Result<$crate::ledger::PrintBatch> {
+            let row: Option<(String, Option<chrono::DateTime<chrono::Utc>>)> =
+                sqlx::query_as("SELECT batch_id, finished_at FROM print_batches WHERE batch_date = $1")
+                    .bind(date.format("%Y-%m-%d").to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((batch_id, finished_at)) = row else {
+                return Err($crate::ledger::LedgerError::Corrupt(format!("the print batch of {date} is gone")));
+            };
+            let letters: Vec<(i64, i32)> = sqlx::query_as("SELECT id, letter_number FROM requests WHERE print_batch = $1 ORDER BY letter_number")
+                .bind(&batch_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            let files: Vec<i32> = sqlx::query_scalar("SELECT file_no FROM print_files WHERE batch_id = $1 ORDER BY file_no")
+                .bind(&batch_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            Ok($crate::ledger::PrintBatch {
+                batch_id,
+                date,
+                letters: letters.into_iter().map(|(id, n)| ($crate::ledger::RequestId(id), u32::try_from(n).unwrap_or(0))).collect(),
+                files_done: files.into_iter().map(|n| u32::try_from(n).unwrap_or(0)).collect(),
+                finished: finished_at.is_some(),
+                created,
+            })
+        }
+
+        async fn update_print_claim(
+            tx: &mut Conn,
+            batch_id: &str,
+            owner: &str,
+            until: chrono::DateTime<chrono::Utc>,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<bool, sqlx::Error> {
+            let done = sqlx::query(
+                "UPDATE print_batches SET writer = $2, lease_until = $3 WHERE batch_id = $1 \
+                 AND (writer IS NULL OR writer = $2 OR lease_until IS NULL OR lease_until < $4)",
+            )
+            .bind(batch_id)
+            .bind(owner)
+            .bind(stamp(until))
+            .bind(stamp(at))
+            .execute(&mut *tx)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        /// [`Ledger::print_file_done`] inside `tx`.
+        #[allow(clippy::too_many_arguments)]
+        async fn apply_print_file_done(
+            tx: &mut Conn,
+            batch_id: &str,
+            file_no: u32,
+            file_name: &str,
+            sha256: &str,
+            letters: &[($crate::ledger::RequestId, u32)],
+            actor: &str,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<$crate::ledger::Result<()>, sqlx::Error> {
+            let recorded = sqlx::query(
+                "INSERT INTO print_files (batch_id, file_no, file_name, sha256, letters, written_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(batch_id)
+            .bind(i64::from(file_no))
+            .bind(file_name)
+            .bind(sha256)
+            .bind(letters.len() as i64)
+            .bind(stamp(at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !recorded {
+                return Ok(Ok(()));
+            }
+            use $crate::ledger::RequestState::{AwaitingPrint, Printed};
+            for (id, number) in letters {
+                let detail = format!("batch {batch_id}, letter {number}, file {file_name}");
+                match apply_transition(tx, *id, AwaitingPrint, Printed, actor, Some(&detail), None, None, at).await? {
+                    // Withdrawn meanwhile (its letter is in the file all the same) or already
+                    // printed: the journal says what it says.
+                    Ok(()) | Err($crate::ledger::LedgerError::Conflict { .. }) => {}
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            Ok(Ok(()))
+        }
+
+        async fn update_print_finished(tx: &mut Conn, batch_id: &str, at: chrono::DateTime<chrono::Utc>) -> std::result::Result<(), sqlx::Error> {
+            sqlx::query("UPDATE print_batches SET finished_at = COALESCE(finished_at, $2), writer = NULL, lease_until = NULL WHERE batch_id = $1")
+                .bind(batch_id)
+                .bind(stamp(at))
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }
     };
 }

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::{
     Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
-    NewReceived, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
+    NewReceived, PrintBatch, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
     TriggerRow, check_received_transition, check_schedule, check_transition, migrator, now, received_columns,
     request_columns, routed_for_xta, stored_received,
 };
@@ -38,6 +38,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "transmission", include_str!("../../migrations/sqlite/0003_transmission.sql")),
     (4, "attempts", include_str!("../../migrations/sqlite/0004_attempts.sql")),
     (5, "received", include_str!("../../migrations/sqlite/0005_received.sql")),
+    (6, "print", include_str!("../../migrations/sqlite/0006_print.sql")),
 ];
 
 shared_statements!(sqlx::Sqlite);
@@ -497,6 +498,35 @@ impl Ledger for SqliteLedger {
         apply_schedule(&mut tx, id, state, queue, attempts, next_at, &actor.to_string(), detail, now()).await??;
         tx.commit().await?;
         self.outbox_signal.notify_one();
+        Ok(())
+    }
+
+    async fn open_print_batch(&self, date: chrono::NaiveDate, batch_id: &str, candidates: &[RequestId]) -> Result<PrintBatch> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let created = apply_open_print_batch(&mut tx, date, batch_id, candidates, now()).await?;
+        let batch = select_print_batch(&mut tx, date, created).await?;
+        tx.commit().await?;
+        Ok(batch)
+    }
+
+    async fn claim_print_batch(&self, batch_id: &str, owner: &str, until: DateTime<Utc>) -> Result<bool> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let claimed = update_print_claim(&mut tx, batch_id, owner, until, now()).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn print_file_done(&self, batch_id: &str, file_no: u32, file_name: &str, sha256: &str, letters: &[(RequestId, u32)], actor: &Actor) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        apply_print_file_done(&mut tx, batch_id, file_no, file_name, sha256, letters, &actor.to_string(), now()).await??;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_print_batch(&self, batch_id: &str) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        update_print_finished(&mut tx, batch_id, now()).await?;
+        tx.commit().await?;
         Ok(())
     }
 
