@@ -244,8 +244,15 @@ fn three_letters_in_one_file() {
         assert!(last.contains(&format!("Seite {} von {}", r.pages, r.pages)));
         next += r.pages;
     }
-    let last_page = text_of(&pdf, Some(rendered[1].first_page + rendered[1].pages - 1));
-    assert!(last_page.contains("Gesamtbetrag") || text_of(&pdf, Some(rendered[1].first_page + 1)).contains("Gesamtbetrag"));
+    // The long letter's total (40 × 445,00 €) comes once, after all 40 rows, with the table's
+    // header repeated on every page it runs over.
+    let long_text: String = (rendered[1].first_page..rendered[1].first_page + rendered[1].pages).map(|p| text_of(&pdf, Some(p))).collect();
+    assert_eq!(long_text.matches("17.800,00 €").count(), 1);
+    assert_eq!(long_text.matches("412,50 €").count(), 40);
+    for p in rendered[1].first_page + 1..rendered[1].first_page + rendered[1].pages {
+        let page = text_of(&pdf, Some(p));
+        assert!(page.contains("Einnahmeart") && page.contains("(Fortsetzung)"), "page {p} continues the letter");
+    }
 }
 
 #[test]
@@ -265,4 +272,22 @@ fn a_test_message_is_marked_on_every_page() {
         let text = text_of(&pdf, Some(page));
         assert!(text.contains("MUSTER"), "page {page} has no test mark");
     }
+}
+
+#[test]
+fn only_requests_are_printed_and_errors_name_no_debtor_data() {
+    let date = NaiveDate::from_ymd_opt(2026, 12, 1).expect("a date");
+    let t = Templates::shipped();
+    let err = compose(example("ruecknahme.xml").as_bytes(), &sender(), &recipient(), date, &t, "B", 1, false).expect_err("not a request");
+    assert!(err.to_string().contains("not an Ersuchen"), "{err}");
+    let err = compose(b"<nope", &sender(), &recipient(), date, &t, "B", 1, false).expect_err("not XML");
+    assert!(!err.to_string().contains("nope"), "{err}");
+
+    // A name the font cannot set fails this letter, and the message names the character only.
+    let payload = example("ersuchen.xml").replace("<familienname>Mustermann</familienname>", "<familienname>Mustermann漢</familienname>");
+    let err = compose(payload.as_bytes(), &sender(), &recipient(), date, &t, "B", 1, false).expect_err("no glyph");
+    let message = err.to_string();
+    assert!(message.contains("U+6F22") && message.contains("Schuldner"), "{message}");
+    assert!(!message.contains("Mustermann") && !message.contains("Erika"), "{message}");
+    assert!(render_file(&[]).is_err(), "an empty file is refused");
 }

@@ -570,7 +570,7 @@ pub fn amount(c: Cents, waehrung: &str) -> String {
     let euros = (abs / 100).to_string();
     let mut grouped = String::new();
     for (i, ch) in euros.chars().enumerate() {
-        if i > 0 && (euros.len() - i) % 3 == 0 {
+        if i > 0 && (euros.len() - i).is_multiple_of(3) {
             grouped.push('.');
         }
         grouped.push(ch);
@@ -622,7 +622,7 @@ pub fn render_file(letters: &[LetterInput]) -> Result<(Vec<u8>, Vec<RenderedLett
 
 /// The page operations of one letter.
 fn layout(fonts: &Fonts, l: &LetterInput) -> Result<Vec<Vec<Op>>, LetterError> {
-    let mut w = Writer { fonts, pages: vec![Vec::new()], y: BODY_TOP_FIRST };
+    let mut w = Writer { fonts, pages: vec![Vec::new()], y: BODY_TOP_FIRST, running_head: format!("{} (Fortsetzung)", l.subject) };
 
     // --- First page: window, sender block, information block.
     let ret = return_line(fonts, &l.sender)?;
@@ -857,6 +857,8 @@ struct Writer<'a> {
     pages: Vec<Vec<Op>>,
     /// The top of the next line, mm from the top.
     y: f32,
+    /// Set at the top of every page after the first.
+    running_head: String,
 }
 
 /// Claims table columns: width in mm, right-aligned.
@@ -880,6 +882,9 @@ impl Writer<'_> {
 
     fn new_page(&mut self) {
         self.pages.push(Vec::new());
+        let head = std::mem::take(&mut self.running_head);
+        self.text(TEXT_LEFT, BODY_TOP_NEXT - 6.0, Style::Regular, MIN_SIZE, &head);
+        self.running_head = head;
         self.y = BODY_TOP_NEXT;
     }
 
@@ -1110,7 +1115,7 @@ mod tests {
         let last_bottom = ADDRESS_TOP + ADDRESS_LINE * 5.0 + 3.1 + ADDRESS_SIZE * 0.24 * 25.4 / 72.0;
         assert!(first_top >= FRANKING_STRIP.bottom, "{first_top}");
         assert!(last_bottom <= WINDOW.bottom, "{last_bottom}");
-        assert!(RETURN_BASELINE + 1.0 < FRANKING_STRIP.top);
-        assert!(TEXT_LEFT > OMR_STRIP.right && BODY_BOTTOM < CODE_AREA.top);
+        const { assert!(RETURN_BASELINE + 1.0 < FRANKING_STRIP.top) };
+        const { assert!(TEXT_LEFT > OMR_STRIP.right && BODY_BOTTOM < CODE_AREA.top) };
     }
 }
