@@ -9,6 +9,7 @@
 //! - [`queue`]: the job queues behind one backend interface, the stage-worker harness, the
 //!   relay and the sweeper.
 //! - [`directory`]: the Authority-Server — who is responsible for an address.
+//! - [`print`]: the print step — requests as DIN 5008 letters in PDF files for the print centre.
 //! - [`supervise`]: every stage of `serve` restarted when it fails, and its health.
 //! - [`app`]: the wiring — opens the stores and builds the parts; `serve` and the CLI start
 //!   from it.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod directory;
 pub mod intake;
 pub mod ledger;
+pub mod print;
 pub mod queue;
 pub mod route;
 pub mod serve;
