@@ -154,6 +154,11 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
         let (queues, metrics) = (app.queues.clone(), app.metrics.clone());
         supervisor.spawn("report", move |stop| run_worker(queues.clone(), stage.clone(), metrics.clone(), stop));
     }
+    // print: the nightly batch on the schedule of jobs/print.toml, caught up at start.
+    if let Some(schedule) = app.queues.configs().get(Queue::Print).schedule.clone() {
+        let runner = Arc::new(crate::print::batch::runner(config, app.ledger.clone(), app.directory.clone(), "serve")?);
+        supervisor.spawn("print", move |stop| crate::print::batch::run_nightly(runner.clone(), schedule.clone(), stop));
+    }
     // receive: the tenants' XTA message boxes into their outbox folders, on the schedule.
     {
         use crate::xta::receive::{Cadence, ReceiveStage, ReceiveTenant, owner_name, run};

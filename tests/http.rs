@@ -610,7 +610,7 @@ impl Ledger for DownLedger {
     async fn open_print_batch(&self, _: chrono::NaiveDate, _: &str, _: &[RequestId]) -> Result<ledger::PrintBatch, LedgerError> {
         down()
     }
-    async fn claim_print_batch(&self, _: &str, _: &str, _: chrono::DateTime<chrono::Utc>) -> Result<bool, LedgerError> {
+    async fn claim_print_batch(&self, _: &str, _: &str, _: chrono::DateTime<chrono::Utc>, _: Option<&str>) -> Result<Option<String>, LedgerError> {
         down()
     }
     async fn print_file_done(&self, _: &str, _: u32, _: &str, _: &str, _: &[(RequestId, u32)], _: &ledger::Actor) -> Result<(), LedgerError> {

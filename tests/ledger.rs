@@ -1108,9 +1108,12 @@ async fn a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to
     assert_eq!((again.batch_id.as_str(), again.letters.clone()), ("B20261201", batch.letters.clone()));
     // One writer at a time, until its lease ends.
     let soon = chrono::Utc::now() + chrono::Duration::seconds(60);
-    assert!(l.claim_print_batch("B20261201", "a", soon).await.unwrap());
-    assert!(!l.claim_print_batch("B20261201", "b", soon).await.unwrap());
-    assert!(l.claim_print_batch("B20261201", "b", chrono::Utc::now() + chrono::Duration::seconds(120)).await.is_ok());
+    assert_eq!(l.claim_print_batch("B20261201", "a", soon, None).await.unwrap(), None);
+    assert_eq!(l.claim_print_batch("B20261201", "a", soon, None).await.unwrap(), None, "its own lease again");
+    assert_eq!(l.claim_print_batch("B20261201", "b", soon, None).await.unwrap().as_deref(), Some("a"));
+    // A writer known to be gone is taken over at once.
+    assert_eq!(l.claim_print_batch("B20261201", "b", soon, Some("a")).await.unwrap(), None);
+    assert_eq!(l.claim_print_batch("B20261201", "a", soon, None).await.unwrap().as_deref(), Some("b"));
     // A file handed off: its letters are printed, with batch, letter and file in the journal.
     let print = Actor::system("print");
     l.print_file_done("B20261201", 1, "B20261201-001.pdf", "ab12", &batch.letters[..2], &print).await.unwrap();

@@ -8,6 +8,7 @@
 mod directory;
 mod ops;
 mod validate;
+mod print;
 mod xta_sim;
 
 
@@ -70,6 +71,9 @@ enum Command {
     Directory(directory::DirectoryCommand),
     /// The XTA 2 test server: prints its address and runs until Ctrl-C.
     XtaSim(xta_sim::XtaSimArgs),
+    /// The nightly print batches: build one now.
+    #[command(subcommand)]
+    PrintBatch(print::PrintCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +152,7 @@ fn run_async(config: Config, command: Command) -> anyhow::Result<ExitCode> {
             Command::Discard { id } => ops::job_action(&config, &id, ops::JobAction::Discard).await,
             Command::Route { id } => ops::route(&config, &id).await,
             Command::Directory(command) => directory::run(&config, command),
+            Command::PrintBatch(command) => print::run(&config, command).await,
             Command::Validate(_) | Command::XtaSim(_) => unreachable!("handled before the configuration is loaded"),
         }
     })

@@ -843,9 +843,10 @@ pub trait Ledger: Send + Sync {
     /// letters, whatever it passes. One transaction: two concurrent calls make one batch.
     async fn open_print_batch(&self, date: chrono::NaiveDate, batch_id: &str, candidates: &[RequestId]) -> Result<PrintBatch>;
 
-    /// Takes the right to write the batch's files for `owner` until `until` (false: another
-    /// writer holds it and its lease has not ended).
-    async fn claim_print_batch(&self, batch_id: &str, owner: &str, until: DateTime<Utc>) -> Result<bool>;
+    /// Takes the right to write the batch's files for `owner` until `until`: `None` when
+    /// taken, else the writer that holds it (its lease has not ended). `take_from` names a
+    /// writer known to be gone (its process died): its lease is taken over at once.
+    async fn claim_print_batch(&self, batch_id: &str, owner: &str, until: DateTime<Utc>, take_from: Option<&str>) -> Result<Option<String>>;
 
     /// One file of a batch is in the handoff folder: its row, and its letters moved from
     /// `awaiting_print` to `printed` (with batch, letter and file in the journal), in one

@@ -201,9 +201,9 @@ impl Ledger for PostgresLedger {
         Ok(batch)
     }
 
-    async fn claim_print_batch(&self, batch_id: &str, owner: &str, until: DateTime<Utc>) -> Result<bool> {
+    async fn claim_print_batch(&self, batch_id: &str, owner: &str, until: DateTime<Utc>, take_from: Option<&str>) -> Result<Option<String>> {
         let mut tx = self.pool.begin().await?;
-        let claimed = update_print_claim(&mut tx, batch_id, owner, until, now()).await?;
+        let claimed = update_print_claim(&mut tx, batch_id, owner, until, take_from, now()).await?;
         tx.commit().await?;
         Ok(claimed)
     }

@@ -565,19 +565,28 @@ macro_rules! shared_statements {
             batch_id: &str,
             owner: &str,
             until: chrono::DateTime<chrono::Utc>,
+            take_from: Option<&str>,
             at: chrono::DateTime<chrono::Utc>,
-        ) -> std::result::Result<bool, sqlx::Error> {
+        ) -> std::result::Result<Option<String>, sqlx::Error> {
             let done = sqlx::query(
                 "UPDATE print_batches SET writer = $2, lease_until = $3 WHERE batch_id = $1 \
-                 AND (writer IS NULL OR writer = $2 OR lease_until IS NULL OR lease_until < $4)",
+                 AND (writer IS NULL OR writer = $2 OR lease_until IS NULL OR lease_until < $4 OR writer = $5)",
             )
             .bind(batch_id)
             .bind(owner)
             .bind(stamp(until))
             .bind(stamp(at))
+            .bind(take_from)
             .execute(&mut *tx)
             .await?;
-            Ok(done.rows_affected() == 1)
+            if done.rows_affected() == 1 {
+                return Ok(None);
+            }
+            let holder: Option<Option<String>> = sqlx::query_scalar("SELECT writer FROM print_batches WHERE batch_id = $1")
+                .bind(batch_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            Ok(Some(holder.flatten().unwrap_or_default()))
         }
 
         /// [`Ledger::print_file_done`] inside `tx`.

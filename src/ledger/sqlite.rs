@@ -509,9 +509,9 @@ impl Ledger for SqliteLedger {
         Ok(batch)
     }
 
-    async fn claim_print_batch(&self, batch_id: &str, owner: &str, until: DateTime<Utc>) -> Result<bool> {
+    async fn claim_print_batch(&self, batch_id: &str, owner: &str, until: DateTime<Utc>, take_from: Option<&str>) -> Result<Option<String>> {
         let (_guard, mut tx) = self.begin_write().await?;
-        let claimed = update_print_claim(&mut tx, batch_id, owner, until, now()).await?;
+        let claimed = update_print_claim(&mut tx, batch_id, owner, until, take_from, now()).await?;
         tx.commit().await?;
         Ok(claimed)
     }

@@ -773,6 +773,19 @@ fn return_line(fonts: &Fonts, s: &Sender) -> Result<String, LetterError> {
             return Ok(line);
         }
     }
+    // A long authority name: as much of it as fits, with the town, then the name alone,
+    // shortened with "…". The sender block above names it in full; an over-long return
+    // line must not keep a letter from going out.
+    for suffix in [format!(" · {town}"), String::new()] {
+        let mut name: Vec<char> = s.name.chars().collect();
+        while !name.is_empty() {
+            let line = format!("{}…{suffix}", name.iter().collect::<String>().trim_end());
+            if fonts.width(Style::Regular, &line, MIN_SIZE) <= max {
+                return Ok(line);
+            }
+            name.pop();
+        }
+    }
     Err(LetterError::ReturnAddressTooLong)
 }
 

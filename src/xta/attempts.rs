@@ -37,6 +37,7 @@ impl AttemptPolicy {
     /// Schedules the next attempt for `request` (in `state`) after `what` did not get it
     /// further, unless this was the last one. `error` is the failure (`None`: the call
     /// succeeded, but the work is not done yet, e.g. a report still open).
+    #[allow(clippy::too_many_arguments)]
     pub async fn next(&self, ledger: &dyn Ledger, queue: Queue, request: &Request, state: RequestState, actor: &Actor, what: &str, error: Option<&XtaError>) -> Result<Next, StageError> {
         let (attempts, wait) = match error {
             // Not sent: the breaker held it back. No attempt made; come back when it may open.

@@ -1,0 +1,353 @@
+//! The nightly print batch: every request awaiting print becomes a letter in the batch of
+//! its night, sorted by postcode, written as PDF files with their manifests into the print
+//! centre's handoff folder.
+//!
+//! The batch of a date is decided in the ledger ([`Ledger::open_print_batch`]): the first
+//! run numbers the letters (sorted by the recipient's postcode, Leitregion first), every
+//! later run — a restart, a second process, an operator's `amtsbote print-batch run` — gets
+//! that batch back and writes only what is missing. One writer at a time holds the batch's
+//! lease. Each file is rendered, written under a temporary name, synced, and renamed into
+//! the handoff folder together with its manifests (JSON and CSV, with the file's SHA-256);
+//! then, in one transaction, the file is recorded and its letters move to `printed`
+//! ([`Ledger::print_file_done`]). A crash at any point leaves no partial file in the handoff
+//! folder, and the next run completes the batch.
+//!
+//! Test messages never reach the handoff folder: their letters (marked "MUSTER – nicht
+//! versenden") go to `<data_dir>/print/test/`. The manifests carry the recipient
+//! authority's postcode, never a debtor's address.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use sha2::Digest as _;
+
+use crate::config::Config;
+use crate::directory::SharedDirectory;
+use crate::ledger::{Actor, Ledger, LedgerError, ListFilter, Request, RequestId, RequestState};
+use crate::print::letter::{self, LetterError, LetterInput, Recipient, Sender, Templates};
+
+/// Why a batch could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    // The causes are sources: shown after the message by whoever prints the chain.
+    #[error("{}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("letter {letter_number} (request {request})")]
+    Letter { letter_number: u32, request: RequestId, source: LetterError },
+    #[error("another process is writing the batch {0} now; try again when it is done")]
+    Busy(String),
+    #[error("request {0} of the batch is no longer in the ledger")]
+    Missing(RequestId),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BatchError + '_ {
+    move |source| BatchError::Io { path: path.to_path_buf(), source }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub batch_id: String,
+    pub date: NaiveDate,
+    /// Letters in the batch (test letters included).
+    pub letters: usize,
+    pub test_letters: usize,
+    /// Files written by this run, and pages in them.
+    pub files_written: usize,
+    pub pages_written: u64,
+    /// Files of the batch in all (written now or before).
+    pub files: usize,
+    /// The batch was complete before this run: nothing was written.
+    pub already_complete: bool,
+    pub seconds_millis: u64,
+}
+
+/// Makes the batches of one installation.
+pub struct BatchRunner {
+    pub ledger: Arc<dyn Ledger>,
+    pub directory: Arc<SharedDirectory>,
+    pub config: Config,
+    pub templates: Templates,
+    /// Who writes (for the lease): process and host.
+    pub owner: String,
+    /// How long the lease on a batch lasts: longer than writing it takes (`timeout_secs` of
+    /// `jobs/print.toml`); a writer that died lets go after it.
+    pub lease: std::time::Duration,
+}
+
+/// One file of the batch: its number, where it goes, and its letters.
+struct Planned<'a> {
+    file_no: u32,
+    dir: PathBuf,
+    name: String,
+    letters: &'a [(Request, u32)],
+}
+
+/// A writer (`<role>-<host>-<pid>`, see [`runner`]) of this machine whose process is gone.
+fn gone_here(writer: &str) -> bool {
+    let Some((rest, pid)) = writer.rsplit_once('-') else { return false };
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    cfg!(target_os = "linux") && rest.ends_with(&format!("-{}", crate::hostname())) && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// "Musterweg 3", or "Postfach 12 34".
+fn street_line(a: &crate::xamtshilfe::model::Anschrift) -> String {
+    match (&a.strasse, &a.hausnummer, &a.postfach) {
+        (Some(s), Some(n), _) => format!("{s} {n}"),
+        (Some(s), None, _) => s.clone(),
+        (None, _, Some(p)) => format!("Postfach {p}"),
+        (None, _, None) => String::new(),
+    }
+}
+
+/// `B20261201`.
+pub fn batch_id(date: NaiveDate) -> String {
+    format!("B{}", date.format("%Y%m%d"))
+}
+
+impl BatchRunner {
+    /// The recipient of a request: the postal address of the authority it was routed to.
+    fn recipient(&self, request: &Request) -> Option<Recipient> {
+        let routed = request.routed.as_ref()?;
+        let directory = self.directory.get();
+        let a = directory.authority(&routed.kennung)?;
+        Some(Recipient { name: a.name.clone(), street: street_line(&a.anschrift), postcode: a.anschrift.postleitzahl.clone(), city: a.anschrift.ort.clone() })
+    }
+
+    /// The sender of a tenant's letters: its directory entry, or its name alone.
+    fn sender(&self, tenant: &str) -> Sender {
+        let t = self.config.tenants.iter().find(|t| t.id == tenant);
+        let directory = self.directory.get();
+        match t.and_then(|t| directory.authority(&t.kennung)) {
+            Some(a) => Sender { name: a.name.clone(), street: street_line(&a.anschrift), postcode: a.anschrift.postleitzahl.clone(), city: a.anschrift.ort.clone(), email: a.email.clone() },
+            None => Sender { name: t.map_or(tenant.to_string(), |t| t.name.clone()), street: String::new(), postcode: String::new(), city: String::new(), email: None },
+        }
+    }
+
+    /// Everything awaiting print and in no batch, sorted by the recipient's postcode
+    /// (Leitregion = its first two digits, first), then by request.
+    async fn candidates(&self) -> Result<Vec<RequestId>, BatchError> {
+        let mut waiting = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self.ledger.list(&ListFilter::default().state(RequestState::AwaitingPrint).limit(1000).offset(offset)).await?;
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as u64;
+            for r in page {
+                if r.print_batch.is_some() {
+                    continue;
+                }
+                match self.recipient(&r) {
+                    Some(to) => waiting.push((to.postcode, r.id)),
+                    None => tracing::warn!(request = %r.id, "awaiting print, but the directory has no postal address for its authority; left for an operator"),
+                }
+            }
+        }
+        waiting.sort();
+        Ok(waiting.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Makes (or completes) the batch of `date`.
+    pub async fn run(&self, date: NaiveDate, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Summary, BatchError> {
+        let started = Instant::now();
+        let candidates = self.candidates().await?;
+        let batch = self.ledger.open_print_batch(date, &batch_id(date), &candidates).await?;
+        let mut summary = Summary {
+            batch_id: batch.batch_id.clone(),
+            date,
+            letters: batch.letters.len(),
+            test_letters: 0,
+            files_written: 0,
+            pages_written: 0,
+            files: 0,
+            already_complete: batch.finished,
+            seconds_millis: 0,
+        };
+        if batch.finished {
+            summary.files = batch.files_done.len();
+            return Ok(summary);
+        }
+        let lease = chrono::Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::hours(1));
+        if let Some(holder) = self.ledger.claim_print_batch(&batch.batch_id, &self.owner, lease, None).await? {
+            // A writer of this machine whose process died lets go at once; any other holds
+            // its lease until it ends.
+            if !gone_here(&holder) || self.ledger.claim_print_batch(&batch.batch_id, &self.owner, lease, Some(&holder)).await?.is_some() {
+                return Err(BatchError::Busy(batch.batch_id));
+            }
+            tracing::info!(batch = %batch.batch_id, "took the batch over from a writer whose process died");
+        }
+        // The letters with their requests: real ones first, then test ones, each in batch order.
+        let mut real = Vec::new();
+        let mut test = Vec::new();
+        for (id, number) in &batch.letters {
+            let request = self.ledger.get(*id).await?.ok_or(BatchError::Missing(*id))?;
+            if request.test { test.push((request, *number)) } else { real.push((request, *number)) }
+        }
+        summary.test_letters = test.len();
+        let per_file = self.config.print.letters_per_file.max(1) as usize;
+        let handoff = self.config.print.handoff(&self.config.data_dir);
+        let test_dir = self.config.data_dir.join("print/test");
+        let mut planned = Vec::new();
+        let mut file_no = 0u32;
+        for (letters, dir, infix) in [(&real, &handoff, ""), (&test, &test_dir, "muster-")] {
+            for chunk in letters.chunks(per_file) {
+                file_no += 1;
+                planned.push(Planned { file_no, dir: dir.clone(), name: format!("{}-{infix}{file_no:03}", batch.batch_id), letters: chunk });
+            }
+        }
+        summary.files = planned.len();
+        let total = summary.letters;
+        let mut done_letters = 0;
+        for file in &planned {
+            if !batch.files_done.contains(&file.file_no) {
+                summary.pages_written += self.write_file(&batch.batch_id, date, file).await?;
+                summary.files_written += 1;
+            }
+            done_letters += file.letters.len();
+            progress(done_letters, total);
+        }
+        self.ledger.finish_print_batch(&batch.batch_id).await?;
+        summary.seconds_millis = started.elapsed().as_millis() as u64;
+        Ok(summary)
+    }
+
+    /// Renders one file and hands it off with its manifests; returns its pages.
+    async fn write_file(&self, batch_id: &str, date: NaiveDate, file: &Planned<'_>) -> Result<u64, BatchError> {
+        let mut inputs: Vec<LetterInput> = Vec::with_capacity(file.letters.len());
+        for (request, number) in file.letters {
+            let payload = self.ledger.payload(request.id).await?;
+            let recipient = self.recipient(request).ok_or(BatchError::Missing(request.id))?;
+            let sender = self.sender(&request.tenant);
+            let input = letter::compose(&payload, &sender, &recipient, date, &self.templates, batch_id, *number, request.test)
+                .map_err(|source| BatchError::Letter { letter_number: *number, request: request.id, source })?;
+            inputs.push(input);
+        }
+        // Rendering is CPU work: off the runtime's threads.
+        let (pdf, rendered) = tokio::task::spawn_blocking(move || letter::render_file(&inputs))
+            .await
+            .map_err(|e| BatchError::Io { path: file.dir.clone(), source: std::io::Error::other(e.to_string()) })?
+            .map_err(|source| BatchError::Letter { letter_number: file.letters.first().map_or(0, |l| l.1), request: file.letters.first().map_or(RequestId(0), |l| l.0.id), source })?;
+        let sha256 = hex::encode(sha2::Sha256::digest(&pdf));
+        let pdf_name = format!("{}.pdf", file.name);
+        let pages: u64 = rendered.iter().map(|r| u64::from(r.pages)).sum();
+        let sheets: u64 = rendered.iter().map(|r| u64::from(r.sheets)).sum();
+        let rows: Vec<serde_json::Value> = rendered
+            .iter()
+            .zip(file.letters)
+            .map(|(r, (request, number))| {
+                serde_json::json!({
+                    "letter_number": number,
+                    "request_id": request.id,
+                    "postcode": self.recipient(request).map(|to| to.postcode).unwrap_or_default(),
+                    "first_page": r.first_page,
+                    "pages": r.pages,
+                    "sheets": r.sheets,
+                    "envelope": "DL",
+                })
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "batch_id": batch_id,
+            "date": date,
+            "file": pdf_name,
+            "sha256": sha256,
+            "letters": rows,
+            "totals": {"letters": rows.len(), "pages": pages, "sheets": sheets},
+        });
+        let mut csv = String::from("letter_number;request_id;postcode;first_page;pages;sheets;envelope\n");
+        for row in &rows {
+            csv.push_str(&format!("{};{};{};{};{};{};{}\n", row["letter_number"], row["request_id"], row["postcode"].as_str().unwrap_or_default(), row["first_page"], row["pages"], row["sheets"], "DL"));
+        }
+        std::fs::create_dir_all(&file.dir).map_err(io(&file.dir))?;
+        // Everything under temporary names first (the print centre ignores dotfiles and
+        // `.part`), then the PDF renamed, then its manifests: a manifest in the folder means
+        // its file is complete.
+        let parts = [
+            (pdf_name.clone(), pdf),
+            (format!("{}.manifest.json", file.name), serde_json::to_vec_pretty(&manifest).unwrap_or_default()),
+            (format!("{}.manifest.csv", file.name), csv.into_bytes()),
+        ];
+        for (name, bytes) in &parts {
+            let tmp = file.dir.join(format!(".{name}.part"));
+            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(bytes).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        for (name, _) in &parts {
+            let (tmp, to) = (file.dir.join(format!(".{name}.part")), file.dir.join(name));
+            std::fs::rename(&tmp, &to).map_err(io(&to))?;
+        }
+        std::fs::File::open(&file.dir).and_then(|d| d.sync_all()).map_err(io(&file.dir))?;
+        crate::supervise::crash_point("print-before-record");
+        let letters: Vec<(RequestId, u32)> = file.letters.iter().map(|(r, n)| (r.id, *n)).collect();
+        self.ledger.print_file_done(batch_id, file.file_no, &pdf_name, &sha256, &letters, &Actor::system("print")).await?;
+        tracing::info!(batch = batch_id, file = %pdf_name, letters = letters.len(), pages, "print file handed off");
+        Ok(pages)
+    }
+}
+
+/// A runner over the stores `config` names, writing as `role` (`cli`, `serve`) of this
+/// process.
+pub async fn open(config: &Config, role: &str) -> anyhow::Result<BatchRunner> {
+    let ledger = crate::app::open_ledger(config).await?;
+    let directory = crate::app::open_directory(config)?;
+    runner(config, ledger, directory, role)
+}
+
+/// A runner over open stores.
+pub fn runner(config: &Config, ledger: Arc<dyn Ledger>, directory: Arc<SharedDirectory>, role: &str) -> anyhow::Result<BatchRunner> {
+    use anyhow::Context as _;
+    let templates = Templates::load(&config.data_dir).context("the letter templates")?;
+    let jobs = crate::queue::load_job_configs(Some(&config.data_dir))?;
+    let lease = jobs.get(crate::queue::Queue::Print).timeout();
+    let owner = format!("{role}-{}-{}", crate::hostname(), std::process::id());
+    Ok(BatchRunner { ledger, directory, config: config.clone(), templates, owner, lease })
+}
+
+/// The latest time `schedule` fired at or before `now`, within the last two days.
+fn last_fire(schedule: &crate::queue::JobSchedule, now: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono_tz::Tz>> {
+    let mut at = now - chrono::Duration::hours(48);
+    let mut last = None;
+    while let Some(next) = schedule.next_after(at) {
+        if next.with_timezone(&chrono::Utc) > now {
+            break;
+        }
+        at = next.with_timezone(&chrono::Utc);
+        last = Some(next);
+    }
+    last
+}
+
+/// `serve`'s print stage: the batch on the schedule of `jobs/print.toml` (its date is the
+/// day it fires, in the schedule's time zone). At start it catches up: if the last time
+/// it should have fired has passed (a night with no process running), that batch is made
+/// now — or found complete. A batch that fails ends the stage with the error; the
+/// supervisor reports it and starts it again, which tries again.
+pub async fn run_nightly(runner: Arc<BatchRunner>, schedule: crate::queue::JobSchedule, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+    let nothing = |_: usize, _: usize| {};
+    if let Some(last) = last_fire(&schedule, chrono::Utc::now()) {
+        let summary = runner.run(last.date_naive(), &nothing).await?;
+        if !summary.already_complete {
+            tracing::info!(batch = %summary.batch_id, letters = summary.letters, files = summary.files_written, "print batch made (caught up at start)");
+        }
+    }
+    loop {
+        let Some(next) = schedule.next_after(chrono::Utc::now()) else {
+            return Ok(());
+        };
+        let wait = (next.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+        let summary = runner.run(next.date_naive(), &nothing).await?;
+        tracing::info!(batch = %summary.batch_id, letters = summary.letters, files = summary.files_written, "print batch made");
+    }
+}
