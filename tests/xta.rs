@@ -10,7 +10,7 @@ use amtsbote::xta::client::{ClientConfig, XtaClient};
 use amtsbote::xta::fault::{FaultKind, Phase, Retry, XtaError};
 use amtsbote::xta::sim::{InjectedFault, PermanentFault, ReaderConfig, SimConfig, SimFile, SimServer, Stats};
 use amtsbote::xta::soap::{
-    self, Availability, BusinessScenario, Content, ContentContainer, Identifier, KeyCode, MessageId, MessageMetaData, Qualifier, Reply, Request,
+    self, Availability, Content, ContentContainer, Identifier, MessageId, MessageMetaData, Reply, Request,
     Response, TransportStatus,
 };
 use amtsbote::xta::xml::Limits;
@@ -43,26 +43,7 @@ fn container(data: Vec<u8>) -> ContentContainer {
 }
 
 fn metadata(id: &MessageId, to: &Identifier) -> MessageMetaData {
-    MessageMetaData {
-        test_msg: true,
-        origin: Some(chrono::Utc::now()),
-        author: author(),
-        reader: to.clone(),
-        message_id: id.clone(),
-        qualifier: Qualifier {
-            subject: None,
-            service: SERVICE.into(),
-            business_scenario: BusinessScenario::Defined(KeyCode {
-                code: "XAMTSHILFE_DATA".into(),
-                name: None,
-                list_uri: "urn:de:dataport:codeliste:business.scenario".into(),
-                list_version: "1".into(),
-            }),
-            message_type: KeyCode { code: "vollstreckungshilfe.ersuchen.0101".into(), name: None, list_uri: "urn:xoev-de:xamtshilfe:codeliste:nachrichtentyp".into(), list_version: "1.1".into() },
-            payload_schema: "xAmtshilfe110".into(),
-        },
-        msg_size: None,
-    }
+    MessageMetaData::xamtshilfe(author(), to.clone(), id.clone(), SERVICE.into(), "vollstreckungshilfe.ersuchen.0101".into(), true, None)
 }
 
 async fn sim(config: SimConfig) -> SimServer {

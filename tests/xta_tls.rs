@@ -11,7 +11,7 @@ use std::time::Duration;
 use amtsbote::xta::client::{ClientConfig, XtaClient};
 use amtsbote::xta::fault::{Retry, XtaError};
 use amtsbote::xta::sim::{SimConfig, SimServer};
-use amtsbote::xta::soap::{BusinessScenario, Content, ContentContainer, Identifier, KeyCode, MessageId, MessageMetaData, Qualifier};
+use amtsbote::xta::soap::{Content, ContentContainer, Identifier, MessageId, MessageMetaData};
 use amtsbote::xta::{ClientTls, ServerTls};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
@@ -26,26 +26,7 @@ fn reader() -> Identifier {
 }
 
 fn metadata(id: &MessageId) -> MessageMetaData {
-    MessageMetaData {
-        test_msg: true,
-        origin: Some(chrono::Utc::now()),
-        author: author(),
-        reader: reader(),
-        message_id: id.clone(),
-        qualifier: Qualifier {
-            subject: None,
-            service: SERVICE.into(),
-            business_scenario: BusinessScenario::Defined(KeyCode {
-                code: "XAMTSHILFE_DATA".into(),
-                name: None,
-                list_uri: "urn:de:dataport:codeliste:business.scenario".into(),
-                list_version: "1".into(),
-            }),
-            message_type: KeyCode { code: "vollstreckungshilfe.ersuchen.0101".into(), name: None, list_uri: "urn:xoev-de:xamtshilfe:codeliste:nachrichtentyp".into(), list_version: "1.1".into() },
-            payload_schema: "xAmtshilfe110".into(),
-        },
-        msg_size: None,
-    }
+    MessageMetaData::xamtshilfe(author(), reader(), id.clone(), SERVICE.into(), "vollstreckungshilfe.ersuchen.0101".into(), true, None)
 }
 
 fn container() -> ContentContainer {

@@ -218,6 +218,34 @@ pub struct MessageMetaData {
     pub msg_size: Option<u64>,
 }
 
+impl MessageMetaData {
+    /// The metadata of an xAmtshilfe message of type `message_type` (e.g.
+    /// `vollstreckungshilfe.Ersuchen.0101`) from `author` to `reader`'s `service`: business
+    /// scenario `XAMTSHILFE_DATA`, payload schema xAmtshilfe 1.1, originated now.
+    pub fn xamtshilfe(author: Identifier, reader: Identifier, message_id: MessageId, service: String, message_type: String, test: bool, size: Option<u64>) -> MessageMetaData {
+        MessageMetaData {
+            test_msg: test,
+            origin: Some(Utc::now()),
+            author,
+            reader,
+            message_id,
+            qualifier: Qualifier {
+                subject: None,
+                service,
+                business_scenario: BusinessScenario::Defined(KeyCode {
+                    code: "XAMTSHILFE_DATA".into(),
+                    name: None,
+                    list_uri: "urn:de:dataport:codeliste:business.scenario".into(),
+                    list_version: "1".into(),
+                }),
+                message_type: KeyCode { code: message_type, name: None, list_uri: "urn:xoev-de:xamtshilfe:codeliste:nachrichtentyp".into(), list_version: "1.1".into() },
+                payload_schema: "xAmtshilfe110".into(),
+            },
+            msg_size: size,
+        }
+    }
+}
+
 /// One content (`xta:ContentType`): the bytes and their description.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Content {

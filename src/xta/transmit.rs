@@ -28,7 +28,7 @@ use std::sync::Arc;
 use crate::ledger::{Actor, Channel, Ledger, LedgerError, Request, RequestId, RequestState};
 use crate::queue::stage::{StageError, StageHandler};
 use crate::queue::{Queue, StageJob};
-use crate::xta::soap::{BusinessScenario, Content, KeyCode, Qualifier};
+use crate::xta::soap::Content;
 use crate::xta::attempts::{AttemptPolicy, Next};
 use crate::xta::{Availability, ContentContainer, Identifier, MessageMetaData, Retry, XtaClient, XtaError};
 
@@ -156,31 +156,7 @@ impl TransmitStage {
         }
 
         let payload = self.ledger.payload(id).await.map_err(retry)?;
-        let metadata = MessageMetaData {
-            test_msg: request.test,
-            origin: Some(chrono::Utc::now()),
-            author,
-            reader,
-            message_id: message_id.clone(),
-            qualifier: Qualifier {
-                subject: None,
-                service,
-                business_scenario: BusinessScenario::Defined(KeyCode {
-                    code: "XAMTSHILFE_DATA".into(),
-                    name: None,
-                    list_uri: "urn:de:dataport:codeliste:business.scenario".into(),
-                    list_version: "1".into(),
-                }),
-                message_type: KeyCode {
-                    code: request.kind.clone(),
-                    name: None,
-                    list_uri: "urn:xoev-de:xamtshilfe:codeliste:nachrichtentyp".into(),
-                    list_version: "1.1".into(),
-                },
-                payload_schema: "xAmtshilfe110".into(),
-            },
-            msg_size: Some(payload.len() as u64),
-        };
+        let metadata = MessageMetaData::xamtshilfe(author, reader, message_id.clone(), service, request.kind.clone(), request.test, Some(payload.len() as u64));
         let container = ContentContainer {
             message: Content { content_type: "application/xml".into(), filename: request.file_name.clone(), data: payload },
             attachments: Vec::new(),
