@@ -1,4 +1,5 @@
-//! Further attempts of the XTA stages (transmit, report), scheduled in the ledger.
+//! Further attempts of the XTA stages (transmit, report), scheduled in the ledger, and the
+//! move on to the next state that both make ([`move_on`]).
 //!
 //! When a call did not get a request further (a transient failure, a report still open),
 //! the stage does not fail its job: it counts the attempt in the ledger, draws the wait
@@ -62,6 +63,15 @@ impl AttemptPolicy {
             Ok(()) | Err(LedgerError::Conflict { .. }) => Ok(Next::Scheduled),
             Err(e) => Err(StageError::Retry(e.to_string())),
         }
+    }
+}
+
+/// `from → to` for a stage: a request that another attempt moved on already is fine (the
+/// compare-and-set lost, nothing to do); a ledger failure is tried again.
+pub async fn move_on(ledger: &dyn Ledger, id: crate::ledger::RequestId, from: RequestState, to: RequestState, actor: &Actor, detail: &str) -> Result<(), StageError> {
+    match ledger.transition(id, from, to, actor, Some(detail)).await {
+        Ok(()) | Err(LedgerError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(StageError::Retry(e.to_string())),
     }
 }
 

@@ -14,10 +14,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::ledger::{Actor, Ledger, LedgerError, Request, RequestId, RequestState};
+use crate::ledger::{Actor, Ledger, Request, RequestId, RequestState};
 use crate::queue::stage::{StageError, StageHandler};
 use crate::queue::{Queue, StageJob};
-use crate::xta::attempts::{AttemptPolicy, Next};
+use crate::xta::attempts::{AttemptPolicy, Next, move_on};
 use crate::xta::soap::Record;
 use crate::xta::{Identifier, MessageId, Retry, TransportStatus, XtaClient};
 
@@ -43,10 +43,7 @@ fn records(list: &[Record]) -> String {
 
 impl ReportStage {
     async fn moved(&self, id: RequestId, to: RequestState, detail: &str) -> Result<(), StageError> {
-        match self.ledger.transition(id, RequestState::Transmitted, to, &actor(), Some(detail)).await {
-            Ok(()) | Err(LedgerError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(StageError::Retry(e.to_string())),
-        }
+        move_on(&*self.ledger, id, RequestState::Transmitted, to, &actor(), detail).await
     }
 
     async fn again(&self, request: &Request, what: &str, error: Option<&crate::xta::XtaError>) -> Result<(), StageError> {

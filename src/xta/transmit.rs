@@ -29,7 +29,7 @@ use crate::ledger::{Actor, Channel, Ledger, LedgerError, Request, RequestId, Req
 use crate::queue::stage::{StageError, StageHandler};
 use crate::queue::{Queue, StageJob};
 use crate::xta::soap::Content;
-use crate::xta::attempts::{AttemptPolicy, Next};
+use crate::xta::attempts::{AttemptPolicy, Next, move_on};
 use crate::xta::{Availability, ContentContainer, Identifier, MessageMetaData, Retry, XtaClient, XtaError};
 
 /// The `transmit` queue's worker.
@@ -56,12 +56,8 @@ fn retry(e: LedgerError) -> StageError {
 }
 
 impl TransmitStage {
-    /// `from → to`; a request that moved on already (another attempt) is fine.
     async fn moved(&self, id: RequestId, from: RequestState, to: RequestState, detail: &str) -> Result<(), StageError> {
-        match self.ledger.transition(id, from, to, &actor(), Some(detail)).await {
-            Ok(()) | Err(LedgerError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(retry(e)),
-        }
+        move_on(&*self.ledger, id, from, to, &actor(), detail).await
     }
 
     /// The transmission failed for good: to print, or to failed for an operator.
