@@ -756,10 +756,10 @@ impl Shared {
         if !state.content_keys.insert(key.clone()) {
             state.stats.same_content_twice += 1;
         }
-        let sent = Sent { metadata: metadata.clone(), accepted_at: std::time::SystemTime::now() };
+        let kept = Kept { sent: Sent { metadata: metadata.clone(), accepted_at: std::time::SystemTime::now() }, content_key: key };
         if let Some(file) = state.kept.as_mut() {
             use std::io::Write as _;
-            let line = serde_json::to_string(&Kept { sent, content_key: key }).unwrap_or_default();
+            let line = serde_json::to_string(&kept).unwrap_or_default();
             if let Err(e) = writeln!(file, "{line}") {
                 // Taken all the same; only a restart would forget it.
                 tracing::warn!(error = %e, "xta-sim: cannot keep what it accepted in its state file");
@@ -767,7 +767,7 @@ impl Shared {
         }
         state.stats.delivered += 1;
         let reader = metadata.reader.value.clone();
-        state.sent.insert(metadata.message_id.clone(), Sent { metadata: metadata.clone(), accepted_at: std::time::SystemTime::now() });
+        state.sent.insert(metadata.message_id.clone(), kept.sent);
         state.boxes.entry(reader).or_default().push_back(Boxed { metadata, container });
         Ok(Response::Empty)
     }
