@@ -221,12 +221,15 @@ impl BatchRunner {
     /// Renders one file and hands it off with its manifests; returns its pages.
     async fn write_file(&self, batch_id: &str, date: NaiveDate, file: &Planned<'_>) -> Result<u64, BatchError> {
         let mut inputs: Vec<LetterInput> = Vec::with_capacity(file.letters.len());
+        // The recipients' postcodes, for the manifest.
+        let mut postcodes = Vec::with_capacity(file.letters.len());
         for (request, number) in file.letters {
             let payload = self.ledger.payload(request.id).await?;
             let recipient = self.recipient(request).ok_or(BatchError::Missing(request.id))?;
             let sender = self.sender(&request.tenant);
             let input = letter::compose(&payload, &sender, &recipient, date, &self.templates, batch_id, *number, request.test)
                 .map_err(|source| BatchError::Letter { letter_number: *number, request: request.id, source })?;
+            postcodes.push(recipient.postcode);
             inputs.push(input);
         }
         // Rendering is CPU work: off the runtime's threads.
@@ -241,11 +244,12 @@ impl BatchRunner {
         let rows: Vec<serde_json::Value> = rendered
             .iter()
             .zip(file.letters)
-            .map(|(r, (request, number))| {
+            .zip(&postcodes)
+            .map(|((r, (request, number)), postcode)| {
                 serde_json::json!({
                     "letter_number": number,
                     "request_id": request.id,
-                    "postcode": self.recipient(request).map(|to| to.postcode).unwrap_or_default(),
+                    "postcode": postcode,
                     "first_page": r.first_page,
                     "pages": r.pages,
                     "sheets": r.sheets,
