@@ -131,7 +131,7 @@ impl BatchRunner {
 
     /// Everything awaiting print and in no batch, sorted by the recipient's postcode
     /// (Leitregion = its first two digits, first), then by request.
-    async fn candidates(&self) -> Result<Vec<RequestId>, BatchError> {
+    async fn candidates(&self) -> Result<Vec<Request>, BatchError> {
         let mut waiting = Vec::new();
         let mut offset = 0;
         loop {
@@ -145,20 +145,21 @@ impl BatchRunner {
                     continue;
                 }
                 match self.recipient(&r) {
-                    Some(to) => waiting.push((to.postcode, r.id)),
+                    Some(to) => waiting.push((to.postcode, r.id, r)),
                     None => tracing::warn!(request = %r.id, "awaiting print, but the directory has no postal address for its authority; left for an operator"),
                 }
             }
         }
-        waiting.sort();
-        Ok(waiting.into_iter().map(|(_, id)| id).collect())
+        waiting.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        Ok(waiting.into_iter().map(|(_, _, r)| r).collect())
     }
 
     /// Makes (or completes) the batch of `date`.
     pub async fn run(&self, date: NaiveDate, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Summary, BatchError> {
         let started = Instant::now();
         let candidates = self.candidates().await?;
-        let batch = self.ledger.open_print_batch(date, &batch_id(date), &candidates).await?;
+        let order: Vec<RequestId> = candidates.iter().map(|r| r.id).collect();
+        let batch = self.ledger.open_print_batch(date, &batch_id(date), &order).await?;
         let mut summary = Summary {
             batch_id: batch.batch_id.clone(),
             date,
@@ -183,11 +184,16 @@ impl BatchRunner {
             }
             tracing::info!(batch = %batch.batch_id, "took the batch over from a writer whose process died");
         }
-        // The letters with their requests: real ones first, then test ones, each in batch order.
+        // The letters with their requests (read above when this run opened the batch; a
+        // batch opened before is read now): real ones first, then test ones, in batch order.
+        let mut read: std::collections::HashMap<RequestId, Request> = candidates.into_iter().map(|r| (r.id, r)).collect();
         let mut real = Vec::new();
         let mut test = Vec::new();
         for (id, number) in &batch.letters {
-            let request = self.ledger.get(*id).await?.ok_or(BatchError::Missing(*id))?;
+            let request = match read.remove(id) {
+                Some(r) if batch.created => r,
+                _ => self.ledger.get(*id).await?.ok_or(BatchError::Missing(*id))?,
+            };
             if request.test { test.push((request, *number)) } else { real.push((request, *number)) }
         }
         summary.test_letters = test.len();
