@@ -155,8 +155,9 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
         supervisor.spawn("report", move |stop| run_worker(queues.clone(), stage.clone(), metrics.clone(), stop));
     }
     // print: the nightly batch on the schedule of jobs/print.toml, caught up at start.
-    if let Some(schedule) = app.queues.configs().get(Queue::Print).schedule.clone() {
-        let runner = Arc::new(crate::print::batch::runner(config, app.ledger.clone(), app.directory.clone(), "serve")?);
+    let print_jobs = app.queues.configs().get(Queue::Print);
+    if let Some(schedule) = print_jobs.schedule.clone() {
+        let runner = Arc::new(crate::print::batch::runner(config, app.ledger.clone(), app.directory.clone(), print_jobs, "serve")?);
         supervisor.spawn("print", move |stop| crate::print::batch::run_nightly(runner.clone(), schedule.clone(), stop));
     }
     // receive: the tenants' XTA message boxes into their outbox folders, on the schedule.

@@ -308,15 +308,15 @@ impl BatchRunner {
 pub async fn open(config: &Config, role: &str) -> anyhow::Result<BatchRunner> {
     let ledger = crate::app::open_ledger(config).await?;
     let directory = crate::app::open_directory(config)?;
-    runner(config, ledger, directory, role)
+    let jobs = crate::queue::load_job_configs(Some(&config.data_dir))?;
+    runner(config, ledger, directory, jobs.get(crate::queue::Queue::Print), role)
 }
 
-/// A runner over open stores.
-pub fn runner(config: &Config, ledger: Arc<dyn Ledger>, directory: Arc<SharedDirectory>, role: &str) -> anyhow::Result<BatchRunner> {
+/// A runner over open stores, with the lease of `jobs` (`jobs/print.toml`: `timeout_secs`).
+pub fn runner(config: &Config, ledger: Arc<dyn Ledger>, directory: Arc<SharedDirectory>, jobs: &crate::queue::JobConfig, role: &str) -> anyhow::Result<BatchRunner> {
     use anyhow::Context as _;
     let templates = Templates::load(&config.data_dir).context("the letter templates")?;
-    let jobs = crate::queue::load_job_configs(Some(&config.data_dir))?;
-    let lease = jobs.get(crate::queue::Queue::Print).timeout();
+    let lease = jobs.timeout();
     let owner = format!("{role}-{}-{}", crate::hostname(), std::process::id());
     Ok(BatchRunner { ledger, directory, config: config.clone(), templates, owner, lease })
 }
