@@ -74,6 +74,7 @@ async fn burst(n: usize, options: &str) -> Burst {
         settle: Duration::from_millis(20),
         concurrency: 8,
         limits: Limits::default(),
+        ..WatchConfig::default()
     };
     let watcher = Watcher::new(intake, vec![dirs.clone()], config);
     let stats = watcher.stats.clone();

@@ -128,13 +128,23 @@ pub struct IntakeConfig {
     /// How often the inbox folders are scanned.
     pub poll_interval_ms: u64,
     /// A file is taken only when its size and mtime did not change between two scans at
-    /// least this far apart.
+    /// least this far apart. Short, so a request is taken in at once: a slower writer (a
+    /// network share) is covered by `incomplete_wait_secs`, not by a long settle time.
     pub settle_ms: u64,
+    /// The file names taken in (`*` and `?`, without regard to case). Other files are left
+    /// in the inbox and reported.
+    pub patterns: Vec<String>,
+    /// A claimed file that looks cut off (no end of its root element) and was written to
+    /// less than this long ago is waited for, not rejected.
+    pub incomplete_wait_secs: u64,
+    /// An error reading a claimed file that may pass (permission denied, too many open
+    /// files, I/O error) is retried this long before the file is rejected as unreadable.
+    pub read_retry_secs: u64,
 }
 
 impl Default for IntakeConfig {
     fn default() -> Self {
-        IntakeConfig { poll_interval_ms: 200, settle_ms: 100 }
+        IntakeConfig { poll_interval_ms: 200, settle_ms: 100, patterns: vec!["*.xml".into()], incomplete_wait_secs: 600, read_retry_secs: 600 }
     }
 }
 
@@ -364,6 +374,9 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("messages.codelists_dir", Kind::Text),
     ("intake.poll_interval_ms", Kind::Number),
     ("intake.settle_ms", Kind::Number),
+    ("intake.patterns", Kind::List),
+    ("intake.incomplete_wait_secs", Kind::Number),
+    ("intake.read_retry_secs", Kind::Number),
     ("xta.url", Kind::Text),
     ("xta.connect_timeout_ms", Kind::Number),
     ("xta.response_timeout_ms", Kind::Number),

@@ -118,11 +118,14 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
         settle: Duration::from_millis(config.intake.settle_ms),
         concurrency: intake_jobs.concurrency.max(1),
         limits: app.checker.reader.limits,
+        patterns: crate::intake::inbox::Patterns::new(&config.intake.patterns).map_err(anyhow::Error::msg)?,
+        incomplete_wait: Duration::from_secs(config.intake.incomplete_wait_secs),
+        read_retry: Duration::from_secs(config.intake.read_retry_secs),
     };
     let inbox_stats = Arc::new(Stats::default());
     {
         let (intake, dirs, stats) = (app.intake(), dirs.clone(), inbox_stats.clone());
-        supervisor.spawn("intake", move |stop| Watcher::new(intake.clone(), dirs.clone(), watch_config).with_stats(stats.clone()).run(stop));
+        supervisor.spawn("intake", move |stop| Watcher::new(intake.clone(), dirs.clone(), watch_config.clone()).with_stats(stats.clone()).run(stop));
     }
     // relay: the ledger's outbox to the job queues.
     {

@@ -438,7 +438,7 @@ async fn metrics_report_jobs_by_queue_and_state_and_inbox_files_by_outcome() {
     let inbox = Arc::new(amtsbote::intake::inbox::Stats::default());
     inbox.accepted.fetch_add(7, Relaxed);
     inbox.refused.fetch_add(1, Relaxed);
-    inbox.backlog.lock().unwrap().insert("demo".into(), amtsbote::intake::inbox::Backlog { waiting: 12, processing: 2, oldest_waiting_secs: 340 });
+    inbox.backlog.lock().unwrap().insert("demo".into(), amtsbote::intake::inbox::Backlog { waiting: 12, processing: 2, oldest_waiting_secs: 340, not_taken: 1 });
     let (admin, stats) = (queues.admin(), inbox.clone());
     let server = Server::start_configured(ledger, vec![tenant("demo", "vbh:057660440000")], 1 << 20, dir, |state| state.with_queues(admin).with_inbox_stats(stats)).await;
 
@@ -454,6 +454,7 @@ async fn metrics_report_jobs_by_queue_and_state_and_inbox_files_by_outcome() {
         "amtsbote_inbox_waiting_files{tenant=\"demo\"} 12",
         "amtsbote_inbox_processing_files{tenant=\"demo\"} 2",
         "amtsbote_inbox_oldest_waiting_seconds{tenant=\"demo\"} 340",
+        "amtsbote_inbox_not_taken_files{tenant=\"demo\"} 1",
         "# TYPE amtsbote_inbox_files_total counter",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");

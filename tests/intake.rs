@@ -60,7 +60,7 @@ async fn start_watcher_settling(settle: Duration) -> Setup {
     ledger.migrate().await.unwrap();
     let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults()));
     let dirs = InboxDirs { tenant: "demo".into(), inbox: root.join("inbox/demo") };
-    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle, concurrency: 4, limits: Limits::default() };
+    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle, concurrency: 4, limits: Limits::default(), ..WatchConfig::default() };
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(Watcher::new(intake, vec![dirs.clone()], config).run(rx));
     wait_until("inbox folders", Duration::from_secs(10), || dirs.done().is_dir()).await;
@@ -126,7 +126,7 @@ async fn a_second_watcher_on_the_same_inbox_waits_and_takes_over_when_the_first_
     // claims in processing/, until the first stops, and then takes over.
     let first = start_watcher().await;
     let intake = Intake::new(first.ledger.clone(), Arc::new(Checker::with_defaults()));
-    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_millis(10), concurrency: 4, limits: Limits::default() };
+    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_millis(10), concurrency: 4, limits: Limits::default(), ..WatchConfig::default() };
     let second = Watcher::new(intake, vec![first.dirs.clone()], config);
     let second_stats = second.stats.clone();
     let (stop_second, rx) = tokio::sync::watch::channel(false);
@@ -171,7 +171,7 @@ async fn the_backlog_says_what_waits_and_for_how_long() {
     std::fs::write(dirs.inbox.join("being-written.xml.part"), "…").unwrap();
 
     let intake = Intake::new(ledger, Arc::new(Checker::with_defaults()));
-    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_secs(600), concurrency: 4, limits: Limits::default() };
+    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_secs(600), concurrency: 4, limits: Limits::default(), ..WatchConfig::default() };
     let watcher = Watcher::new(intake, vec![dirs.clone()], config);
     let stats = watcher.stats.clone();
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -483,7 +483,7 @@ async fn a_deactivated_tenant_or_an_ended_trial_is_refused_with_the_reason() {
     ];
     let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults())).with_tenants(tenants.clone());
     let dirs: Vec<InboxDirs> = tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: root.join("inbox").join(&t.id) }).collect();
-    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_millis(10), concurrency: 2, limits: Limits::default() };
+    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_millis(10), concurrency: 2, limits: Limits::default(), ..WatchConfig::default() };
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(Watcher::new(intake, dirs.clone(), config).run(rx));
     wait_until("inbox folders", Duration::from_secs(10), || dirs.iter().all(|d| d.done().is_dir())).await;
@@ -500,6 +500,86 @@ async fn a_deactivated_tenant_or_an_ended_trial_is_refused_with_the_reason() {
     };
     assert!(reason(&dirs[0]).contains("deactivated"), "{}", reason(&dirs[0]));
     assert!(reason(&dirs[1]).contains("term has ended"), "{}", reason(&dirs[1]));
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_whose_name_matches_no_pattern_is_left_in_the_inbox_and_counted() {
+    // The banner says ".xml files": a readme dropped beside the requests is not a request.
+    let s = start_watcher().await;
+    let inbox = &s.dirs.inbox;
+    std::fs::write(inbox.join("readme.txt"), "Bitte nur XML-Dateien ablegen.\n").unwrap();
+    std::fs::write(inbox.join("ERSUCHEN.XML"), request(1)).unwrap();
+    wait_until("the request taken in", Duration::from_secs(30), || files_in(&s.dirs.done()).len() == 1).await;
+    // A few more scans: the readme stays where it is, and is counted as not taken.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(files_in(inbox), vec!["readme.txt"]);
+    assert!(files_in(&s.dirs.error()).is_empty(), "nothing refused: {:?}", files_in(&s.dirs.error()));
+    assert_eq!(s.ledger.list(&ListFilter::default()).await.unwrap().len(), 1, "only the request is in the ledger");
+    let patterns = amtsbote::intake::inbox::Patterns::default();
+    let report = s.dirs.report(&patterns);
+    assert_eq!((report.waiting, report.not_taken), (0, 1));
+    s.stop.send(true).unwrap();
+    s.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_being_appended_to_after_its_claim_is_waited_for_not_rejected() {
+    // A producer copying slowly (a network share) through a handle it keeps open: the file
+    // stops changing for longer than the settle time between its pieces, so it is claimed
+    // half-written. It must be waited for in processing/ and then taken in whole.
+    let s = start_watcher().await;
+    let text = request(1);
+    let bytes = text.as_bytes();
+    let mut file = std::fs::File::create(s.dirs.inbox.join("langsam.xml")).unwrap();
+    let pieces = 4;
+    let step = bytes.len().div_ceil(pieces);
+    for (i, piece) in bytes.chunks(step).enumerate() {
+        std::io::Write::write_all(&mut file, piece).unwrap();
+        std::io::Write::flush(&mut file).unwrap();
+        if i == 0 {
+            wait_until("the half-written file claimed", Duration::from_secs(10), || files_in(&s.dirs.processing()).len() == 1).await;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    drop(file);
+    wait_until("the file taken in", Duration::from_secs(30), || files_in(&s.dirs.done()).len() + files_in(&s.dirs.error()).len() > 0).await;
+    assert!(files_in(&s.dirs.error()).is_empty(), "not rejected: {:?}", files_in(&s.dirs.error()));
+    assert_eq!(files_in(&s.dirs.done()).len(), 1);
+    let all = s.ledger.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].state, RequestState::Validated);
+    s.stop.send(true).unwrap();
+    s.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_file_nobody_writes_to_any_more_is_rejected_after_the_wait() {
+    // The wait has an end: a file cut off for good is rejected as truncated once its last
+    // write is older than intake.incomplete_wait_secs (here 1 s).
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let ledger = ledger::open(&format!("sqlite:{}", root.join("ledger.sqlite").display())).await.unwrap();
+    ledger.migrate().await.unwrap();
+    let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults()));
+    let dirs = InboxDirs { tenant: "demo".into(), inbox: root.join("inbox/demo") };
+    let config = WatchConfig {
+        poll_interval: Duration::from_millis(20),
+        settle: Duration::from_millis(10),
+        incomplete_wait: Duration::from_secs(1),
+        ..WatchConfig::default()
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Watcher::new(intake, vec![dirs.clone()], config).run(rx));
+    wait_until("inbox folders", Duration::from_secs(10), || dirs.done().is_dir()).await;
+    let started = Instant::now();
+    std::fs::write(dirs.inbox.join("abgebrochen.xml"), &request(1)[..700]).unwrap();
+    wait_until("the file rejected", Duration::from_secs(30), || files_in(&dirs.error()).len() == 2).await;
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited for its writer first");
+    let reason_file = files_in(&dirs.error()).into_iter().find(|n| n.ends_with(".error.txt")).unwrap();
+    let reason = std::fs::read_to_string(dirs.error().join(reason_file)).unwrap();
+    assert!(reason.contains("truncated"), "{reason}");
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }

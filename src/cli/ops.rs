@@ -54,9 +54,14 @@ pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Resu
         if let Some(u) = &request.nachrichten_uuid {
             println!("  uuid      {u}");
         }
-        println!("  source    {}", request.source);
+        // The source and file name hold the sender's file name: shown escaped, so a name with
+        // a newline or a direction override cannot forge what is printed.
+        println!("  source    {}", crate::intake::inbox::shown_str(&request.source));
+        if let Some(name) = &request.file_name {
+            println!("  file      {}", crate::intake::inbox::shown_str(name));
+        }
         if let Some(d) = &request.state_detail {
-            println!("  detail    {d}");
+            println!("  detail    {}", crate::intake::inbox::shown_str(d));
         }
         if let Some(r) = &request.routed {
             println!("  routed to {} {} via {}", r.kennung, r.name, r.channel);
@@ -80,7 +85,7 @@ pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Resu
                 e.at.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
                 e.to,
                 e.actor,
-                e.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+                e.detail.as_deref().map(|d| format!(": {}", crate::intake::inbox::shown_str(d))).unwrap_or_default()
             );
         }
     }
@@ -207,13 +212,24 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
     }
     // The intake stage's queue is its folders: what waits there, and who takes it in.
     println!();
-    println!("{:<10} {:>9} {:>11} {:>15}  taken in by", "inbox", "waiting", "processing", "oldest waiting");
+    let patterns = crate::intake::inbox::Patterns::new(&config.intake.patterns).map_err(anyhow::Error::msg)?;
+    println!("{:<10} {:>9} {:>11} {:>15} {:>10}  taken in by", "inbox", "waiting", "processing", "oldest waiting", "not taken");
+    let mut left = Vec::new();
     for tenant in &config.tenants {
         let dirs = crate::intake::inbox::InboxDirs { tenant: tenant.id.clone(), inbox: tenant.inbox().to_path_buf() };
-        let r = dirs.report();
+        let r = dirs.report(&patterns);
         let oldest = r.oldest_waiting.and_then(|t| t.elapsed().ok()).map_or("-".to_string(), |age| format!("{} s", age.as_secs()));
         let by = r.taken_in_by.unwrap_or_else(|| "nobody: no amtsbote serve takes this inbox in".into());
-        println!("{:<10} {:>9} {:>11} {:>15}  {by}", tenant.id, r.waiting, r.processing, oldest);
+        println!("{:<10} {:>9} {:>11} {:>15} {:>10}  {by}", tenant.id, r.waiting, r.processing, oldest, r.not_taken);
+        if r.not_taken > 0 {
+            left.push(format!("{} ({})", dirs.inbox.display(), r.not_taken));
+        }
+    }
+    if !left.is_empty() {
+        println!(
+            "not taken: files whose names match none of intake.patterns ({patterns}) stay in {}; rename them or add a pattern",
+            left.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

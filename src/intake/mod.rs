@@ -99,7 +99,8 @@ impl Intake {
         };
         let uuid = message.uuid().map(|u| u.to_string());
         let kind = message.kind();
-        let detail = format!("{} from {source}{}", kind.root_name(), if message.is_test() { " (test message)" } else { "" });
+        // The source holds the sender's file name: escaped in the text people read.
+        let detail = format!("{} from {}{}", kind.root_name(), inbox::shown_str(source), if message.is_test() { " (test message)" } else { "" });
         let new = NewRequest {
             tenant: tenant.to_string(),
             source: source.to_string(),

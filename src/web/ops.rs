@@ -124,6 +124,7 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
             ("amtsbote_inbox_waiting_files", "Files waiting in a tenant's inbox, as of the last scan.", (|b: &Backlog| b.waiting) as fn(&Backlog) -> u64),
             ("amtsbote_inbox_processing_files", "Claims in a tenant's processing/ folder (being recorded, or waiting for the ledger).", |b: &Backlog| b.processing),
             ("amtsbote_inbox_oldest_waiting_seconds", "Age of the oldest file waiting in a tenant's inbox (0: none waits).", |b: &Backlog| b.oldest_waiting_secs),
+            ("amtsbote_inbox_not_taken_files", "Files left in a tenant's inbox because their names match none of intake.patterns.", |b: &Backlog| b.not_taken),
         ] {
             let _ = writeln!(text, "# HELP {name} {help}");
             let _ = writeln!(text, "# TYPE {name} gauge");

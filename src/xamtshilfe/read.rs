@@ -97,19 +97,36 @@ fn known_roots() -> String {
 /// Reads a file, refusing non-regular files and files over the limit without reading them
 /// whole into memory first.
 pub fn read_file(path: &Path, limits: &Limits) -> Result<Vec<u8>, ReadError> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| ReadError::Io(e.to_string()))?;
+    read_file_io(path, limits).map_err(|e| match e {
+        FileError::Io(e) => ReadError::Io(e.to_string()),
+        FileError::Refused(e) => e,
+    })
+}
+
+/// Why [`read_file_io`] returned no bytes: the operating system's error as it was (so a caller
+/// can tell a transient one, such as too many open files, from a lasting one), or the file
+/// refused for what it is.
+#[derive(Debug)]
+pub enum FileError {
+    Io(std::io::Error),
+    Refused(ReadError),
+}
+
+/// [`read_file`] keeping the operating system's error.
+pub fn read_file_io(path: &Path, limits: &Limits) -> Result<Vec<u8>, FileError> {
+    let meta = std::fs::symlink_metadata(path).map_err(FileError::Io)?;
     if !meta.file_type().is_file() {
-        return Err(ReadError::Io("not a regular file (symlinks, directories and devices are refused)".into()));
+        return Err(FileError::Refused(ReadError::Io("not a regular file (symlinks, directories and devices are refused)".into())));
     }
     if meta.len() > limits.max_bytes {
-        return Err(ReadError::TooLarge { size: meta.len(), limit: limits.max_bytes });
+        return Err(FileError::Refused(ReadError::TooLarge { size: meta.len(), limit: limits.max_bytes }));
     }
-    let file = std::fs::File::open(path).map_err(|e| ReadError::Io(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(FileError::Io)?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // The file may grow while we read it: never take more than the limit + 1.
-    file.take(limits.max_bytes + 1).read_to_end(&mut bytes).map_err(|e| ReadError::Io(e.to_string()))?;
+    file.take(limits.max_bytes + 1).read_to_end(&mut bytes).map_err(FileError::Io)?;
     if bytes.len() as u64 > limits.max_bytes {
-        return Err(ReadError::TooLarge { size: bytes.len() as u64, limit: limits.max_bytes });
+        return Err(FileError::Refused(ReadError::TooLarge { size: bytes.len() as u64, limit: limits.max_bytes }));
     }
     Ok(bytes)
 }
