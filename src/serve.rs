@@ -260,8 +260,9 @@ fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: 
     out.push_str(&format!("  data directory   {}\n", config.data_dir.display()));
     out.push_str(&format!("  ledger           {}\n", redact(config.ledger_url())));
     out.push_str(&format!("  job queues       {}\n", config.queue_path().display()));
+    let patterns = config.intake.patterns.join(", ");
     for d in dirs {
-        out.push_str(&format!("  inbox {:<10} {}  (drop .xml files here; results in done/ and error/)\n", d.tenant, d.inbox.display()));
+        out.push_str(&format!("  inbox {:<10} {}  (drop {patterns} files here; results in done/ and error/)\n", d.tenant, d.inbox.display()));
     }
     for t in &config.tenants {
         out.push_str(&format!("  outbox {:<9} {}  (messages received over XTA; invalid ones in error/)\n", t.id, t.outbox().display()));
