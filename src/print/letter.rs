@@ -16,7 +16,8 @@
 //!   left (a one-page letter says "Seite 1 von 1" too: the inserter's reconciliation and a
 //!   reader both find the count in the same place);
 //! - kept free for the inserter: the left 15 mm below the hole mark ([`OMR_STRIP`]) and the
-//!   bottom-right corner ([`CODE_AREA`]); the marks themselves are the next increment.
+//!   bottom-right corner ([`CODE_AREA`]), where `print::marks` sets the OMR code and the
+//!   DataMatrix of every sheet.
 //!
 //! Privacy: a letter holds debtor data. Nothing here logs, and no [`LetterError`] carries a
 //! value taken from the request.
@@ -31,6 +32,7 @@ use printpdf::{
 };
 
 use super::font::{FontError, Fonts, Style};
+use super::marks::{self, MarkError};
 use crate::xamtshilfe::model::{Anschrift, Ersuchen, Schuldner};
 use crate::xamtshilfe::read::{ReaderConfig, parse};
 use crate::xamtshilfe::values::Cents;
@@ -231,6 +233,8 @@ pub enum LetterError {
     Pdf(String),
     #[error(transparent)]
     Font(#[from] FontError),
+    #[error("the inserter marks: {0}")]
+    Marks(#[from] MarkError),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -752,7 +756,10 @@ fn layout(fonts: &Fonts, l: &LetterInput) -> Result<Vec<Vec<Op>>, LetterError> {
         if l.test {
             test_mark(&mut extra);
         }
-        marks(&mut extra);
+        fold_and_hole_marks(&mut extra);
+        let sheet = u32::try_from(i + 1).map_err(|_| LetterError::Pdf("too many pages".into()))?;
+        let sheets = u32::try_from(total).map_err(|_| LetterError::Pdf("too many pages".into()))?;
+        marks::draw(&mut extra, &l.batch_id, l.letter_number, sheet, sheets)?;
         extra.append(ops);
         *ops = extra;
         let footer = format!("Seite {} von {}", i + 1, total);
@@ -807,7 +814,7 @@ fn address_lines(fonts: &Fonts, r: &Recipient) -> Result<Vec<String>, LetterErro
 }
 
 /// Fold marks and the hole mark: short lines at the left edge.
-fn marks(ops: &mut Vec<Op>) {
+fn fold_and_hole_marks(ops: &mut Vec<Op>) {
     ops.push(Op::SaveGraphicsState);
     ops.push(Op::SetOutlineColor { col: Color::Greyscale(Greyscale { percent: 0.0, icc_profile: None }) });
     ops.push(Op::SetOutlineThickness { pt: Pt(0.5) });
