@@ -9,8 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use amtsbote::print::letter::{LetterInput, Recipient, RenderedLetter, Sender, Templates, compose, render_file};
+use amtsbote::print::letter::{Debtor, LetterError, LetterInput, Recipient, RenderedLetter, Sender, Templates, compose, render_file};
 use chrono::NaiveDate;
+use unicode_normalization::UnicodeNormalization as _;
 
 const MM: f64 = 72.0 / 25.4;
 
@@ -428,4 +429,99 @@ fn every_sheet_s_datamatrix_decodes_to_its_letter_and_sheet() {
             assert_eq!(decoded.trim_end(), format!("B-2026-12-01;L{:05};S{n}/{}", r.letter_number, r.sheets), "page {page}");
         }
     }
+}
+
+/// Every character and sequence of DIN 91379 (the shared reference list, read at test time:
+/// `../shared/reference/din91379/latin_list_1.3.txt` from the crate root) that a name or an
+/// address line can hold: all groups but the lone combining marks (they occur only inside
+/// the sequences) and the whitespace and control characters of N4. None when the list is
+/// absent (a failure under CI=true).
+fn din_91379() -> Option<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/din91379/latin_list_1.3.txt");
+    let Ok(list) = std::fs::read_to_string(&path) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must have the DIN 91379 list at {}", path.display());
+        eprintln!("SKIPPED: no DIN 91379 list at {}", path.display());
+        return None;
+    };
+    let mut entries = Vec::new();
+    for line in list.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split(';').map(str::trim).collect();
+        let text: String = fields[2].split_whitespace().map(|h| char::from_u32(u32::from_str_radix(h, 16).expect("hex")).expect("a char")).collect();
+        if fields[0] == "dc" || text.chars().all(char::is_whitespace) || text.chars().any(char::is_control) {
+            continue;
+        }
+        entries.push(text);
+    }
+    assert!(entries.len() > 900, "{} entries", entries.len());
+    Some(entries)
+}
+
+/// The sample letter with two debtors: the first named with the whole list (set bold), the
+/// second living at it (set regular).
+fn din_91379_letter(entries: &[String]) -> LetterInput {
+    let mut l = letter(&example("ersuchen.xml"), 1, false);
+    let all = entries.join(" ");
+    l.debtors = vec![
+        Debtor { name: all.clone(), geburtsname: None, geburtsdatum: None, address: vec!["Hohe Straße 12a".into(), "50667 Köln".into()], auskunftssperre: false },
+        Debtor { name: "Mustermann, Erika".into(), geburtsname: None, geburtsdatum: None, address: vec![all], auskunftssperre: false },
+    ];
+    l
+}
+
+fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").nfc().collect()
+}
+
+#[test]
+fn the_whole_din_91379_list_prints_and_reads_back() {
+    if !tools_present() {
+        return;
+    }
+    let Some(entries) = din_91379() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pdf, rendered) = write(dir.path(), &[din_91379_letter(&entries)]);
+    // -raw: in its layout mode pdftotext takes a line of one-letter words for letter-spaced
+    // text and drops the spaces.
+    // The list runs over a page break: the footer and the next page's running head go.
+    let mut text = run("pdftotext", &["-raw", "-enc", "UTF-8", pdf.to_str().expect("a path"), "-"]);
+    for page in 1..=rendered[0].pages {
+        text = text.replace(&format!("Seite {page} von {}", rendered[0].pages), "");
+    }
+    let text = flat(&text.replace("Vollstreckungshilfeersuchen, Az. VH-2026-000123 (Fortsetzung)", ""));
+    let all: String = entries.join(" ").nfc().collect();
+    for (style, at) in [("bold", 0), ("regular", 1)] {
+        let found = text.match_indices(&all).count();
+        if found <= at {
+            // Name the first entry that does not come back, with its code points.
+            let mut prefix = String::new();
+            for e in &entries {
+                let next = if prefix.is_empty() { e.nfc().collect::<String>() } else { format!("{prefix} {}", e.nfc().collect::<String>()) };
+                if !text.contains(&next) {
+                    let cps: Vec<String> = e.chars().map(|c| format!("U+{:04X}", u32::from(c))).collect();
+                    panic!("set {style}: {e:?} ({}) does not read back after {:?}", cps.join(" "), prefix.chars().rev().take(30).collect::<String>().chars().rev().collect::<String>());
+                }
+                prefix = next;
+            }
+            panic!("set {style}: the list does not read back ({found} found)");
+        }
+    }
+    // PNGs to look at: DIN91379_KEEP=<dir>.
+    if let Ok(keep) = std::env::var("DIN91379_KEEP") {
+        for page in 1..=rendered[0].pages {
+            let n = page.to_string();
+            let prefix = Path::new(&keep).join(format!("din91379-{page}"));
+            run("pdftoppm", &["-r", "200", "-png", "-singlefile", "-f", &n, "-l", &n, pdf.to_str().expect("a path"), prefix.to_str().expect("a path")]);
+        }
+    }
+}
+
+#[test]
+fn a_character_the_font_lacks_is_refused_not_printed_as_a_box() {
+    let Some(entries) = din_91379() else { return };
+    // U+6F22 (a CJK ideograph) is in no DIN 91379 group and not in DejaVu Sans.
+    let mut l = din_91379_letter(&entries);
+    l.debtors[1].address.push("Grüße \u{6F22}".into());
+    let Err(err) = render_file(&[l]) else { panic!("a letter with a character the font lacks was rendered") };
+    assert!(matches!(err, LetterError::MissingGlyph { codepoint: 0x6F22, field: "Schuldner" }), "{err}");
+    assert!(!err.to_string().contains("Grüße"), "{err}");
 }

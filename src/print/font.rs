@@ -138,6 +138,28 @@ mod tests {
         assert!(fonts.width(Style::Bold, "Wm", 10.0) > fonts.width(Style::Regular, "Wm", 10.0));
     }
 
+    /// The combining marks of DIN 91379's sequences.
+    const DIN_91379_MARKS: [char; 20] = [
+        '\u{300}', '\u{301}', '\u{302}', '\u{304}', '\u{306}', '\u{307}', '\u{308}', '\u{30B}', '\u{30C}', '\u{30D}',
+        '\u{310}', '\u{315}', '\u{31B}', '\u{323}', '\u{325}', '\u{326}', '\u{327}', '\u{328}', '\u{331}', '\u{35F}',
+    ];
+
+    #[test]
+    fn combining_marks_take_no_advance() {
+        // The PDF viewer advances by the font's own widths (printpdf writes them into /W), so
+        // a mark measures zero here exactly when it is set over its base there.
+        let fonts = Fonts::get().expect("fonts");
+        for style in [Style::Regular, Style::Bold] {
+            for mark in DIN_91379_MARKS {
+                assert_eq!(fonts.missing(style, &mark.to_string()), None, "U+{:04X}", u32::from(mark));
+                assert_eq!(fonts.width(style, &mark.to_string(), 10.0), 0.0, "U+{:04X}", u32::from(mark));
+            }
+            let c = fonts.width(style, "C", 10.0);
+            assert_eq!(fonts.width(style, "C\u{328}\u{306}", 10.0), c);
+            assert_eq!(fonts.width(style, "K\u{35F}H", 10.0), fonts.width(style, "K", 10.0) + fonts.width(style, "H", 10.0));
+        }
+    }
+
     #[test]
     fn wraps_at_spaces_and_breaks_long_words() {
         let fonts = Fonts::get().expect("fonts");
