@@ -525,3 +525,27 @@ fn a_character_the_font_lacks_is_refused_not_printed_as_a_box() {
     assert!(matches!(err, LetterError::MissingGlyph { codepoint: 0x6F22, field: "Schuldner" }), "{err}");
     assert!(!err.to_string().contains("Grüße"), "{err}");
 }
+
+#[test]
+fn the_same_letters_give_the_same_bytes() {
+    let digest = |letters: &[LetterInput]| {
+        use sha2::Digest as _;
+        let (pdf, _) = render_file(letters).expect("rendered");
+        hex::encode(sha2::Sha256::digest(&pdf))
+    };
+    let letters = vec![letter(&example("ersuchen.xml"), 7, false), letter(&with_claims(40), 8, true)];
+    let first = digest(&letters);
+    assert_eq!(digest(&letters), first, "rendered twice");
+    assert_eq!(digest(&letters), first, "rendered three times");
+    // Another letter number is another file (the DataMatrix), with another document ID.
+    let mut other = letters.clone();
+    other[0].letter_number = 9;
+    assert_ne!(digest(&other), first);
+    if tools_present() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pdf, _) = write(dir.path(), &letters);
+        run("qpdf", &["--check", pdf.to_str().expect("a path")]);
+        let info = run("pdfinfo", &[pdf.to_str().expect("a path")]);
+        assert!(info.lines().any(|l| l.starts_with("CreationDate:") && l.contains("2026")), "{info}");
+    }
+}

@@ -593,6 +593,14 @@ pub fn render_file(letters: &[LetterInput]) -> Result<(Vec<u8>, Vec<RenderedLett
     }
     let fonts = Fonts::get()?;
     let mut doc = PdfDocument::new("Vollstreckungshilfeersuchen");
+    // The file's dates are the batch's date (midnight UTC), not the time of writing: the same
+    // letters give the same bytes, whenever and however often they are rendered.
+    let first = &letters[0];
+    let midnight = first.date.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp());
+    let date = printpdf::OffsetDateTime::from_unix_timestamp(midnight).map_err(|e| LetterError::Pdf(e.to_owned()))?;
+    let info = &mut doc.metadata.info;
+    (info.creation_date, info.modification_date, info.metadata_date) = (date, date, date);
+    info.identifier = first.batch_id.clone();
     // Fixed resource names (printpdf would make random ones): the same letters give the same
     // content streams.
     doc.resources.fonts.map.insert(FontId(FONT_REGULAR.to_owned()), PdfFont::new(fonts.regular.clone()));
@@ -621,7 +629,29 @@ pub fn render_file(letters: &[LetterInput]) -> Result<(Vec<u8>, Vec<RenderedLett
     if bytes.is_empty() {
         return Err(LetterError::Pdf("printpdf produced no bytes".into()));
     }
+    let bytes = fixed_document_id(bytes)?;
     Ok((bytes, rendered))
+}
+
+/// printpdf writes a random document ID into the trailer (`/ID[(…)(…)]`, two strings of 32
+/// characters). Replaced, in place and at the same length (the cross-reference offsets stay
+/// right), by the first 16 bytes of the SHA-256 of everything before the trailer in hex: the
+/// same content gives the same ID, other content another.
+fn fixed_document_id(mut bytes: Vec<u8>) -> Result<Vec<u8>, LetterError> {
+    use sha2::Digest as _;
+    const KEY: &[u8] = b"/ID[(";
+    let missing = || LetterError::Pdf("printpdf wrote no document ID where one was expected".into());
+    let trailer = bytes.windows(7).rposition(|w| w == b"trailer").ok_or_else(missing)?;
+    let at = trailer + bytes[trailer..].windows(KEY.len()).position(|w| w == KEY).ok_or_else(missing)? + KEY.len();
+    let (first, between, second, close) = (at..at + 32, at + 32..at + 34, at + 34..at + 66, at + 66..at + 68);
+    if bytes.len() < close.end || &bytes[between.clone()] != b")(" || &bytes[close] != b")]" {
+        return Err(missing());
+    }
+    let digest = sha2::Sha256::digest(&bytes[..trailer]);
+    let id = hex::encode_upper(&digest[..16]);
+    bytes[first].copy_from_slice(id.as_bytes());
+    bytes[second].copy_from_slice(id.as_bytes());
+    Ok(bytes)
 }
 
 /// The page operations of one letter.
