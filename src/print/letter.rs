@@ -31,7 +31,7 @@ use printpdf::{
     Point, Pt, TextItem, TextMatrix,
 };
 
-use super::font::{FontError, Fonts, Style};
+use super::font::{FontError, Fonts, Piece, Style};
 use super::marks::{self, MarkError};
 use crate::xamtshilfe::model::{Anschrift, Ersuchen, Schuldner};
 use crate::xamtshilfe::read::{ReaderConfig, parse};
@@ -897,7 +897,38 @@ fn text_ops(ops: &mut Vec<Op>, x: f32, baseline: f32, style: Style, size: f32, t
     ops.push(Op::StartTextSection);
     ops.push(Op::SetFont { font: PdfFontHandle::External(FontId(font.to_owned())), size: Pt(size.max(MIN_SIZE)) });
     ops.push(Op::SetTextCursor { pos: Point { x: pt_x(x), y: pt_y(baseline) } });
-    ops.push(Op::ShowText { items: vec![TextItem::Text(text.to_owned())] });
+    let fonts = Fonts::get().ok();
+    let pieces = match fonts {
+        Some(f) if text.chars().any(|c| ('\u{300}'..='\u{36F}').contains(&c)) => f.pieces(style, text),
+        _ => vec![Piece::Text(text.to_owned())],
+    };
+    // Combining marks placed on their bases (Fonts::pieces): moved across with the text's own
+    // spacing numbers (thousandths of an em; positive moves left), raised with the text rise.
+    let mut items = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => items.push(TextItem::Text(t)),
+            Piece::Mark { mark, dx, rise } => {
+                if dx != 0.0 {
+                    items.push(TextItem::Offset(-dx * 1000.0));
+                }
+                if rise != 0.0 {
+                    ops.push(Op::ShowText { items: std::mem::take(&mut items) });
+                    ops.push(Op::SetLineOffset { multiplier: rise * size.max(MIN_SIZE) });
+                    ops.push(Op::ShowText { items: vec![TextItem::Text(mark.to_string())] });
+                    ops.push(Op::SetLineOffset { multiplier: 0.0 });
+                } else {
+                    items.push(TextItem::Text(mark.to_string()));
+                }
+                if dx != 0.0 {
+                    items.push(TextItem::Offset(dx * 1000.0));
+                }
+            }
+        }
+    }
+    if !items.is_empty() {
+        ops.push(Op::ShowText { items });
+    }
     ops.push(Op::EndTextSection);
 }
 

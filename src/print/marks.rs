@@ -119,15 +119,17 @@ pub fn code_text(batch_id: &str, letter_number: u32, sheet: u32, sheets: u32) ->
     Ok(format!("{batch_id};L{letter_number:05};S{sheet}/{sheets}"))
 }
 
-/// The symbol of `text`: its width in modules and the dark modules' rows, each a list of
-/// horizontal runs (first column, length).
-fn symbol(text: &str) -> Result<(usize, Vec<Vec<(usize, usize)>>), MarkError> {
+/// A row of a symbol: its dark modules as horizontal runs (first column, length).
+type Runs = Vec<(usize, usize)>;
+
+/// The symbol of `text`: its width in modules and its rows.
+fn symbol(text: &str) -> Result<(usize, Vec<Runs>), MarkError> {
     let code = DataMatrix::encode(text.as_bytes(), SymbolList::default().enforce_square()).map_err(|_| MarkError::TooLong)?;
     let bitmap = code.bitmap();
     let (width, height) = (bitmap.width(), bitmap.height());
     let mut rows = vec![Vec::new(); height];
     for (x, y) in bitmap.pixels() {
-        let row: &mut Vec<(usize, usize)> = &mut rows[y];
+        let row: &mut Runs = &mut rows[y];
         match row.last_mut() {
             Some((start, len)) if *start + *len == x => *len += 1,
             _ => row.push((x, 1)),
