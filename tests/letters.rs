@@ -1,25 +1,34 @@
 //! The printed letter (print::letter) read back with poppler-utils and qpdf: the text a reader
 //! gets, where the words lie (the envelope window, the franking strip), names in DIN 91379
 //! letters, the structure of a file of several letters, and the test mark.
-//! Skipped when pdftotext, pdfinfo or qpdf is absent; in CI (CI=true) their absence fails.
+//! The inserter's marks are read from rendered pages (pdftoppm) as the machine reads them: the
+//! OMR bars by sampling pixel rows, the DataMatrix with dmtxread (dmtx-utils).
+//! Skipped when pdftotext, pdfinfo, pdftoppm, qpdf or dmtxread is absent; in CI (CI=true) their
+//! absence fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use amtsbote::print::letter::{LetterInput, Recipient, RenderedLetter, Sender, Templates, compose, render_file};
+use amtsbote::print::letter::{Debtor, LetterError, LetterInput, Recipient, RenderedLetter, Sender, Templates, compose, render_file};
 use chrono::NaiveDate;
+use unicode_normalization::UnicodeNormalization as _;
 
 const MM: f64 = 72.0 / 25.4;
 
 fn tools_present() -> bool {
-    let missing: Vec<&str> = [("pdftotext", "-v"), ("pdfinfo", "-v"), ("qpdf", "--version")]
-        .into_iter()
+    present(&[("pdftotext", "-v"), ("pdfinfo", "-v"), ("pdftoppm", "-v"), ("qpdf", "--version")], "poppler-utils, qpdf")
+}
+
+/// Whether every tool answers its version call; their absence fails under CI=true.
+fn present(tools: &[(&str, &str)], packages: &str) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
         .filter(|(tool, arg)| !Command::new(tool).arg(arg).output().is_ok_and(|o| o.status.success()))
-        .map(|(tool, _)| tool)
+        .map(|(tool, _)| *tool)
         .collect();
     if !missing.is_empty() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must have {missing:?} (poppler-utils, qpdf)");
-        eprintln!("SKIPPED: {missing:?} absent (apt-get install poppler-utils qpdf)");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must have {missing:?} ({packages})");
+        eprintln!("SKIPPED: {missing:?} absent (apt-get install {packages})");
         return false;
     }
     true
@@ -290,4 +299,253 @@ fn only_requests_are_printed_and_errors_name_no_debtor_data() {
     assert!(message.contains("U+6F22") && message.contains("Schuldner"), "{message}");
     assert!(!message.contains("Mustermann") && !message.contains("Erika"), "{message}");
     assert!(render_file(&[]).is_err(), "an empty file is refused");
+}
+
+/// A rendered page in grey (0 black … 255 white).
+struct Gray {
+    width: usize,
+    height: usize,
+    pixels: Vec<u8>,
+}
+
+const DPI: f64 = 150.0;
+
+impl Gray {
+    fn px(mm: f64) -> usize {
+        (mm / 25.4 * DPI).round() as usize
+    }
+    fn at(&self, x_mm: f64, y_mm: f64) -> u8 {
+        let (x, y) = (Self::px(x_mm).min(self.width - 1), Self::px(y_mm).min(self.height - 1));
+        self.pixels[y * self.width + x]
+    }
+    /// Whether any pixel of the rectangle (mm, top-left origin) is dark.
+    fn dark_in(&self, left: f64, top: f64, right: f64, bottom: f64) -> Option<(f64, f64)> {
+        for y in Self::px(top)..Self::px(bottom).min(self.height) {
+            for x in Self::px(left)..Self::px(right).min(self.width) {
+                if self.pixels[y * self.width + x] < 128 {
+                    return Some((x as f64 * 25.4 / DPI, y as f64 * 25.4 / DPI));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Page `page` of `pdf` rendered in grey at [`DPI`] (pdftoppm's PGM).
+fn render_gray(pdf: &Path, page: u32) -> Gray {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = dir.path().join("page");
+    let n = page.to_string();
+    run("pdftoppm", &["-r", "150", "-gray", "-f", &n, "-l", &n, "-singlefile", pdf.to_str().expect("a path"), prefix.to_str().expect("a path")]);
+    let bytes = std::fs::read(dir.path().join("page.pgm")).expect("the PGM");
+    // "P5\n<w> <h>\n255\n" then one byte a pixel.
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while fields.len() < 4 {
+        while bytes[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        let start = at;
+        while !bytes[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        fields.push(String::from_utf8(bytes[start..at].to_vec()).expect("a header field"));
+    }
+    assert_eq!(fields[0], "P5");
+    let (width, height): (usize, usize) = (fields[1].parse().expect("width"), fields[2].parse().expect("height"));
+    let pixels = bytes[at + 1..].to_vec();
+    assert_eq!(pixels.len(), width * height);
+    Gray { width, height, pixels }
+}
+
+/// The OMR tracks as the inserter reads them: (mm from the top) of the start mark and the five after it.
+const OMR_TRACKS_MM: [f64; 6] = [160.0, 164.233, 168.467, 172.7, 176.933, 181.167];
+
+/// The bars the inserter must see on sheet `n` of `m`, worked out here from the definition:
+/// start, close envelope on the last sheet, n mod 8 in three bits (4-2-1), even parity.
+fn expected_bars(n: u32, m: u32) -> [bool; 6] {
+    let s = n % 8;
+    let mut b = [true, n == m, s & 4 != 0, s & 2 != 0, s & 1 != 0, false];
+    b[5] = b.iter().filter(|&&x| x).count() % 2 == 1;
+    b
+}
+
+#[test]
+fn every_sheet_carries_its_omr_code() {
+    if !tools_present() {
+        return;
+    }
+    let inputs = vec![letter(&example("ersuchen.xml"), 7, false), letter(&with_claims(250), 8, false), letter(&example("ersuchen-firma.xml"), 9, true)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pdf, rendered) = write(dir.path(), &inputs);
+    assert!(rendered[1].sheets >= 9, "the sequence wraps: {rendered:?}");
+    for r in &rendered {
+        for n in 1..=r.sheets {
+            let page = render_gray(&pdf, r.first_page + n - 1);
+            let read: Vec<bool> = OMR_TRACKS_MM
+                .iter()
+                .map(|&y| (-2..=2).any(|d| page.at(9.0, y + f64::from(d) * 25.4 / DPI / 2.0) < 128))
+                .collect();
+            assert_eq!(read, expected_bars(n, r.sheets), "letter {} sheet {n} of {}", r.letter_number, r.sheets);
+            // A bar is a bar: 8 mm long, thin, and nothing else is dark in the strip.
+            for (&y, bar) in OMR_TRACKS_MM.iter().zip(read) {
+                if bar {
+                    assert!(page.at(5.5, y) < 128 && page.at(12.5, y) < 128, "bar at {y} mm is 8 mm long");
+                    assert!(page.at(3.5, y) > 200 && page.at(14.5, y) > 200, "bar at {y} mm ends");
+                }
+            }
+            let mut top = 155.0;
+            for &y in &OMR_TRACKS_MM {
+                assert_eq!(page.dark_in(0.0, top, 15.0, y - 0.6), None, "letter {} sheet {n}: a stray mark in the OMR strip", r.letter_number);
+                top = y + 0.6;
+            }
+            // Below the code only the lower fold mark (210 mm, 3–8 mm from the edge: left of
+            // the reading head at 9 mm).
+            assert_eq!(page.dark_in(0.0, top, 15.0, 209.4), None, "letter {} sheet {n}: a stray mark below the OMR code", r.letter_number);
+            assert_eq!(page.dark_in(8.6, 209.4, 15.0, 210.6), None, "letter {} sheet {n}: the fold mark reaches the reading head", r.letter_number);
+            assert_eq!(page.dark_in(0.0, 210.6, 15.0, 297.0), None, "letter {} sheet {n}: a stray mark below the OMR code", r.letter_number);
+        }
+    }
+}
+
+#[test]
+fn every_sheet_s_datamatrix_decodes_to_its_letter_and_sheet() {
+    if !tools_present() || !present(&[("dmtxread", "--version")], "dmtx-utils") {
+        return;
+    }
+    let inputs = vec![letter(&example("ersuchen.xml"), 41, false), letter(&with_claims(40), 42, false), letter(&example("ersuchen-firma.xml"), 12345, false)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pdf, rendered) = write(dir.path(), &inputs);
+    assert!(rendered[1].sheets > 1, "{rendered:?}");
+    let p = pdf.to_str().expect("a path");
+    for r in &rendered {
+        for n in 1..=r.sheets {
+            // The code area only (150–210 × 264–297 mm), as the camera sees it.
+            let page = (r.first_page + n - 1).to_string();
+            let png = dir.path().join(format!("code-{page}"));
+            let (x, y, w, h) = (Gray::px(150.0), Gray::px(264.0), Gray::px(60.0), Gray::px(33.0));
+            run("pdftoppm", &["-r", "150", "-gray", "-png", "-singlefile", "-f", &page, "-l", &page, "-x", &x.to_string(), "-y", &y.to_string(), "-W", &w.to_string(), "-H", &h.to_string(), p, png.to_str().expect("a path")]);
+            let decoded = run("dmtxread", &["-N", "1", "-m", "5000", png.with_extension("png").to_str().expect("a path")]);
+            assert_eq!(decoded.trim_end(), format!("B-2026-12-01;L{:05};S{n}/{}", r.letter_number, r.sheets), "page {page}");
+        }
+    }
+}
+
+/// Every character and sequence of DIN 91379 (the shared reference list, read at test time:
+/// `../shared/reference/din91379/latin_list_1.3.txt` from the crate root) that a name or an
+/// address line can hold: all groups but the lone combining marks (they occur only inside
+/// the sequences) and the whitespace and control characters of N4. None when the list is
+/// absent (a failure under CI=true).
+fn din_91379() -> Option<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/din91379/latin_list_1.3.txt");
+    let Ok(list) = std::fs::read_to_string(&path) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must have the DIN 91379 list at {}", path.display());
+        eprintln!("SKIPPED: no DIN 91379 list at {}", path.display());
+        return None;
+    };
+    let mut entries = Vec::new();
+    for line in list.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split(';').map(str::trim).collect();
+        let text: String = fields[2].split_whitespace().map(|h| char::from_u32(u32::from_str_radix(h, 16).expect("hex")).expect("a char")).collect();
+        if fields[0] == "dc" || text.chars().all(char::is_whitespace) || text.chars().any(char::is_control) {
+            continue;
+        }
+        entries.push(text);
+    }
+    assert!(entries.len() > 900, "{} entries", entries.len());
+    Some(entries)
+}
+
+/// The sample letter with two debtors: the first named with the whole list (set bold), the
+/// second living at it (set regular).
+fn din_91379_letter(entries: &[String]) -> LetterInput {
+    let mut l = letter(&example("ersuchen.xml"), 1, false);
+    let all = entries.join(" ");
+    l.debtors = vec![
+        Debtor { name: all.clone(), geburtsname: None, geburtsdatum: None, address: vec!["Hohe Straße 12a".into(), "50667 Köln".into()], auskunftssperre: false },
+        Debtor { name: "Mustermann, Erika".into(), geburtsname: None, geburtsdatum: None, address: vec![all], auskunftssperre: false },
+    ];
+    l
+}
+
+fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").nfc().collect()
+}
+
+#[test]
+fn the_whole_din_91379_list_prints_and_reads_back() {
+    if !tools_present() {
+        return;
+    }
+    let Some(entries) = din_91379() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pdf, rendered) = write(dir.path(), &[din_91379_letter(&entries)]);
+    // -raw: in its layout mode pdftotext takes a line of one-letter words for letter-spaced
+    // text and drops the spaces.
+    // The list runs over a page break: the footer and the next page's running head go.
+    let mut text = run("pdftotext", &["-raw", "-enc", "UTF-8", pdf.to_str().expect("a path"), "-"]);
+    for page in 1..=rendered[0].pages {
+        text = text.replace(&format!("Seite {page} von {}", rendered[0].pages), "");
+    }
+    let text = flat(&text.replace("Vollstreckungshilfeersuchen, Az. VH-2026-000123 (Fortsetzung)", ""));
+    let all: String = entries.join(" ").nfc().collect();
+    for (style, at) in [("bold", 0), ("regular", 1)] {
+        let found = text.match_indices(&all).count();
+        if found <= at {
+            // Name the first entry that does not come back, with its code points.
+            let mut prefix = String::new();
+            for e in &entries {
+                let next = if prefix.is_empty() { e.nfc().collect::<String>() } else { format!("{prefix} {}", e.nfc().collect::<String>()) };
+                if !text.contains(&next) {
+                    let cps: Vec<String> = e.chars().map(|c| format!("U+{:04X}", u32::from(c))).collect();
+                    panic!("set {style}: {e:?} ({}) does not read back after {:?}", cps.join(" "), prefix.chars().rev().take(30).collect::<String>().chars().rev().collect::<String>());
+                }
+                prefix = next;
+            }
+            panic!("set {style}: the list does not read back ({found} found)");
+        }
+    }
+    // PNGs to look at: DIN91379_KEEP=<dir>.
+    if let Ok(keep) = std::env::var("DIN91379_KEEP") {
+        for page in 1..=rendered[0].pages {
+            let n = page.to_string();
+            let prefix = Path::new(&keep).join(format!("din91379-{page}"));
+            run("pdftoppm", &["-r", "200", "-png", "-singlefile", "-f", &n, "-l", &n, pdf.to_str().expect("a path"), prefix.to_str().expect("a path")]);
+        }
+    }
+}
+
+#[test]
+fn a_character_the_font_lacks_is_refused_not_printed_as_a_box() {
+    let Some(entries) = din_91379() else { return };
+    // U+6F22 (a CJK ideograph) is in no DIN 91379 group and not in DejaVu Sans.
+    let mut l = din_91379_letter(&entries);
+    l.debtors[1].address.push("Grüße \u{6F22}".into());
+    let Err(err) = render_file(&[l]) else { panic!("a letter with a character the font lacks was rendered") };
+    assert!(matches!(err, LetterError::MissingGlyph { codepoint: 0x6F22, field: "Schuldner" }), "{err}");
+    assert!(!err.to_string().contains("Grüße"), "{err}");
+}
+
+#[test]
+fn the_same_letters_give_the_same_bytes() {
+    let digest = |letters: &[LetterInput]| {
+        use sha2::Digest as _;
+        let (pdf, _) = render_file(letters).expect("rendered");
+        hex::encode(sha2::Sha256::digest(&pdf))
+    };
+    let letters = vec![letter(&example("ersuchen.xml"), 7, false), letter(&with_claims(40), 8, true)];
+    let first = digest(&letters);
+    assert_eq!(digest(&letters), first, "rendered twice");
+    assert_eq!(digest(&letters), first, "rendered three times");
+    // Another letter number is another file (the DataMatrix), with another document ID.
+    let mut other = letters.clone();
+    other[0].letter_number = 9;
+    assert_ne!(digest(&other), first);
+    if tools_present() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pdf, _) = write(dir.path(), &letters);
+        run("qpdf", &["--check", pdf.to_str().expect("a path")]);
+        let info = run("pdfinfo", &[pdf.to_str().expect("a path")]);
+        assert!(info.lines().any(|l| l.starts_with("CreationDate:") && l.contains("2026")), "{info}");
+    }
 }

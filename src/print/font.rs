@@ -13,6 +13,63 @@ use printpdf::ParsedFont;
 static REGULAR_TTF: &[u8] = include_bytes!("../../fonts/DejaVuSans.ttf");
 static BOLD_TTF: &[u8] = include_bytes!("../../fonts/DejaVuSans-Bold.ttf");
 
+/// A piece of a line of text ([`Fonts::pieces`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// Set as it is.
+    Text(String),
+    /// A combining mark, moved `dx` across and raised by `rise` (both in em) from where it
+    /// would fall; the pen is where it was before the mark afterwards.
+    Mark { mark: char, dx: f32, rise: f32 },
+}
+
+/// How far a mark is moved across at most, in em ([`Fonts::pieces`]).
+const MAX_MARK_SHIFT: f32 = 0.18;
+
+#[derive(Debug, Clone, Copy)]
+enum MarkKind {
+    Above { centred: bool },
+    Below { centred: bool },
+    AsDesigned,
+}
+
+/// The combining marks we place (the DIN 91379 ones and their neighbours in the block).
+fn mark_kind(c: char) -> Option<MarkKind> {
+    match u32::from(c) {
+        0x0315 | 0x031B => Some(MarkKind::Above { centred: false }),
+        0x0328 => Some(MarkKind::Below { centred: false }),
+        0x035C..=0x0362 => Some(MarkKind::AsDesigned),
+        0x0316..=0x0319 | 0x031C..=0x0333 | 0x0339..=0x033C => Some(MarkKind::Below { centred: true }),
+        0x0300..=0x036F => Some(MarkKind::Above { centred: true }),
+        _ => None,
+    }
+}
+
+/// A glyph's box from the `glyf` table of a TrueType font, through `head` and `loca`. The
+/// fonts are compiled in; every read is bounds-checked all the same.
+fn glyph_box(ttf: &[u8], gid: u16) -> Option<[i16; 4]> {
+    let u16_at = |at: usize| ttf.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| ttf.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let table = |tag: &[u8; 4]| -> Option<usize> {
+        (0..usize::from(u16_at(4)?)).find_map(|i| {
+            let record = 12 + 16 * i;
+            (ttf.get(record..record + 4)? == tag).then(|| u32_at(record + 8).map(|o| o as usize)).flatten()
+        })
+    };
+    let (head, loca, glyf) = (table(b"head")?, table(b"loca")?, table(b"glyf")?);
+    let long = u16_at(head + 50)? != 0;
+    let offset = |i: usize| -> Option<usize> {
+        if long { u32_at(loca + 4 * i).map(|o| o as usize) } else { u16_at(loca + 2 * i).map(|o| usize::from(o) * 2) }
+    };
+    let (start, end) = (offset(usize::from(gid))?, offset(usize::from(gid) + 1)?);
+    if end <= start {
+        return None;
+    }
+    let at = glyf + start;
+    let v = |k: usize| u16_at(at + 2 + 2 * k).map(|x| x as i16);
+    Some([v(0)?, v(1)?, v(2)?, v(3)?])
+}
+
 /// Regular or bold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
@@ -72,6 +129,83 @@ impl Fonts {
     pub fn missing(&self, style: Style, text: &str) -> Option<char> {
         let face = self.face(style);
         text.chars().find(|&c| c.is_control() || face.lookup_glyph_index(u32::from(c)).is_none_or(|g| g == 0))
+    }
+
+    /// The ink box of `c`'s glyph in font units (x min, y min, x max, y max), read from the
+    /// face's `glyf` table; None for an empty glyph or one the face lacks.
+    pub fn ink(&self, style: Style, c: char) -> Option<[i16; 4]> {
+        let gid = self.face(style).lookup_glyph_index(u32::from(c))?;
+        let ttf = match style {
+            Style::Regular => REGULAR_TTF,
+            Style::Bold => BOLD_TTF,
+        };
+        glyph_box(ttf, gid)
+    }
+
+    /// `text` cut where combining marks follow a base letter, each mark with where to set it.
+    ///
+    /// printpdf does no shaping and DejaVu Sans's marks have no advance: drawn at the pen after
+    /// their base, they sit where the font's designers put them for a lowercase letter of
+    /// average width. Placed here instead from the glyphs' ink boxes: a mark above or below is
+    /// centred on its base's ink; one above is raised by as much as the base (or the mark
+    /// below it in a stack) stands above the x-height, so it clears a capital; one below is
+    /// lowered by the base's descender. Marks that attach at the right (comma above right,
+    /// horn, ogonek) keep their place across; the double macron below spans the next letter
+    /// as designed.
+    pub fn pieces(&self, style: Style, text: &str) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        let mut plain = String::new();
+        let x_height = self.ink(style, 'x').map_or(0, |b| b[3]);
+        // Round letters overshoot the x-height a little; only a base standing clearly above
+        // it (a capital, an ascender, a mark below a stack) raises a mark.
+        let clear = i32::from(self.face(style).units_per_em) / 20;
+        // The current base's advance and ink, and the top and bottom of its stack so far.
+        let mut base: Option<(i32, [i16; 4], i16, i16)> = None;
+        for c in text.chars() {
+            let Some(kind) = mark_kind(c) else {
+                plain.push(c);
+                base = self.ink(style, c).map(|b| (self.advance(style, c), b, b[3], b[1]));
+                continue;
+            };
+            let (Some((advance, b, top, bottom)), Some(m)) = (base.as_mut(), self.ink(style, c)) else {
+                plain.push(c);
+                continue;
+            };
+            let centre = |x0: i16, x1: i16| (i32::from(x0) + i32::from(x1)) / 2;
+            let (dx, rise) = match kind {
+                MarkKind::Above { centred } => {
+                    let dx = if centred { centre(b[0], b[2]) - *advance - centre(m[0], m[2]) } else { 0 };
+                    let rise = Some(i32::from(*top) - i32::from(x_height)).filter(|&r| r > clear).unwrap_or(0);
+                    *top = i16::try_from(i32::from(m[3]) + rise).unwrap_or(i16::MAX);
+                    (dx, rise)
+                }
+                MarkKind::Below { centred } => {
+                    let dx = if centred { centre(b[0], b[2]) - *advance - centre(m[0], m[2]) } else { 0 };
+                    let rise = i32::from(*bottom).min(0);
+                    *bottom = i16::try_from(i32::from(m[1]) + rise).unwrap_or(i16::MIN);
+                    (dx, rise)
+                }
+                MarkKind::AsDesigned => (0, 0),
+            };
+            if !plain.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut plain)));
+            }
+            let em = f32::from(self.face(style).units_per_em.max(1));
+            // Text extraction (poppler) breaks the word where the pen goes back by more than
+            // 0.2 em, and the mark would read as a line of its own: a mark is moved back by less.
+            let dx = (dx as f32 / em).clamp(-MAX_MARK_SHIFT, MAX_MARK_SHIFT);
+            pieces.push(Piece::Mark { mark: c, dx, rise: rise as f32 / em });
+        }
+        if !plain.is_empty() || pieces.is_empty() {
+            pieces.push(Piece::Text(plain));
+        }
+        pieces
+    }
+
+    fn advance(&self, style: Style, c: char) -> i32 {
+        let face = self.face(style);
+        let gid = face.lookup_glyph_index(u32::from(c)).unwrap_or(0);
+        i32::from(face.get_glyph_width(gid).unwrap_or(0))
     }
 
     /// `text` broken into lines no wider than `max` points, at spaces; a word wider than a
@@ -136,6 +270,51 @@ mod tests {
         assert!((w1 - 1303.0 * 10.0 / 2048.0).abs() < 0.01, "{w1}");
         assert!((fonts.width(Style::Regular, "0000", 10.0) - 4.0 * w1).abs() < 0.01);
         assert!(fonts.width(Style::Bold, "Wm", 10.0) > fonts.width(Style::Regular, "Wm", 10.0));
+    }
+
+    /// The combining marks of DIN 91379's sequences.
+    const DIN_91379_MARKS: [char; 20] = [
+        '\u{300}', '\u{301}', '\u{302}', '\u{304}', '\u{306}', '\u{307}', '\u{308}', '\u{30B}', '\u{30C}', '\u{30D}',
+        '\u{310}', '\u{315}', '\u{31B}', '\u{323}', '\u{325}', '\u{326}', '\u{327}', '\u{328}', '\u{331}', '\u{35F}',
+    ];
+
+    #[test]
+    fn combining_marks_take_no_advance() {
+        // The PDF viewer advances by the font's own widths (printpdf writes them into /W), so
+        // a mark measures zero here exactly when it is set over its base there.
+        let fonts = Fonts::get().expect("fonts");
+        for style in [Style::Regular, Style::Bold] {
+            for mark in DIN_91379_MARKS {
+                assert_eq!(fonts.missing(style, &mark.to_string()), None, "U+{:04X}", u32::from(mark));
+                assert_eq!(fonts.width(style, &mark.to_string(), 10.0), 0.0, "U+{:04X}", u32::from(mark));
+            }
+            let c = fonts.width(style, "C", 10.0);
+            assert_eq!(fonts.width(style, "C\u{328}\u{306}", 10.0), c);
+            assert_eq!(fonts.width(style, "K\u{35F}H", 10.0), fonts.width(style, "K", 10.0) + fonts.width(style, "H", 10.0));
+        }
+    }
+
+    #[test]
+    fn combining_marks_are_placed_on_their_base() {
+        let fonts = Fonts::get().expect("fonts");
+        let mark = |text: &str| -> Vec<(char, f32, f32)> {
+            fonts.pieces(Style::Regular, text).into_iter().filter_map(|p| if let Piece::Mark { mark, dx, rise } = p { Some((mark, dx, rise)) } else { None }).collect()
+        };
+        assert_eq!(fonts.pieces(Style::Regular, "Łódź"), vec![Piece::Text("Łódź".into())]);
+        // Above a capital: raised clear of it; above a lowercase letter: where designed.
+        let [(_, _, capital)] = mark("D\u{302}")[..] else { panic!("one mark") };
+        assert!(capital > 0.15, "{capital}");
+        let [(_, dx, lower)] = mark("m\u{302}")[..] else { panic!("one mark") };
+        assert_eq!(lower, 0.0);
+        assert!((-MAX_MARK_SHIFT..0.0).contains(&dx), "centred back over the wide m: {dx}");
+        // A stack: the ring below stays, the macron above clears the L's stem.
+        let stack = mark("L\u{325}\u{304}");
+        assert_eq!(stack.len(), 2);
+        assert_eq!(stack[0].2, 0.0);
+        assert!(stack[1].2 > 0.15, "{stack:?}");
+        // The double macron below spans K and H as designed; a mark with no base stays put.
+        assert_eq!(mark("K\u{35F}H"), vec![('\u{35F}', 0.0, 0.0)]);
+        assert_eq!(fonts.pieces(Style::Regular, "\u{301}a"), vec![Piece::Text("\u{301}a".into())]);
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   left (a one-page letter says "Seite 1 von 1" too: the inserter's reconciliation and a
 //!   reader both find the count in the same place);
 //! - kept free for the inserter: the left 15 mm below the hole mark ([`OMR_STRIP`]) and the
-//!   bottom-right corner ([`CODE_AREA`]); the marks themselves are the next increment.
+//!   bottom-right corner ([`CODE_AREA`]), where `print::marks` sets the OMR code and the
+//!   DataMatrix of every sheet.
 //!
 //! Privacy: a letter holds debtor data. Nothing here logs, and no [`LetterError`] carries a
 //! value taken from the request.
@@ -30,7 +31,8 @@ use printpdf::{
     Point, Pt, TextItem, TextMatrix,
 };
 
-use super::font::{FontError, Fonts, Style};
+use super::font::{FontError, Fonts, Piece, Style};
+use super::marks::{self, MarkError};
 use crate::xamtshilfe::model::{Anschrift, Ersuchen, Schuldner};
 use crate::xamtshilfe::read::{ReaderConfig, parse};
 use crate::xamtshilfe::values::Cents;
@@ -231,6 +233,8 @@ pub enum LetterError {
     Pdf(String),
     #[error(transparent)]
     Font(#[from] FontError),
+    #[error("the inserter marks: {0}")]
+    Marks(#[from] MarkError),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -589,6 +593,14 @@ pub fn render_file(letters: &[LetterInput]) -> Result<(Vec<u8>, Vec<RenderedLett
     }
     let fonts = Fonts::get()?;
     let mut doc = PdfDocument::new("Vollstreckungshilfeersuchen");
+    // The file's dates are the batch's date (midnight UTC), not the time of writing: the same
+    // letters give the same bytes, whenever and however often they are rendered.
+    let first = &letters[0];
+    let midnight = first.date.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp());
+    let date = printpdf::OffsetDateTime::from_unix_timestamp(midnight).map_err(|e| LetterError::Pdf(e.to_owned()))?;
+    let info = &mut doc.metadata.info;
+    (info.creation_date, info.modification_date, info.metadata_date) = (date, date, date);
+    info.identifier = first.batch_id.clone();
     // Fixed resource names (printpdf would make random ones): the same letters give the same
     // content streams.
     doc.resources.fonts.map.insert(FontId(FONT_REGULAR.to_owned()), PdfFont::new(fonts.regular.clone()));
@@ -617,7 +629,29 @@ pub fn render_file(letters: &[LetterInput]) -> Result<(Vec<u8>, Vec<RenderedLett
     if bytes.is_empty() {
         return Err(LetterError::Pdf("printpdf produced no bytes".into()));
     }
+    let bytes = fixed_document_id(bytes)?;
     Ok((bytes, rendered))
+}
+
+/// printpdf writes a random document ID into the trailer (`/ID[(…)(…)]`, two strings of 32
+/// characters). Replaced, in place and at the same length (the cross-reference offsets stay
+/// right), by the first 16 bytes of the SHA-256 of everything before the trailer in hex: the
+/// same content gives the same ID, other content another.
+fn fixed_document_id(mut bytes: Vec<u8>) -> Result<Vec<u8>, LetterError> {
+    use sha2::Digest as _;
+    const KEY: &[u8] = b"/ID[(";
+    let missing = || LetterError::Pdf("printpdf wrote no document ID where one was expected".into());
+    let trailer = bytes.windows(7).rposition(|w| w == b"trailer").ok_or_else(missing)?;
+    let at = trailer + bytes[trailer..].windows(KEY.len()).position(|w| w == KEY).ok_or_else(missing)? + KEY.len();
+    let (first, between, second, close) = (at..at + 32, at + 32..at + 34, at + 34..at + 66, at + 66..at + 68);
+    if bytes.len() < close.end || &bytes[between.clone()] != b")(" || &bytes[close] != b")]" {
+        return Err(missing());
+    }
+    let digest = sha2::Sha256::digest(&bytes[..trailer]);
+    let id = hex::encode_upper(&digest[..16]);
+    bytes[first].copy_from_slice(id.as_bytes());
+    bytes[second].copy_from_slice(id.as_bytes());
+    Ok(bytes)
 }
 
 /// The page operations of one letter.
@@ -752,7 +786,10 @@ fn layout(fonts: &Fonts, l: &LetterInput) -> Result<Vec<Vec<Op>>, LetterError> {
         if l.test {
             test_mark(&mut extra);
         }
-        marks(&mut extra);
+        fold_and_hole_marks(&mut extra);
+        let sheet = u32::try_from(i + 1).map_err(|_| LetterError::Pdf("too many pages".into()))?;
+        let sheets = u32::try_from(total).map_err(|_| LetterError::Pdf("too many pages".into()))?;
+        marks::draw(&mut extra, &l.batch_id, l.letter_number, sheet, sheets)?;
         extra.append(ops);
         *ops = extra;
         let footer = format!("Seite {} von {}", i + 1, total);
@@ -807,7 +844,7 @@ fn address_lines(fonts: &Fonts, r: &Recipient) -> Result<Vec<String>, LetterErro
 }
 
 /// Fold marks and the hole mark: short lines at the left edge.
-fn marks(ops: &mut Vec<Op>) {
+fn fold_and_hole_marks(ops: &mut Vec<Op>) {
     ops.push(Op::SaveGraphicsState);
     ops.push(Op::SetOutlineColor { col: Color::Greyscale(Greyscale { percent: 0.0, icc_profile: None }) });
     ops.push(Op::SetOutlineThickness { pt: Pt(0.5) });
@@ -860,7 +897,38 @@ fn text_ops(ops: &mut Vec<Op>, x: f32, baseline: f32, style: Style, size: f32, t
     ops.push(Op::StartTextSection);
     ops.push(Op::SetFont { font: PdfFontHandle::External(FontId(font.to_owned())), size: Pt(size.max(MIN_SIZE)) });
     ops.push(Op::SetTextCursor { pos: Point { x: pt_x(x), y: pt_y(baseline) } });
-    ops.push(Op::ShowText { items: vec![TextItem::Text(text.to_owned())] });
+    let fonts = Fonts::get().ok();
+    let pieces = match fonts {
+        Some(f) if text.chars().any(|c| ('\u{300}'..='\u{36F}').contains(&c)) => f.pieces(style, text),
+        _ => vec![Piece::Text(text.to_owned())],
+    };
+    // Combining marks placed on their bases (Fonts::pieces): moved across with the text's own
+    // spacing numbers (thousandths of an em; positive moves left), raised with the text rise.
+    let mut items = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => items.push(TextItem::Text(t)),
+            Piece::Mark { mark, dx, rise } => {
+                if dx != 0.0 {
+                    items.push(TextItem::Offset(-dx * 1000.0));
+                }
+                if rise != 0.0 {
+                    ops.push(Op::ShowText { items: std::mem::take(&mut items) });
+                    ops.push(Op::SetLineOffset { multiplier: rise * size.max(MIN_SIZE) });
+                    ops.push(Op::ShowText { items: vec![TextItem::Text(mark.to_string())] });
+                    ops.push(Op::SetLineOffset { multiplier: 0.0 });
+                } else {
+                    items.push(TextItem::Text(mark.to_string()));
+                }
+                if dx != 0.0 {
+                    items.push(TextItem::Offset(dx * 1000.0));
+                }
+            }
+        }
+    }
+    if !items.is_empty() {
+        ops.push(Op::ShowText { items });
+    }
     ops.push(Op::EndTextSection);
 }
 

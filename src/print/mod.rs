@@ -2,9 +2,11 @@
 //! for the print centre's nightly batch.
 //! - [`letter`]: one request as a DIN 5008 letter; many letters into one PDF file.
 //! - [`font`]: the embedded letter font (DejaVu Sans) and text measuring.
+//! - [`marks`]: the inserter's marks on every sheet (OMR code, DataMatrix).
 //! - [`batch`]: the nightly batch — one per date, decided in the ledger; letters sorted by
 //!   postcode into PDF files with their manifests, handed off, moved to printed.
 
 pub mod batch;
 pub mod font;
 pub mod letter;
+pub mod marks;
