@@ -18,8 +18,11 @@ use print_support::*;
 /// printed in the batch of 2026-12-01.
 async fn printed(root: &Path) -> (String, std::sync::Arc<dyn Ledger>) {
     let (url, ledger) = awaiting_print(root, 3).await;
-    let (code, out) = print_batch(root, &url, &[]);
-    assert_eq!(code, Some(0), "{out}");
+    let (code, out, err) = amtsbote_out(root, &url, &["print-batch", "run", "--date", "2026-12-01"], &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("4 letters (1 test letters"), "the summary at the end: {out}");
+    // stderr is no terminal here: no progress bar, nothing at all.
+    assert_eq!(err, "", "stderr of a run that is not on a terminal");
     (url, ledger)
 }
 

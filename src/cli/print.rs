@@ -59,6 +59,20 @@ pub enum PrintCommand {
     },
 }
 
+/// The bar of a manual run on stderr: letters written of all, the file, the rate. Hidden
+/// when stderr is no terminal (scripts, tests, a log file).
+fn progress_bar() -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} letters, {msg}, {per_sec}, {elapsed}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
 /// Bad lines shown at most; the rest are counted.
 const MAX_SHOWN: usize = 100;
 
@@ -67,15 +81,15 @@ pub async fn run(config: &Config, command: PrintCommand) -> anyhow::Result<ExitC
         PrintCommand::Run { date } => {
             let date = date.unwrap_or_else(crate::directory::today);
             let runner = crate::print::batch::open(config, "cli").await?;
-            let progress = |done: usize, total: usize| {
-                if total > 0 {
-                    eprint!("\r  {done} of {total} letters");
-                }
+            let bar = progress_bar();
+            let progress = |p: crate::print::batch::Progress| {
+                bar.set_length(p.letters as u64);
+                bar.set_position(p.letters_done as u64);
+                bar.set_message(format!("file {} of {}, {} pages written", p.files_done, p.files, p.pages_written));
             };
-            let summary = runner.run(date, &progress).await?;
-            if summary.letters > 0 {
-                eprintln!();
-            }
+            let summary = runner.run(date, &progress).await;
+            bar.finish_and_clear();
+            let summary = summary?;
             if summary.already_complete {
                 println!("batch {} of {}: complete before, nothing written ({} letters in {} files)", summary.batch_id, summary.date, summary.letters, summary.files);
             } else {
