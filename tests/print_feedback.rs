@@ -9,7 +9,6 @@ use amtsbote::ledger::{Ledger, RequestId, RequestState};
 
 #[path = "support/serve.rs"]
 mod serve_support;
-use serve_support::*;
 #[path = "support/print.rs"]
 mod print_support;
 use print_support::*;

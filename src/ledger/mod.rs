@@ -20,6 +20,10 @@
 //! - the table `received_messages`: what the receive stage fetched from the XTA message box
 //!   for a tenant, one row per MessageID ([`Received`], [`ReceivedState`]), inserted before
 //!   anything is written so that a message offered again is written once.
+//! - the print batches: `print_batches` (one per date), `print_files` (each file handed off),
+//!   `print_letters` (every letter a batch had, kept when an error sends its request back) and
+//!   `print_feedback` (what the print centre reported, append-only, once per letter, status
+//!   and time; [`Ledger::record_print_feedback`]).
 //!
 //! # Request states
 //!
