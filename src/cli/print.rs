@@ -149,7 +149,7 @@ async fn reconcile(config: &Config, file: &std::path::Path, batch: Option<String
             r.new,
             r.posted,
             r.reprint,
-            r.new - r.posted - r.reprint - imported.unchanged,
+            r.new.saturating_sub(r.posted + r.reprint + imported.unchanged),
             if imported.unchanged > 0 { format!(", {} on letters whose request had moved on (recorded only)", imported.unchanged) } else { String::new() },
             imported.before,
         );
