@@ -620,6 +620,18 @@ impl Ledger for DownLedger {
     async fn finish_print_batch(&self, _: &str) -> Result<(), LedgerError> {
         down()
     }
+    async fn print_batches(&self) -> Result<Vec<ledger::PrintBatchInfo>, LedgerError> {
+        down()
+    }
+    async fn print_files(&self, _: &str) -> Result<Vec<ledger::PrintFileInfo>, LedgerError> {
+        down()
+    }
+    async fn print_letters(&self, _: &str) -> Result<Vec<ledger::PrintLetter>, LedgerError> {
+        down()
+    }
+    async fn record_print_feedback(&self, _: &[ledger::FeedbackEntry], _: &ledger::Actor) -> Result<ledger::FeedbackRecorded, LedgerError> {
+        down()
+    }
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
         Arc::default()
     }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amtsbote::ledger::{
-    self, Actor, Ledger, LedgerError, ListFilter, NewRequest, Recorded, RequestId, RequestState,
+    self, Actor, FeedbackEffect, FeedbackEntry, FeedbackRecorded, FeedbackStatus, Ledger, LedgerError, ListFilter, NewRequest,
+    PrintFeedback, Recorded, RequestId, RequestState,
 };
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -113,6 +114,8 @@ suite!(
     a_further_attempt_is_scheduled_in_the_ledger_with_a_trigger_not_due_before_it,
     a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to_printed,
     concurrent_openings_of_one_nights_batch_make_one_batch,
+    print_feedback_handed_over_posts_and_an_error_goes_into_the_next_batch,
+    print_feedback_is_recorded_once_and_all_or_nothing,
     the_journal_refuses_delete,
     a_received_message_is_stored_once_and_moves_by_compare_and_set,
     concurrent_stores_of_one_received_message_store_it_once,
@@ -1132,6 +1135,102 @@ async fn a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to
     // A request printed in one batch goes into no other.
     let next = l.open_print_batch(date.succ_opt().unwrap(), "B20261202", &ids).await.unwrap();
     assert!(next.letters.is_empty());
+}
+
+/// `n` letters of the batch of `date`, handed off in one file: (batch id, its letters).
+async fn printed_batch(l: &dyn Ledger, n: usize, date: chrono::NaiveDate) -> (String, Vec<(RequestId, u32)>) {
+    let ids = awaiting_print(l, n, &format!("f{date}-")).await;
+    let batch_id = format!("B{}", date.format("%Y%m%d"));
+    let batch = l.open_print_batch(date, &batch_id, &ids).await.unwrap();
+    l.print_file_done(&batch_id, 1, &format!("{batch_id}-001.pdf"), "ab12", &batch.letters, &Actor::system("print")).await.unwrap();
+    l.finish_print_batch(&batch_id).await.unwrap();
+    (batch_id, batch.letters)
+}
+
+fn feedback(batch_id: &str, letter_number: u32, status: FeedbackStatus, minute: u32, reason: Option<&str>) -> PrintFeedback {
+    let at = chrono::DateTime::parse_from_rfc3339(&format!("2026-12-02T06:{minute:02}:00+01:00")).unwrap().to_utc();
+    PrintFeedback { batch_id: batch_id.into(), letter_number, status, at, reason: reason.map(str::to_owned), file_name: "fb.csv".into(), line: letter_number + 1 }
+}
+
+async fn print_feedback_handed_over_posts_and_an_error_goes_into_the_next_batch((l, _): Ctx) {
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    let (batch_id, letters) = printed_batch(&*l, 3, date).await;
+    let [(a, 1), (b, 2), (c, 3)] = letters[..] else { panic!("{letters:?}") };
+    let entry = |number, request, status, minute, reason, effect| FeedbackEntry { feedback: feedback(&batch_id, number, status, minute, reason), request, effect };
+    let op = Actor::operator("op");
+    let done = l
+        .record_print_feedback(
+            &[
+                entry(1, a, FeedbackStatus::Printed, 1, None, FeedbackEffect::Record),
+                entry(1, a, FeedbackStatus::HandedOver, 30, None, FeedbackEffect::Posted),
+                entry(2, b, FeedbackStatus::Error, 2, Some("paper jam"), FeedbackEffect::Reprint),
+                entry(3, c, FeedbackStatus::Enveloped, 3, None, FeedbackEffect::Record),
+            ],
+            &op,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, FeedbackRecorded { new: 4, before: 0, posted: 1, reprint: 1 });
+    // handed over → posted, with batch and letter in the journal.
+    let ra = l.get(a).await.unwrap().unwrap();
+    assert_eq!(ra.state, Posted);
+    let last = l.journal(a).await.unwrap().pop().unwrap();
+    assert_eq!((last.from, last.to, last.actor), (Some(Printed), Posted, op.clone()));
+    assert_eq!(last.detail.as_deref(), Some("batch B20261201, letter 1: handed over to the post at 2026-12-02 05:30:00 UTC (print centre)"));
+    // error → awaiting print again, with the reason, and out of its batch.
+    let rb = l.get(b).await.unwrap().unwrap();
+    assert_eq!((rb.state, rb.print_batch.as_deref(), rb.letter_number), (AwaitingPrint, None, None));
+    assert!(rb.state_detail.as_deref().unwrap().contains("print centre error at 2026-12-02 05:02:00 UTC: paper jam"), "{:?}", rb.state_detail);
+    // printed/enveloped: recorded, the request stays printed.
+    assert_eq!(l.get(c).await.unwrap().unwrap().state, Printed);
+    // The batch still has its three letters, with their feedback.
+    let shown = l.print_letters(&batch_id).await.unwrap();
+    assert_eq!(shown.iter().map(|x| (x.letter_number, x.request, x.state, x.in_batch, x.file_no)).collect::<Vec<_>>(), vec![
+        (1, a, Posted, true, Some(1)),
+        (2, b, AwaitingPrint, false, Some(1)),
+        (3, c, Printed, true, Some(1)),
+    ]);
+    assert_eq!(shown[0].feedback.iter().map(|f| f.status).collect::<Vec<_>>(), [FeedbackStatus::Printed, FeedbackStatus::HandedOver]);
+    assert_eq!(shown[1].feedback[0].reason.as_deref(), Some("paper jam"));
+    let batches = l.print_batches().await.unwrap();
+    assert_eq!(batches.len(), 1);
+    assert_eq!((batches[0].letters, batches[0].files, batches[0].posted, batches[0].errors, batches[0].no_feedback), (3, 1, 1, 1, 0));
+    assert!(batches[0].finished_at.is_some());
+    assert_eq!(l.print_files(&batch_id).await.unwrap().iter().map(|f| (f.file_no, f.file_name.as_str(), f.letters)).collect::<Vec<_>>(), [(1, "B20261201-001.pdf", 1 + 2)]);
+    // The next night's batch takes the letter that came back, under a number of its own.
+    let next_date = date.succ_opt().unwrap();
+    let next = l.open_print_batch(next_date, "B20261202", &[c, b, a]).await.unwrap();
+    assert_eq!(next.letters, vec![(b, 1)]);
+    // The first batch, opened again (a run of that date), still plans its three letters.
+    assert_eq!(l.open_print_batch(date, &batch_id, &[]).await.unwrap().letters, letters);
+    let printed_again = l.journal(b).await.unwrap();
+    assert_eq!(printed_again.iter().filter(|e| e.to == AwaitingPrint).count(), 2, "sent to print, then back after the error");
+}
+
+async fn print_feedback_is_recorded_once_and_all_or_nothing((l, _): Ctx) {
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    let (batch_id, letters) = printed_batch(&*l, 2, date).await;
+    let [(a, 1), (b, 2)] = letters[..] else { panic!("{letters:?}") };
+    let op = Actor::operator("op");
+    let entries = vec![
+        FeedbackEntry { feedback: feedback(&batch_id, 1, FeedbackStatus::HandedOver, 10, None), request: a, effect: FeedbackEffect::Posted },
+        FeedbackEntry { feedback: feedback(&batch_id, 2, FeedbackStatus::Printed, 11, None), request: b, effect: FeedbackEffect::Record },
+    ];
+    assert_eq!(l.record_print_feedback(&entries, &op).await.unwrap(), FeedbackRecorded { new: 2, before: 0, posted: 1, reprint: 0 });
+    let journal = l.journal(a).await.unwrap();
+    // The same lines again: nothing changes.
+    assert_eq!(l.record_print_feedback(&entries, &op).await.unwrap(), FeedbackRecorded { new: 0, before: 2, posted: 0, reprint: 0 });
+    assert_eq!(l.journal(a).await.unwrap(), journal);
+    assert_eq!(l.print_letters(&batch_id).await.unwrap()[0].feedback.len(), 1);
+    // An effect on a letter that is no longer printed as that letter: nothing at all recorded.
+    let moved = vec![
+        FeedbackEntry { feedback: feedback(&batch_id, 2, FeedbackStatus::Enveloped, 12, None), request: b, effect: FeedbackEffect::Record },
+        FeedbackEntry { feedback: feedback(&batch_id, 1, FeedbackStatus::Error, 13, Some("x")), request: a, effect: FeedbackEffect::Reprint },
+    ];
+    let err = l.record_print_feedback(&moved, &op).await.unwrap_err();
+    assert!(matches!(&err, LedgerError::LetterMoved { letter_number: 1, .. }), "{err}");
+    assert_eq!(l.print_letters(&batch_id).await.unwrap()[1].feedback.len(), 1, "the line before it was rolled back");
+    assert_eq!(state_of(&*l, a).await, Posted);
 }
 
 async fn concurrent_openings_of_one_nights_batch_make_one_batch((l, _): Ctx) {

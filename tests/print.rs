@@ -5,54 +5,16 @@
 //! to the handoff folder.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-use amtsbote::ledger::{self, Ledger, ListFilter, Request, RequestState};
-use amtsbote::xta::sim::{ReaderConfig, SimConfig, SimFile, SimServer};
+use amtsbote::ledger::{Ledger, ListFilter, Request, RequestState};
 use sha2::Digest as _;
 
 #[path = "support/serve.rs"]
 mod serve_support;
 use serve_support::*;
-
-const TEST_MESSAGE: &str = include_str!("../examples/messages/ersuchen-test.xml");
-
-/// A data directory with `n` requests for Köln and one test message for Hamburg, all
-/// awaiting print (the simulator's only reader is someone else, so neither takes XTA).
-async fn awaiting_print(root: &Path, n: u32) -> (String, std::sync::Arc<dyn Ledger>) {
-    let config = SimConfig {
-        file: SimFile { accounts: None, readers: vec![ReaderConfig { id: "elsewhere".into(), available: vec!["*".into()], unknown: vec![], permanent_fault: None, report: Default::default() }] },
-        ..SimConfig::default()
-    };
-    let sim = SimServer::start("127.0.0.1:0", config).await.unwrap();
-    let url = format!("sqlite:{}", root.join("ledger.sqlite").display());
-    let serve = Serve::new(root, &url).env("AMTSBOTE_XTA_URL", &sim.url());
-    let mut child = serve.start_and_wait().await;
-    drop_requests(root, &root.join("inbox/demo"), 0, n);
-    std::fs::write(root.join("inbox/demo/test.xml"), TEST_MESSAGE).unwrap();
-    let ledger = ledger::open(&url).await.unwrap();
-    wait_for(Duration::from_secs(60), "every request awaiting print", || async { count(&*ledger, RequestState::AwaitingPrint).await == u64::from(n) + 1 }).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    sim.stop().await.unwrap();
-    (url, ledger)
-}
-
-/// `amtsbote print-batch run --date 2026-12-01` on `root`: (exit code, stdout).
-fn print_batch(root: &Path, url: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_amtsbote"))
-        .args(["print-batch", "run", "--date", "2026-12-01"])
-        .env("AMTSBOTE_DATA_DIR", root)
-        .env("AMTSBOTE_LEDGER_URL", url)
-        .env("AMTSBOTE_PRINT_LETTERS_PER_FILE", "10")
-        .env("AMTSBOTE_LOG", "warn")
-        .env_remove("AMTSBOTE_CONFIG")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
+#[path = "support/print.rs"]
+mod print_support;
+use print_support::*;
 
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();

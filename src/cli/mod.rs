@@ -71,7 +71,8 @@ enum Command {
     Directory(directory::DirectoryCommand),
     /// The XTA 2 test server: prints its address and runs until Ctrl-C.
     XtaSim(xta_sim::XtaSimArgs),
-    /// The nightly print batches: build one now.
+    /// The nightly print batches: build one now, import the print centre's feedback, list
+    /// and show them.
     #[command(subcommand)]
     PrintBatch(print::PrintCommand),
 }

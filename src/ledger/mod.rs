@@ -20,6 +20,10 @@
 //! - the table `received_messages`: what the receive stage fetched from the XTA message box
 //!   for a tenant, one row per MessageID ([`Received`], [`ReceivedState`]), inserted before
 //!   anything is written so that a message offered again is written once.
+//! - the print batches: `print_batches` (one per date), `print_files` (each file handed off),
+//!   `print_letters` (every letter a batch had, kept when an error sends its request back) and
+//!   `print_feedback` (what the print centre reported, append-only, once per letter, status
+//!   and time; [`Ledger::record_print_feedback`]).
 //!
 //! # Request states
 //!
@@ -623,6 +627,143 @@ pub struct PrintBatch {
     pub created: bool,
 }
 
+/// What the print centre reports on a letter (`print_feedback.status`): printed, put into
+/// its envelope, handed over to the post, or an error (the letter is printed again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackStatus {
+    Printed,
+    Enveloped,
+    HandedOver,
+    Error,
+}
+
+impl FeedbackStatus {
+    pub const ALL: [FeedbackStatus; 4] = [FeedbackStatus::Printed, FeedbackStatus::Enveloped, FeedbackStatus::HandedOver, FeedbackStatus::Error];
+
+    /// The name in the feedback file, the database and JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FeedbackStatus::Printed => "printed",
+            FeedbackStatus::Enveloped => "enveloped",
+            FeedbackStatus::HandedOver => "handed_over",
+            FeedbackStatus::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for FeedbackStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FeedbackStatus {
+    type Err = LedgerError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        FeedbackStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| LedgerError::Corrupt(format!("unknown feedback status {s:?}")))
+    }
+}
+
+/// One line of the print centre's feedback on one letter of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrintFeedback {
+    pub batch_id: String,
+    pub letter_number: u32,
+    pub status: FeedbackStatus,
+    /// When it happened, as the print centre says (to the microsecond).
+    pub at: DateTime<Utc>,
+    /// Why (an error line), as the print centre wrote it.
+    pub reason: Option<String>,
+    /// The feedback file (its name) and the line it came from.
+    pub file_name: String,
+    pub line: u32,
+}
+
+/// What recording a line of feedback does to its letter's request
+/// ([`Ledger::record_print_feedback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackEffect {
+    /// Recorded only (printed, enveloped, or a letter whose request moved on).
+    Record,
+    /// `printed → posted`: handed over to the post.
+    Posted,
+    /// `printed → awaiting_print`, out of its batch: an error, the next batch prints it again.
+    Reprint,
+}
+
+/// A line of feedback to record, with its letter's request and what it does there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackEntry {
+    pub feedback: PrintFeedback,
+    pub request: RequestId,
+    pub effect: FeedbackEffect,
+}
+
+/// What [`Ledger::record_print_feedback`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FeedbackRecorded {
+    /// Lines recorded now.
+    pub new: usize,
+    /// Lines that were there already (imported before): nothing done for them.
+    pub before: usize,
+    /// Requests moved to `posted`, and back to `awaiting_print`.
+    pub posted: usize,
+    pub reprint: usize,
+}
+
+/// A letter of a batch, whether or not its request is still in that batch
+/// ([`Ledger::print_letters`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrintLetter {
+    pub batch_id: String,
+    pub letter_number: u32,
+    pub request: RequestId,
+    /// A test message's letter (never handed to the print centre).
+    pub test: bool,
+    /// Its request's state now.
+    pub state: RequestState,
+    /// Its request is in this batch under this number now: not sent back to print by an
+    /// error (nor taken into a later batch since).
+    pub in_batch: bool,
+    /// The file it was handed off in, once it was.
+    pub file_no: Option<u32>,
+    /// What the print centre reported on it, oldest first.
+    pub feedback: Vec<PrintFeedback>,
+}
+
+/// A batch with what came back for it ([`Ledger::print_batches`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrintBatchInfo {
+    pub batch_id: String,
+    pub date: chrono::NaiveDate,
+    pub letters: u32,
+    /// Files handed off.
+    pub files: u32,
+    pub created_at: DateTime<Utc>,
+    /// When its last file was handed off.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Letters reported handed over to the post, reported as errors, and with no feedback at
+    /// all (the rest have been printed or enveloped, but not yet handed over).
+    pub posted: u32,
+    pub errors: u32,
+    pub no_feedback: u32,
+}
+
+/// A file of a batch as it was handed off ([`Ledger::print_files`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrintFileInfo {
+    pub file_no: u32,
+    pub file_name: String,
+    pub sha256: String,
+    pub letters: u32,
+    pub written_at: DateTime<Utc>,
+}
+
 /// What the relay hands a batch of triggers to: pushes them to the queue backend, and
 /// succeeds only when every one of them is stored there.
 pub type PushTriggers<'a> = &'a (dyn for<'t> Fn(&'t [Trigger]) -> PushFuture<'t> + Send + Sync);
@@ -732,6 +873,10 @@ pub enum LedgerError {
         from: ReceivedState,
         to: ReceivedState,
     },
+    /// Feedback meant to move a letter's request found it no longer printed as that letter
+    /// (another import, an operator, or the next batch came first).
+    #[error("letter {letter_number} of batch {batch_id} (request {request}) changed while the feedback was recorded")]
+    LetterMoved { batch_id: String, letter_number: u32, request: RequestId },
     #[error("a request may not be recorded as {0}")]
     InvalidInitialState(RequestState),
     /// The source was recorded before with a different payload: the intake reused a key.
@@ -856,6 +1001,22 @@ pub trait Ledger: Send + Sync {
 
     /// Every file of the batch is handed off.
     async fn finish_print_batch(&self, batch_id: &str) -> Result<()>;
+
+    /// Every print batch with its counts of files and feedback, newest date first.
+    async fn print_batches(&self) -> Result<Vec<PrintBatchInfo>>;
+
+    /// The files of a batch handed off, by number.
+    async fn print_files(&self, batch_id: &str) -> Result<Vec<PrintFileInfo>>;
+
+    /// Every letter a batch had, by number, with its request's state and the feedback on it.
+    async fn print_letters(&self, batch_id: &str) -> Result<Vec<PrintLetter>>;
+
+    /// Records the print centre's feedback, all in one transaction: each line unless it is
+    /// there already (the same letter, status and time), and for a new line its effect — a
+    /// request `printed → posted`, or `printed → awaiting_print` and out of its batch (with
+    /// the reason in the journal). The effect's request must still be `printed` as that
+    /// letter: if it is not, nothing at all is recorded ([`LedgerError::LetterMoved`]).
+    async fn record_print_feedback(&self, entries: &[FeedbackEntry], actor: &Actor) -> Result<FeedbackRecorded>;
 
     /// Triggers waiting in the outbox (a small table: the relay empties it).
     async fn outbox_len(&self) -> Result<u64>;

@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{
     Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
-    NewReceived, PrintBatch, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
+    FeedbackEntry, FeedbackRecorded, NewReceived, PrintBatch, PrintBatchInfo, PrintFileInfo, PrintLetter, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
     TriggerRow, check_received_transition, check_schedule, check_transition, migrator, now, received_columns,
     request_columns, routed_for_xta, stored_received,
 };
@@ -29,6 +29,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "attempts", include_str!("../../migrations/postgres/0004_attempts.sql")),
     (5, "received", include_str!("../../migrations/postgres/0005_received.sql")),
     (6, "print", include_str!("../../migrations/postgres/0006_print.sql")),
+    (7, "print feedback", include_str!("../../migrations/postgres/0007_print_feedback.sql")),
 ];
 
 shared_statements!(sqlx::Postgres);
@@ -213,6 +214,25 @@ impl Ledger for PostgresLedger {
         apply_print_file_done(&mut tx, batch_id, file_no, file_name, sha256, letters, &actor.to_string(), now()).await??;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn print_batches(&self) -> Result<Vec<PrintBatchInfo>> {
+        select_print_batches(&self.pool).await
+    }
+
+    async fn print_files(&self, batch_id: &str) -> Result<Vec<PrintFileInfo>> {
+        select_print_files(&self.pool, batch_id).await
+    }
+
+    async fn print_letters(&self, batch_id: &str) -> Result<Vec<PrintLetter>> {
+        select_print_letters(&self.pool, batch_id).await
+    }
+
+    async fn record_print_feedback(&self, entries: &[FeedbackEntry], actor: &Actor) -> Result<FeedbackRecorded> {
+        let mut tx = self.pool.begin().await?;
+        let done = apply_print_feedback(&mut tx, entries, &actor.to_string(), now()).await??;
+        tx.commit().await?;
+        Ok(done)
     }
 
     async fn finish_print_batch(&self, batch_id: &str) -> Result<()> {

@@ -522,7 +522,16 @@ macro_rules! shared_statements {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                number += taken as i64;
+                if taken == 1 {
+                    number += 1;
+                    // The letter for good: it stays when an error sends its request back.
+                    sqlx::query("INSERT INTO print_letters (batch_id, letter_number, request_id) VALUES ($1, $2, $3)")
+                        .bind(batch_id)
+                        .bind(number)
+                        .bind(id.0)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             sqlx::query("UPDATE print_batches SET letters = $2 WHERE batch_id = $1")
                 .bind(batch_id)
@@ -542,7 +551,9 @@ macro_rules! shared_statements {
             let Some((batch_id, finished_at)) = row else {
                 return Err($crate::ledger::LedgerError::Corrupt(format!("the print batch of {date} is gone")));
             };
-            let letters: Vec<(i64, i32)> = sqlx::query_as("SELECT id, letter_number FROM requests WHERE print_batch = $1 ORDER BY letter_number")
+            // Every letter the batch got, also one whose request an error sent back since: the
+            // files are planned from them, and must come out the same on every run.
+            let letters: Vec<(i64, i32)> = sqlx::query_as("SELECT request_id, letter_number FROM print_letters WHERE batch_id = $1 ORDER BY letter_number")
                 .bind(&batch_id)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -620,6 +631,12 @@ macro_rules! shared_statements {
             }
             use $crate::ledger::RequestState::{AwaitingPrint, Printed};
             for (id, number) in letters {
+                sqlx::query("UPDATE print_letters SET file_no = $3 WHERE batch_id = $1 AND letter_number = $2")
+                    .bind(batch_id)
+                    .bind(i64::from(*number))
+                    .bind(i64::from(file_no))
+                    .execute(&mut *tx)
+                    .await?;
                 let detail = format!("batch {batch_id}, letter {number}, file {file_name}");
                 match apply_transition(tx, *id, AwaitingPrint, Printed, actor, Some(&detail), None, None, at).await? {
                     // Withdrawn meanwhile (its letter is in the file all the same) or already
@@ -629,6 +646,183 @@ macro_rules! shared_statements {
                 }
             }
             Ok(Ok(()))
+        }
+
+        async fn select_print_batches(pool: &Pool) -> $crate::ledger::Result<Vec<$crate::ledger::PrintBatchInfo>> {
+            type Row = (String, String, i32, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>, i64, i64, i64, i64);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT b.batch_date, b.batch_id, b.letters, b.created_at, b.finished_at, \
+                 (SELECT COUNT(*) FROM print_files f WHERE f.batch_id = b.batch_id), \
+                 (SELECT COUNT(DISTINCT p.letter_number) FROM print_feedback p WHERE p.batch_id = b.batch_id AND p.status = 'handed_over'), \
+                 (SELECT COUNT(DISTINCT p.letter_number) FROM print_feedback p WHERE p.batch_id = b.batch_id AND p.status = 'error'), \
+                 (SELECT COUNT(*) FROM print_letters l WHERE l.batch_id = b.batch_id AND NOT EXISTS \
+                   (SELECT 1 FROM print_feedback p WHERE p.batch_id = l.batch_id AND p.letter_number = l.letter_number)) \
+                 FROM print_batches b ORDER BY b.batch_date DESC",
+            )
+            .fetch_all(pool)
+            .await?;
+            let count = |n: i64| u32::try_from(n).unwrap_or(0);
+            rows.into_iter()
+                .map(|(date, batch_id, letters, created_at, finished_at, files, posted, errors, no_feedback)| {
+                    let date = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+                        .map_err(|_| $crate::ledger::LedgerError::Corrupt(format!("print batch {batch_id}: date {date:?}")))?;
+                    Ok($crate::ledger::PrintBatchInfo {
+                        batch_id,
+                        date,
+                        letters: u32::try_from(letters).unwrap_or(0),
+                        files: count(files),
+                        created_at,
+                        finished_at,
+                        posted: count(posted),
+                        errors: count(errors),
+                        no_feedback: count(no_feedback),
+                    })
+                })
+                .collect()
+        }
+
+        async fn select_print_files(pool: &Pool, batch_id: &str) -> $crate::ledger::Result<Vec<$crate::ledger::PrintFileInfo>> {
+            let rows: Vec<(i32, String, String, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                "SELECT file_no, file_name, sha256, letters, written_at FROM print_files WHERE batch_id = $1 ORDER BY file_no",
+            )
+            .bind(batch_id)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(file_no, file_name, sha256, letters, written_at)| $crate::ledger::PrintFileInfo {
+                    file_no: u32::try_from(file_no).unwrap_or(0),
+                    file_name,
+                    sha256,
+                    letters: u32::try_from(letters).unwrap_or(0),
+                    written_at,
+                })
+                .collect())
+        }
+
+        async fn select_print_letters(pool: &Pool, batch_id: &str) -> $crate::ledger::Result<Vec<$crate::ledger::PrintLetter>> {
+            let rows: Vec<(i32, i64, Option<i32>, bool, String, Option<bool>)> = sqlx::query_as(
+                "SELECT l.letter_number, l.request_id, l.file_no, r.test, r.state, \
+                 (r.print_batch = l.batch_id AND r.letter_number = l.letter_number) \
+                 FROM print_letters l JOIN requests r ON r.id = l.request_id WHERE l.batch_id = $1 ORDER BY l.letter_number",
+            )
+            .bind(batch_id)
+            .fetch_all(pool)
+            .await?;
+            type FeedbackRow = (i32, String, chrono::DateTime<chrono::Utc>, Option<String>, String, i32);
+            let feedback: Vec<FeedbackRow> = sqlx::query_as(
+                "SELECT letter_number, status, reported_at, reason, file_name, line FROM print_feedback \
+                 WHERE batch_id = $1 ORDER BY letter_number, reported_at, imported_at, line",
+            )
+            .bind(batch_id)
+            .fetch_all(pool)
+            .await?;
+            let mut by_letter: std::collections::HashMap<u32, Vec<$crate::ledger::PrintFeedback>> = std::collections::HashMap::new();
+            for (number, status, at, reason, file_name, line) in feedback {
+                let letter_number = u32::try_from(number).unwrap_or(0);
+                by_letter.entry(letter_number).or_default().push($crate::ledger::PrintFeedback {
+                    batch_id: batch_id.to_string(),
+                    letter_number,
+                    status: status.parse()?,
+                    at,
+                    reason,
+                    file_name,
+                    line: u32::try_from(line).unwrap_or(0),
+                });
+            }
+            rows.into_iter()
+                .map(|(number, request, file_no, test, state, in_batch)| {
+                    let letter_number = u32::try_from(number).unwrap_or(0);
+                    Ok($crate::ledger::PrintLetter {
+                        batch_id: batch_id.to_string(),
+                        letter_number,
+                        request: $crate::ledger::RequestId(request),
+                        test,
+                        state: $crate::ledger::parse_state(&state)?,
+                        in_batch: in_batch.unwrap_or(false),
+                        file_no: file_no.and_then(|n| u32::try_from(n).ok()),
+                        feedback: by_letter.remove(&letter_number).unwrap_or_default(),
+                    })
+                })
+                .collect()
+        }
+
+        /// [`Ledger::record_print_feedback`] inside `tx`. The inner error aborts it all.
+        async fn apply_print_feedback(
+            tx: &mut Conn,
+            entries: &[$crate::ledger::FeedbackEntry],
+            actor: &str,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> std::result::Result<$crate::ledger::Result<$crate::ledger::FeedbackRecorded>, sqlx::Error> {
+            use $crate::ledger::{FeedbackEffect, LedgerError, RequestState};
+            let mut done = $crate::ledger::FeedbackRecorded::default();
+            for entry in entries {
+                let f = &entry.feedback;
+                let inserted = sqlx::query(
+                    "INSERT INTO print_feedback (batch_id, letter_number, status, reported_at, reason, file_name, line, imported_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                )
+                .bind(&f.batch_id)
+                .bind(i64::from(f.letter_number))
+                .bind(f.status.as_str())
+                .bind(stamp(f.at))
+                .bind(&f.reason)
+                .bind(&f.file_name)
+                .bind(i64::from(f.line))
+                .bind(stamp(at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !inserted {
+                    done.before += 1;
+                    continue;
+                }
+                done.new += 1;
+                let (to, detail) = match entry.effect {
+                    FeedbackEffect::Record => continue,
+                    FeedbackEffect::Posted => (
+                        RequestState::Posted,
+                        format!("batch {}, letter {}: handed over to the post at {} (print centre)", f.batch_id, f.letter_number, f.at.format("%Y-%m-%d %H:%M:%S UTC")),
+                    ),
+                    FeedbackEffect::Reprint => (
+                        RequestState::AwaitingPrint,
+                        format!(
+                            "batch {}, letter {}: print centre error at {}: {}; printed again in the next batch",
+                            f.batch_id,
+                            f.letter_number,
+                            f.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                            f.reason.as_deref().unwrap_or("no reason given")
+                        ),
+                    ),
+                };
+                // Still printed as this letter (and locked, in PostgreSQL, until the end);
+                // sent back, it leaves its batch so that the next one takes it.
+                let held = sqlx::query(
+                    "UPDATE requests SET print_batch = CASE WHEN $4 THEN NULL ELSE print_batch END, \
+                     letter_number = CASE WHEN $4 THEN NULL ELSE letter_number END \
+                     WHERE id = $1 AND state = 'printed' AND print_batch = $2 AND letter_number = $3",
+                )
+                .bind(entry.request.0)
+                .bind(&f.batch_id)
+                .bind(i64::from(f.letter_number))
+                .bind(entry.effect == FeedbackEffect::Reprint)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                let moved = || LedgerError::LetterMoved { batch_id: f.batch_id.clone(), letter_number: f.letter_number, request: entry.request };
+                if !held {
+                    return Ok(Err(moved()));
+                }
+                match apply_transition(tx, entry.request, RequestState::Printed, to, actor, Some(&detail), None, None, at).await? {
+                    Ok(()) => {}
+                    Err(LedgerError::Conflict { .. }) => return Ok(Err(moved())),
+                    Err(e) => return Ok(Err(e)),
+                }
+                if to == RequestState::Posted { done.posted += 1 } else { done.reprint += 1 }
+            }
+            Ok(Ok(done))
         }
 
         async fn update_print_finished(tx: &mut Conn, batch_id: &str, at: chrono::DateTime<chrono::Utc>) -> std::result::Result<(), sqlx::Error> {

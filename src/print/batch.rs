@@ -67,6 +67,20 @@ pub struct Summary {
     pub seconds_millis: u64,
 }
 
+/// How far a run is: handed to the progress callback of [`BatchRunner::run`] once before
+/// the first file and after each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Letters in files done (written now or before), of all letters.
+    pub letters_done: usize,
+    pub letters: usize,
+    /// Files done, of all files.
+    pub files_done: usize,
+    pub files: usize,
+    /// Pages written by this run so far.
+    pub pages_written: u64,
+}
+
 /// Makes the batches of one installation.
 pub struct BatchRunner {
     pub ledger: Arc<dyn Ledger>,
@@ -155,7 +169,7 @@ impl BatchRunner {
     }
 
     /// Makes (or completes) the batch of `date`.
-    pub async fn run(&self, date: NaiveDate, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Summary, BatchError> {
+    pub async fn run(&self, date: NaiveDate, progress: &(dyn Fn(Progress) + Sync)) -> Result<Summary, BatchError> {
         let started = Instant::now();
         let candidates = self.candidates().await?;
         let order: Vec<RequestId> = candidates.iter().map(|r| r.id).collect();
@@ -209,15 +223,17 @@ impl BatchRunner {
             }
         }
         summary.files = planned.len();
-        let total = summary.letters;
-        let mut done_letters = 0;
+        let mut done = Progress { letters_done: 0, letters: summary.letters, files_done: 0, files: planned.len(), pages_written: 0 };
+        progress(done);
         for file in &planned {
             if !batch.files_done.contains(&file.file_no) {
                 summary.pages_written += self.write_file(&batch.batch_id, date, file).await?;
                 summary.files_written += 1;
             }
-            done_letters += file.letters.len();
-            progress(done_letters, total);
+            done.letters_done += file.letters.len();
+            done.files_done += 1;
+            done.pages_written = summary.pages_written;
+            progress(done);
         }
         self.ledger.finish_print_batch(&batch.batch_id).await?;
         summary.seconds_millis = started.elapsed().as_millis() as u64;
@@ -341,7 +357,7 @@ fn last_fire(schedule: &crate::queue::JobSchedule, now: chrono::DateTime<chrono:
 /// now — or found complete. A batch that fails ends the stage with the error; the
 /// supervisor reports it and starts it again, which tries again.
 pub async fn run_nightly(runner: Arc<BatchRunner>, schedule: crate::queue::JobSchedule, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
-    let nothing = |_: usize, _: usize| {};
+    let nothing = |_: Progress| {};
     if let Some(last) = last_fire(&schedule, chrono::Utc::now()) {
         let summary = runner.run(last.date_naive(), &nothing).await?;
         if !summary.already_complete {

@@ -5,8 +5,11 @@
 //! - [`marks`]: the inserter's marks on every sheet (OMR code, DataMatrix).
 //! - [`batch`]: the nightly batch — one per date, decided in the ledger; letters sorted by
 //!   postcode into PDF files with their manifests, handed off, moved to printed.
+//! - [`feedback`]: the print centre's feedback file — letters handed over to the post
+//!   (posted) or back with an error (printed again in the next batch), all or nothing.
 
 pub mod batch;
+pub mod feedback;
 pub mod font;
 pub mod letter;
 pub mod marks;
