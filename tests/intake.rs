@@ -125,6 +125,10 @@ async fn a_second_watcher_on_the_same_inbox_waits_and_takes_over_when_the_first_
     // ledger: only the first takes files in; the second leaves the inbox alone, even the
     // claims in processing/, until the first stops, and then takes over.
     let first = start_watcher().await;
+    // The first holds the inbox before the second starts (its folders exist before its
+    // first scan takes the lock; under load the second could otherwise be first).
+    let patterns = amtsbote::intake::inbox::Patterns::default();
+    wait_until("the first watcher to hold the inbox", Duration::from_secs(10), || first.dirs.report(&patterns).taken_in_by.is_some()).await;
     let intake = Intake::new(first.ledger.clone(), Arc::new(Checker::with_defaults()));
     let config = WatchConfig { poll_interval: Duration::from_millis(20), settle: Duration::from_millis(10), concurrency: 4, limits: Limits::default(), ..WatchConfig::default() };
     let second = Watcher::new(intake, vec![first.dirs.clone()], config);
