@@ -619,6 +619,21 @@ impl Ledger for DownLedger {
     async fn finish_print_batch(&self, _: &str) -> Result<(), LedgerError> {
         down()
     }
+    async fn create_token(&self, _: &ledger::NewToken) -> Result<ledger::AccessToken, LedgerError> {
+        down()
+    }
+    async fn revoke_token(&self, _: &str) -> Result<Option<ledger::AccessToken>, LedgerError> {
+        down()
+    }
+    async fn tokens(&self) -> Result<Vec<ledger::AccessToken>, LedgerError> {
+        down()
+    }
+    async fn token_by_hash(&self, _: &str) -> Result<Option<ledger::AccessToken>, LedgerError> {
+        down()
+    }
+    async fn touch_token(&self, _: &str, _: chrono::DateTime<chrono::Utc>) -> Result<(), LedgerError> {
+        down()
+    }
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
         Arc::default()
     }
