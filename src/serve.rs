@@ -43,7 +43,11 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let started = start_stages(&app, &mut supervisor).await?;
     let inbox_stats = started.inbox_stats.clone();
 
+    // The machine's own token, for `amtsbote queues` (an operator's rights; see crate::access).
+    let local_token = crate::access::local_token(&config.data_dir).context("the local token")?;
+    let tokens = app.ledger.tokens().await.context("reading the access tokens")?;
     let state = crate::web::AppState::from_config(app.intake(), &config)
+        .with_local_token(&local_token)
         .with_directory(app.directory.clone())
         .with_queues(app.queues.admin())
         .with_inbox_stats(inbox_stats)
@@ -54,7 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         let _ = http_stop.wait_for(|stop| *stop).await;
     }));
 
-    print_where_everything_is(&config, http_addr, &dirs, &started);
+    print_where_everything_is(&config, http_addr, &dirs, &started, tokens.iter().filter(|t| t.revoked_at.is_none()).count());
 
     shutdown_signal().await;
     eprintln!("amtsbote: stopping (finishing the files and jobs in hand)…");
@@ -251,7 +255,7 @@ async fn reload_directory(directory: Arc<crate::directory::SharedDirectory>, dat
     }
 }
 
-fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: &[InboxDirs], started: &Started) {
+fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: &[InboxDirs], started: &Started, tokens: usize) {
     let mut out = String::new();
     out.push_str("amtsbote is running.\n");
     out.push_str(&format!("  data directory   {}\n", config.data_dir.display()));
@@ -264,6 +268,12 @@ fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: 
         out.push_str(&format!("  outbox {:<9} {}  (messages received over XTA; invalid ones in error/)\n", t.id, t.outbox().display()));
     }
     out.push_str(&format!("  HTTP             http://{http}/api/v1/nachrichten (POST), /api/v1/requests/ID, /healthz, /metrics\n"));
+    if tokens == 0 {
+        out.push_str("  access           every endpoint but /healthz needs a bearer token, and there is none yet. Create the first:\n");
+        out.push_str("                     TOKEN=$(amtsbote token create --role admin)   # printed once; send it as Authorization: Bearer $TOKEN\n");
+    } else {
+        out.push_str(&format!("  access           {tokens} bearer token(s) (amtsbote token list); every endpoint but /healthz needs one\n"));
+    }
     if started.xta_sim.is_some() {
         out.push_str(&format!("  XTA              {}  (built-in simulator: nothing leaves this machine; set xta.url for a real server; statistics at /stats)\n", started.xta_url));
     } else {

@@ -17,16 +17,23 @@ pub struct ApiError {
     extra: Map<String, Value>,
     location: Option<String>,
     retry_after: Option<u32>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, error: impl Into<String>, reasons: Vec<String>) -> Self {
-        ApiError { status, error: error.into(), reasons, extra: Map::new(), location: None, retry_after: None }
+        ApiError { status, error: error.into(), reasons, extra: Map::new(), location: None, retry_after: None, headers: Vec::new() }
     }
 
     /// Adds a field to the JSON body.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Adds a header to the answer (`WWW-Authenticate` of a 401).
+    pub fn header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
         self
     }
 
@@ -63,6 +70,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
         }
         response
     }
