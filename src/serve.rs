@@ -36,6 +36,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {} (http.listen); is another amtsbote running?", config.http.listen))?;
     let http_addr = listener.local_addr()?;
+    let http_tls = match config.http.server_tls() {
+        Some(tls) => Some(tls.rustls_config()?),
+        None => None,
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut supervisor = Supervisor::new(stop_rx.clone());
@@ -53,6 +57,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .with_inbox_stats(inbox_stats)
         .with_stages(supervisor.health(), app.metrics.clone())
         .with_xta(started.xta.clone());
+    let state = match http_tls {
+        Some(tls) => state.with_tls(tls),
+        None => state,
+    };
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
@@ -267,7 +275,8 @@ fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: 
     for t in &config.tenants {
         out.push_str(&format!("  outbox {:<9} {}  (messages received over XTA; invalid ones in error/)\n", t.id, t.outbox().display()));
     }
-    out.push_str(&format!("  HTTP             http://{http}/api/v1/nachrichten (POST), /api/v1/requests/ID, /healthz, /metrics\n"));
+    let scheme = if config.http.server_tls().is_some() { "https" } else { "http" };
+    out.push_str(&format!("  HTTP             {scheme}://{http}/api/v1/nachrichten (POST), /api/v1/requests/ID, /healthz, /metrics\n"));
     if tokens == 0 {
         out.push_str("  access           every endpoint but /healthz needs a bearer token, and there is none yet. Create the first:\n");
         out.push_str("                     TOKEN=$(amtsbote token create --role admin)   # printed once; send it as Authorization: Bearer $TOKEN\n");

@@ -86,10 +86,14 @@ struct Server {
 impl Server {
     /// The real router on the ledger of `root` (the one the command line uses).
     async fn start(root: &Path) -> Server {
+        Server::start_with(root, |state| state).await
+    }
+
+    async fn start_with(root: &Path, configure: impl FnOnce(AppState) -> AppState) -> Server {
         let ledger = ledger::open(&format!("sqlite:{}", root.join("ledger.sqlite").display())).await.unwrap();
         ledger.migrate().await.unwrap();
         let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults())).with_tenants(tenants());
-        let state = AppState::new(intake, tenants(), 1 << 20);
+        let state = configure(AppState::new(intake, tenants(), 1 << 20));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -409,4 +413,71 @@ async fn tokens_are_stored_hashed_and_listed_without_secrets() {
     let listed: Value = serde_json::from_str(&json).unwrap();
     let prometheus = listed.as_array().unwrap().iter().find(|t| t["name"] == "prometheus").unwrap().clone();
     assert!(prometheus["revoked_at"].is_string(), "{prometheus}");
+}
+
+/// `http.tls_cert` and `http.tls_key`: the server speaks HTTPS with that certificate, and a
+/// plain HTTP request to it gets no HTTP answer. One set without the other is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_the_configured_certificate_and_no_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let admin = create_token(root, "admin", "admin");
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (root.join("http.pem"), root.join("http.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let config = amtsbote::config::Config::load_with(
+        None,
+        &[("AMTSBOTE_HTTP_TLS_CERT".into(), cert.display().to_string()), ("AMTSBOTE_HTTP_TLS_KEY".into(), key.display().to_string())],
+    )
+    .unwrap();
+    let tls = config.http.server_tls().expect("both set").rustls_config().unwrap();
+    let server = Server::start_with(root, |state| state.with_tls(tls)).await;
+
+    // HTTPS, trusting that certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https_get = async |path: &str, token: Option<&str>| -> String {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client.clone()));
+        let mut stream = connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.expect("the TLS handshake");
+        let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Connection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw).await;
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    assert!(https_get("/healthz", None).await.starts_with("HTTP/1.1 200"));
+    assert!(https_get("/metrics", Some(&admin)).await.starts_with("HTTP/1.1 200"));
+    assert!(https_get("/metrics", None).await.starts_with("HTTP/1.1 401"), "tokens over HTTPS too");
+
+    // Plain HTTP to it: no HTTP answer, the connection ends.
+    let mut plain = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut raw)).await.expect("the server closes the connection");
+    assert!(!String::from_utf8_lossy(&raw).contains("HTTP/1.1 200"), "{raw:?}");
+
+    // One file without the other is an error naming the setting.
+    let e = amtsbote::config::Config::load_with(None, &[("AMTSBOTE_HTTP_TLS_CERT".into(), cert.display().to_string())]).unwrap_err().to_string();
+    assert!(e.contains("http.tls_key"), "{e}");
+    // A key that is not the certificate's is named by amtsbote config check.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(root.join("other.key"), other.signing_key.serialize_pem()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_amtsbote"))
+        .args(["config", "check"])
+        .env("AMTSBOTE_DATA_DIR", root)
+        .env("AMTSBOTE_HTTP_TLS_CERT", &cert)
+        .env("AMTSBOTE_HTTP_TLS_KEY", root.join("other.key"))
+        .env_remove("AMTSBOTE_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("http.tls_key") && err.contains("http.tls_cert"), "{err}");
 }

@@ -25,6 +25,10 @@ pub fn config_check(config: &Config) -> anyhow::Result<ExitCode> {
         // Reads the TLS files: a missing one or a key that is not the certificate's shows here.
         crate::serve::xta_client(&config.xta, url, true)?;
     }
+    if let Some(tls) = config.http.server_tls() {
+        // The HTTP server's certificate and key, read as serve reads them.
+        tls.rustls_config()?;
+    }
     print!("{}", toml::to_string_pretty(config)?);
     eprintln!("configuration is valid");
     Ok(ExitCode::SUCCESS)
@@ -200,6 +204,10 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        None if config.http.server_tls().is_some() => println!(
+            "run times, lag and outcomes: not read, the serve at {} speaks HTTPS (http.tls_cert); see its /metrics with an operator token",
+            config.http.listen
+        ),
         None => println!(
             "run times, lag and outcomes: no serve answers at http://{} (http.listen); they are counted by a running serve (/metrics)",
             config.http.listen

@@ -77,6 +77,8 @@ pub struct AppState {
     pub local_token: Option<String>,
     /// When each token's last use was written (see [`auth`]).
     pub touched: Arc<auth::Touched>,
+    /// HTTPS: every connection's TLS handshake first (none: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What a client may take of the server: time to send headers and body, connections.
@@ -114,7 +116,7 @@ impl AppState {
     pub fn new(intake: Intake, tenants: Vec<Tenant>, max_body_bytes: u64) -> Self {
         let ledger = intake.ledger.clone();
         let directory = Arc::new(SharedDirectory::new(Directory::sample()));
-        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None, xta: None, local_token: None, touched: Default::default() }
+        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None, xta: None, local_token: None, touched: Default::default(), tls: None }
     }
 
     /// State as the configuration asks: its tenants, and `http.max_body_bytes` (default:
@@ -153,6 +155,12 @@ impl AppState {
     /// Also accepts `token`, the machine's local token, as an operator's.
     pub fn with_local_token(mut self, token: &crate::access::Token) -> Self {
         self.local_token = Some(token.sha256());
+        self
+    }
+
+    /// Speaks HTTPS with this configuration (`http.tls_cert`, `http.tls_key`).
+    pub fn with_tls(mut self, config: rustls::ServerConfig) -> Self {
+        self.tls = Some(Arc::new(config));
         self
     }
 
@@ -254,11 +262,14 @@ pub fn router(state: AppState) -> Router {
 /// header timeout: a client sending one header byte a minute would hold its connection
 /// forever, and enough of them every file descriptor. Here each connection has
 /// [`HttpLimits::header_timeout`], and at most [`HttpLimits::max_connections`] are open.
+/// With [`AppState::with_tls`] every connection is HTTPS (its handshake within the header
+/// timeout); a plain HTTP request to it fails the handshake.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
     let limits = state.limits;
+    let tls = state.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -284,9 +295,23 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
         let service = TowerToHyperService::new(app.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tls {
+                None => {
+                    let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                }
+                // The handshake within the header timeout: a client that stalls in it holds
+                // its connection no longer than one that stalls in its headers.
+                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake not done within the header timeout"),
+                },
+            }
             drop(permit);
         });
     }
