@@ -54,12 +54,10 @@ impl Rule {
     }
 
     fn admits(self, role: &Role) -> bool {
-        match (self, role) {
-            (Rule::Open, _) | (_, Role::Admin) => true,
-            (Rule::Operator | Rule::OwnRequests, Role::Operator) => true,
-            (Rule::PostAsTenant | Rule::OwnRequests, Role::Tenant(_)) => true,
-            _ => false,
-        }
+        matches!(
+            (self, role),
+            (Rule::Open, _) | (_, Role::Admin) | (Rule::Operator | Rule::OwnRequests, Role::Operator) | (Rule::PostAsTenant | Rule::OwnRequests, Role::Tenant(_))
+        )
     }
 }
 
