@@ -484,7 +484,7 @@ async fn a_deactivated_tenant_or_an_ended_trial_is_refused_with_the_reason() {
     let tenants = vec![
         Tenant { id: "off".into(), kennung: "vbh:1".into(), active: false, ..Tenant::default() },
         Tenant { id: "trial".into(), kennung: "vbh:2".into(), valid_to: Some(yesterday), ..Tenant::default() },
-        Tenant { id: "on".into(), kennung: "vbh:3".into(), ..Tenant::default() },
+        Tenant { id: "on".into(), kennung: "vbh:057660440000".into(), ..Tenant::default() },
     ];
     let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults())).with_tenants(tenants.clone());
     let dirs: Vec<InboxDirs> = tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: root.join("inbox").join(&t.id) }).collect();
