@@ -79,6 +79,21 @@ pub struct HttpConfig {
     pub body_timeout_ms: u64,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// HTTPS instead of HTTP: the server's certificate chain (PEM, leaf first), with
+    /// `tls_key`. Unset: plain HTTP (listen on loopback or behind a proxy that speaks TLS).
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, RSA or SEC1).
+    pub tls_key: Option<PathBuf>,
+}
+
+impl HttpConfig {
+    /// The TLS settings of the server, when `tls_cert` and `tls_key` are set.
+    pub fn server_tls(&self) -> Option<crate::xta::tls::ServerTls> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::xta::tls::ServerTls::named(("http.tls_cert", cert.clone()), ("http.tls_key", key.clone()))),
+            _ => None,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -89,6 +104,8 @@ impl Default for HttpConfig {
             header_timeout_ms: 10_000,
             body_timeout_ms: 120_000,
             max_connections: 1_024,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -366,6 +383,8 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("http.header_timeout_ms", Kind::Number),
     ("http.body_timeout_ms", Kind::Number),
     ("http.max_connections", Kind::Number),
+    ("http.tls_cert", Kind::Text),
+    ("http.tls_key", Kind::Text),
     ("messages.namespaces", Kind::List),
     ("messages.min_amount", Kind::Text),
     ("messages.max_bytes", Kind::Number),
@@ -460,6 +479,11 @@ impl Config {
         }
         if self.http.max_connections == 0 {
             bail!("http.max_connections must be at least 1");
+        }
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(cert), None) => bail!("http.tls_cert ({}) is set, but http.tls_key is not", cert.display()),
+            (None, Some(key)) => bail!("http.tls_key ({}) is set, but http.tls_cert is not", key.display()),
+            _ => {}
         }
         self.xta.check()?;
         if self.xta.receive_interval_ms == Some(0) {

@@ -16,9 +16,11 @@
 //! - [`config`]: the configuration file and `AMTSBOTE_*` variables.
 //! - [`cli`]: the `amtsbote` command line.
 //! - [`web`]: the HTTP API (`/api/v1`), `/healthz` and `/metrics`.
+//! - [`access`]: roles and bearer tokens — who may use the HTTP interface.
 //! - [`xta`]: the XTA 2 transport — SOAP envelopes, typed faults, the client and the `xta-sim` test
 //!   server; the transmit stage, and the receive stage (message boxes → outbox folders).
 
+pub mod access;
 pub mod app;
 pub mod cli;
 pub mod config;

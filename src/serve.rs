@@ -36,6 +36,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {} (http.listen); is another amtsbote running?", config.http.listen))?;
     let http_addr = listener.local_addr()?;
+    let http_tls = match config.http.server_tls() {
+        Some(tls) => Some(tls.rustls_config()?),
+        None => None,
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut supervisor = Supervisor::new(stop_rx.clone());
@@ -43,18 +47,26 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let started = start_stages(&app, &mut supervisor).await?;
     let inbox_stats = started.inbox_stats.clone();
 
+    // The machine's own token, for `amtsbote queues` (an operator's rights; see crate::access).
+    let local_token = crate::access::local_token(&config.data_dir).context("the local token")?;
+    let tokens = app.ledger.tokens().await.context("reading the access tokens")?;
     let state = crate::web::AppState::from_config(app.intake(), &config)
+        .with_local_token(&local_token)
         .with_directory(app.directory.clone())
         .with_queues(app.queues.admin())
         .with_inbox_stats(inbox_stats)
         .with_stages(supervisor.health(), app.metrics.clone())
         .with_xta(started.xta.clone());
+    let state = match http_tls {
+        Some(tls) => state.with_tls(tls),
+        None => state,
+    };
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
     }));
 
-    print_where_everything_is(&config, http_addr, &dirs, &started);
+    print_where_everything_is(&config, http_addr, &dirs, &started, tokens.iter().filter(|t| t.revoked_at.is_none()).count());
 
     shutdown_signal().await;
     eprintln!("amtsbote: stopping (finishing the files and jobs in hand)…");
@@ -254,7 +266,7 @@ async fn reload_directory(directory: Arc<crate::directory::SharedDirectory>, dat
     }
 }
 
-fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: &[InboxDirs], started: &Started) {
+fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: &[InboxDirs], started: &Started, tokens: usize) {
     let mut out = String::new();
     out.push_str("amtsbote is running.\n");
     out.push_str(&format!("  data directory   {}\n", config.data_dir.display()));
@@ -267,7 +279,14 @@ fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: 
     for t in &config.tenants {
         out.push_str(&format!("  outbox {:<9} {}  (messages received over XTA; invalid ones in error/)\n", t.id, t.outbox().display()));
     }
-    out.push_str(&format!("  HTTP             http://{http}/api/v1/nachrichten (POST), /api/v1/requests/ID, /healthz, /metrics\n"));
+    let scheme = if config.http.server_tls().is_some() { "https" } else { "http" };
+    out.push_str(&format!("  HTTP             {scheme}://{http}/api/v1/nachrichten (POST), /api/v1/requests/ID, /healthz, /metrics\n"));
+    if tokens == 0 {
+        out.push_str("  access           every endpoint but /healthz needs a bearer token, and there is none yet. Create the first:\n");
+        out.push_str("                     TOKEN=$(amtsbote token create --role admin)   # printed once; send it as Authorization: Bearer $TOKEN\n");
+    } else {
+        out.push_str(&format!("  access           {tokens} bearer token(s) (amtsbote token list); every endpoint but /healthz needs one\n"));
+    }
     if started.xta_sim.is_some() {
         out.push_str(&format!("  XTA              {}  (built-in simulator: nothing leaves this machine; set xta.url for a real server; statistics at /stats)\n", started.xta_url));
     } else {

@@ -15,6 +15,9 @@ use amtsbote::xamtshilfe::{Checker, Limits};
 #[path = "support/postgres.rs"]
 mod postgres_support;
 use postgres_support::TestDatabase;
+#[path = "support/serve.rs"]
+mod serve_support;
+use serve_support::create_token;
 
 const EXAMPLE: &str = include_str!("../examples/messages/ersuchen.xml");
 
@@ -384,11 +387,11 @@ async fn killed_while_taking_in(root: &Path, ledger_url: &str, total: u32, kills
 
 /// One POST of `body` on a fresh connection: the status and the JSON answer, or None when
 /// the connection failed or broke before a whole answer came (the server was killed).
-async fn post_once(addr: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+async fn post_once(addr: &str, token: &str, body: &str) -> Option<(u16, serde_json::Value)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let head = format!(
-        "POST /api/v1/nachrichten?tenant=demo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/v1/nachrichten?tenant=demo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.ok()?;
@@ -415,9 +418,11 @@ async fn killed_while_clients_post_over_http_every_acknowledged_request_is_kept_
     let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let answered = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let retried = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    // The clients post as the tenant, with its token.
+    let token = create_token(&root, &format!("sqlite:{}", root.join("ledger.sqlite").display()), "tenant:demo", &[]);
     let mut clients = Vec::new();
     for _ in 0..8 {
-        let (addr, next, answered, retried) = (addr.clone(), next.clone(), answered.clone(), retried.clone());
+        let (addr, next, answered, retried, token) = (addr.clone(), next.clone(), answered.clone(), retried.clone(), token.clone());
         clients.push(tokio::spawn(async move {
             let mut acks = Vec::new();
             loop {
@@ -428,7 +433,7 @@ async fn killed_while_clients_post_over_http_every_acknowledged_request_is_kept_
                 let body = request(n);
                 let start = Instant::now();
                 let (status, json) = loop {
-                    if let Some(answer) = post_once(&addr, &body).await {
+                    if let Some(answer) = post_once(&addr, &token, &body).await {
                         break answer;
                     }
                     retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -483,7 +488,7 @@ async fn a_deactivated_tenant_or_an_ended_trial_is_refused_with_the_reason() {
     let tenants = vec![
         Tenant { id: "off".into(), kennung: "vbh:1".into(), active: false, ..Tenant::default() },
         Tenant { id: "trial".into(), kennung: "vbh:2".into(), valid_to: Some(yesterday), ..Tenant::default() },
-        Tenant { id: "on".into(), kennung: "vbh:3".into(), ..Tenant::default() },
+        Tenant { id: "on".into(), kennung: "vbh:057660440000".into(), ..Tenant::default() },
     ];
     let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults())).with_tenants(tenants.clone());
     let dirs: Vec<InboxDirs> = tenants.iter().map(|t| InboxDirs { tenant: t.id.clone(), inbox: root.join("inbox").join(&t.id) }).collect();

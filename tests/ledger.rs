@@ -120,6 +120,7 @@ suite!(
     a_received_message_is_stored_once_and_moves_by_compare_and_set,
     concurrent_stores_of_one_received_message_store_it_once,
     a_claim_to_write_a_received_message_excludes_others_until_it_expires,
+    access_tokens_are_kept_by_hash_and_revoked,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -432,13 +433,14 @@ async fn duplicate_by_nachrichten_uuid((l, _): Ctx) {
         .unwrap();
     assert_eq!(again, Recorded::Duplicate { existing: first });
 
-    // Another tenant may use the same uuid.
-    let other_tenant = record_new(
-        &*l,
-        new_request("bremen", "inbox:bremen:1.xml", Some("u-42")),
-    )
-    .await;
-    assert_ne!(other_tenant, first);
+    // Another tenant's message with the same uuid is a duplicate too: a Nachrichten-UUID is
+    // unique across the installation.
+    let other_tenant = l
+        .record(new_request("bremen", "inbox:bremen:1.xml", Some("u-42")), Received, &intake(), None)
+        .await
+        .unwrap();
+    assert_eq!(other_tenant, Recorded::Duplicate { existing: first });
+    assert_eq!(l.find_by_source("inbox:bremen:1.xml").await.unwrap(), None);
 
     // Messages without a uuid never collide.
     let a = record_new(&*l, new_request("hamburg", "http:n1", None)).await;
@@ -447,7 +449,37 @@ async fn duplicate_by_nachrichten_uuid((l, _): Ctx) {
 
     let counts = l.count_by_state().await.unwrap();
     let total: u64 = counts.iter().map(|(_, n)| n).sum();
-    assert_eq!(total, 4);
+    assert_eq!(total, 3);
+}
+
+/// Tokens: stored with their hash only, names unique (revoked ones too), revocation seen
+/// at once, the last use noted.
+async fn access_tokens_are_kept_by_hash_and_revoked((l, _): Ctx) {
+    use amtsbote::ledger::{LedgerError, NewToken};
+    assert!(l.tokens().await.unwrap().is_empty());
+    let new = NewToken { name: "prometheus".into(), role: "operator".into(), sha256: "ab".repeat(32) };
+    let made = l.create_token(&new).await.unwrap();
+    assert_eq!((made.name.as_str(), made.role.as_str(), made.sha256.as_str()), ("prometheus", "operator", new.sha256.as_str()));
+    assert!(made.revoked_at.is_none() && made.last_used_at.is_none());
+    let again = NewToken { sha256: "cd".repeat(32), ..new.clone() };
+    assert!(matches!(l.create_token(&again).await, Err(LedgerError::TokenNameTaken(n)) if n == "prometheus"));
+    l.create_token(&NewToken { name: "lemgo".into(), role: "tenant:demo".into(), sha256: "ef".repeat(32) }).await.unwrap();
+
+    assert_eq!(l.token_by_hash(&new.sha256).await.unwrap().map(|t| t.name), Some("prometheus".into()));
+    assert_eq!(l.token_by_hash(&"00".repeat(32)).await.unwrap(), None);
+    let at = chrono::Utc::now();
+    l.touch_token("prometheus", at).await.unwrap();
+    let used = l.token_by_hash(&new.sha256).await.unwrap().unwrap().last_used_at.unwrap();
+    assert!((used - at).num_milliseconds().abs() < 2, "{used} vs {at}");
+
+    let revoked = l.revoke_token("prometheus").await.unwrap().unwrap();
+    let when = revoked.revoked_at.unwrap();
+    assert_eq!(l.token_by_hash(&new.sha256).await.unwrap().unwrap().revoked_at, Some(when));
+    assert_eq!(l.revoke_token("prometheus").await.unwrap().unwrap().revoked_at, Some(when), "the first revocation stays");
+    assert_eq!(l.revoke_token("nobody").await.unwrap(), None);
+    let names: Vec<String> = l.tokens().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["prometheus", "lemgo"]);
+    assert!(matches!(l.create_token(&again).await, Err(LedgerError::TokenNameTaken(_))), "a revoked token keeps its name");
 }
 
 async fn concurrent_records_of_one_message((l, _): Ctx) {

@@ -9,6 +9,7 @@ mod directory;
 mod ops;
 mod validate;
 mod print;
+mod token;
 mod xta_sim;
 
 
@@ -75,6 +76,9 @@ enum Command {
     /// and show them.
     #[command(subcommand)]
     PrintBatch(print::PrintCommand),
+    /// The HTTP interface's bearer tokens: create (printed once), revoke, list.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +158,7 @@ fn run_async(config: Config, command: Command) -> anyhow::Result<ExitCode> {
             Command::Route { id } => ops::route(&config, &id).await,
             Command::Directory(command) => directory::run(&config, command),
             Command::PrintBatch(command) => print::run(&config, command).await,
+            Command::Token(command) => token::run(&config, command).await,
             Command::Validate(_) | Command::XtaSim(_) => unreachable!("handled before the configuration is loaded"),
         }
     })

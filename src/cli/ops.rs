@@ -25,6 +25,10 @@ pub fn config_check(config: &Config) -> anyhow::Result<ExitCode> {
         // Reads the TLS files: a missing one or a key that is not the certificate's shows here.
         crate::serve::xta_client(&config.xta, url, true)?;
     }
+    if let Some(tls) = config.http.server_tls() {
+        // The HTTP server's certificate and key, read as serve reads them.
+        tls.rustls_config()?;
+    }
     print!("{}", toml::to_string_pretty(config)?);
     eprintln!("configuration is valid");
     Ok(ExitCode::SUCCESS)
@@ -166,7 +170,7 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
     // What the workers did, how long jobs ran and waited: counted by the serve process,
     // read from its /metrics.
     println!();
-    match read_metrics(&config.http.listen).await {
+    match read_metrics(&config.http.listen, crate::access::read_local_token(&config.data_dir)).await {
         Some(text) => {
             println!("as counted by the serve at http://{} since it started:", config.http.listen);
             println!("{:<10} {:>8} {:>8} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10}", "queue", "done", "retried", "dead", "aborted", "run p50", "run p95", "lag p50", "lag p95");
@@ -205,6 +209,10 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        None if config.http.server_tls().is_some() => println!(
+            "run times, lag and outcomes: not read, the serve at {} speaks HTTPS (http.tls_cert); see its /metrics with an operator token",
+            config.http.listen
+        ),
         None => println!(
             "run times, lag and outcomes: no serve answers at http://{} (http.listen); they are counted by a running serve (/metrics)",
             config.http.listen
@@ -234,12 +242,15 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The text of `GET /metrics` from a serve at `listen`, if one answers within a second.
-async fn read_metrics(listen: &str) -> Option<String> {
+/// The text of `GET /metrics` from a serve at `listen`, if one answers within a second. It
+/// shows the machine's local token, which `serve` wrote into the data directory and accepts
+/// with an operator's rights (`crate::access::local_token`).
+async fn read_metrics(listen: &str, token: Option<crate::access::Token>) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authorization = token.map(|t| format!("Authorization: Bearer {}\r\n", t.expose())).unwrap_or_default();
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(listen).await.ok()?;
-        stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+        stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {listen}\r\n{authorization}Connection: close\r\n\r\n").as_bytes()).await.ok()?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.ok()?;
         let text = String::from_utf8(raw).ok()?;

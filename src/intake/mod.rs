@@ -5,8 +5,14 @@
 //! [`Intake::accept`] is the one way in for both channels. Its `source` is the idempotency
 //! key of the delivery (`inbox:<tenant>:<claimed file>`, `http:<tenant>:<sha256>`): the same
 //! source accepted twice (a restart after a crash) answers with the request recorded the
-//! first time. A second message with a Nachrichten-UUID already recorded for the tenant is a
-//! duplicate: reported, never processed twice.
+//! first time. A second message with a Nachrichten-UUID already recorded — for any tenant:
+//! the UUID is unique in the installation — is a duplicate: reported with the first
+//! request's id, never processed twice.
+//!
+//! Tenants speak only for themselves: a message is taken in for a tenant only when its
+//! author (`nachrichtenkopf.g2g/autor/kennung`) and, for a request, its
+//! `ersuchendeBehoerde/kennung` are the tenant's kennung; otherwise it is rejected with a
+//! reason naming both kennungen (authority identifiers, no personal data).
 
 pub mod inbox;
 
@@ -15,7 +21,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::ledger::{Actor, Ledger, LedgerError, NewRequest, Recorded, RequestId, RequestState};
-use crate::xamtshilfe::{Checker, Rejection};
+use crate::xamtshilfe::{Checker, Message, Rejection};
 
 /// What became of a delivered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +66,28 @@ impl Intake {
         }
     }
 
+    /// Why `message` may not come in for `tenant`: its author, or the requesting authority of
+    /// a request, is not the tenant's kennung. Nothing to say when the tenants are not known
+    /// here or the message has no header (the directory's query).
+    fn foreign_author(&self, tenant: &str, message: &Message) -> Option<String> {
+        let own = &self.tenants.as_ref()?.iter().find(|t| t.id == tenant)?.kennung;
+        let autor = &message.envelope()?.kopf.autor.kennung;
+        if autor != own {
+            return Some(format!(
+                "nachrichtenkopf.g2g/autor/kennung is {autor}, but tenant '{tenant}' is {own}: a tenant sends only in its own name"
+            ));
+        }
+        if let Message::Ersuchen(m) = message
+            && m.ersuchen.ersuchende_behoerde.kennung != *own
+        {
+            return Some(format!(
+                "ersuchen/ersuchendeBehoerde/kennung is {}, but tenant '{tenant}' is {own}: a tenant requests only in its own name",
+                m.ersuchen.ersuchende_behoerde.kennung
+            ));
+        }
+        None
+    }
+
     /// Records a delivery that could not even be read (too large, unreadable) as rejected,
     /// without its content.
     pub async fn accept_unreadable(&self, tenant: &str, source: &str, file_name: Option<&str>, error: crate::xamtshilfe::ReadError) -> Result<Outcome, LedgerError> {
@@ -97,6 +125,10 @@ impl Intake {
                 return self.reject(delivery, kind, rejection.reasons()).await;
             }
         };
+        if let Some(reason) = self.foreign_author(tenant, &message) {
+            let delivery = Delivery { tenant, source, file_name, sha256, payload: bytes };
+            return self.reject(delivery, "refused", vec![reason]).await;
+        }
         let uuid = message.uuid().map(|u| u.to_string());
         let kind = message.kind();
         // The source holds the sender's file name: escaped in the text people read.

@@ -19,11 +19,13 @@
 //!   finds what lost its job with [`Ledger::waiting_without_trigger`],
 //! - the table `received_messages`: what the receive stage fetched from the XTA message box
 //!   for a tenant, one row per MessageID ([`Received`], [`ReceivedState`]), inserted before
-//!   anything is written so that a message offered again is written once.
+//!   anything is written so that a message offered again is written once,
 //! - the print batches: `print_batches` (one per date), `print_files` (each file handed off),
 //!   `print_letters` (every letter a batch had, kept when an error sends its request back) and
 //!   `print_feedback` (what the print centre reported, append-only, once per letter, status
-//!   and time; [`Ledger::record_print_feedback`]).
+//!   and time; [`Ledger::record_print_feedback`]),
+//! - the table `access_tokens`: the HTTP interface's bearer tokens, each kept only as its
+//!   SHA-256 with its name and role ([`AccessToken`]; `crate::access` makes and checks them).
 //!
 //! # Request states
 //!
@@ -342,7 +344,8 @@ pub struct NewRequest {
     pub source: String,
     /// SHA-256 of the payload, lower-case hex.
     pub sha256: String,
-    /// The message's Nachrichten-UUID, when it could be read. Unique per tenant.
+    /// The message's Nachrichten-UUID, when it could be read. Unique in the ledger, across
+    /// tenants.
     pub nachrichten_uuid: Option<String>,
     /// The message kind (e.g. `ersuchen`).
     pub kind: String,
@@ -581,6 +584,56 @@ impl StoredReceived {
         match self {
             StoredReceived::New(r) | StoredReceived::Before(r) => r,
         }
+    }
+}
+
+/// An access token as the ledger keeps it: its name, role and times, and the SHA-256 of
+/// the token (never the token itself; see `crate::access`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessToken {
+    pub name: String,
+    /// `admin`, `operator` or `tenant:<id>`, as `crate::access::Role` reads it.
+    pub role: String,
+    /// Not a secret, but of no use to show: left out of JSON.
+    #[serde(skip)]
+    pub sha256: String,
+    pub created_at: DateTime<Utc>,
+    /// From then on the token is refused.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Last accepted, to the minute (see [`Ledger::touch_token`]).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A token to store: its name, role and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub name: String,
+    pub role: String,
+    pub sha256: String,
+}
+
+/// A row of `access_tokens`, as both databases return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    name: String,
+    role: String,
+    token_sha256: String,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of [`TokenRow`], for `SELECT`s.
+macro_rules! token_columns {
+    () => {
+        "name, role, token_sha256, created_at, revoked_at, last_used_at"
+    };
+}
+pub(crate) use token_columns;
+
+impl From<TokenRow> for AccessToken {
+    fn from(row: TokenRow) -> Self {
+        AccessToken { name: row.name, role: row.role, sha256: row.token_sha256, created_at: row.created_at, revoked_at: row.revoked_at, last_used_at: row.last_used_at }
     }
 }
 
@@ -882,6 +935,9 @@ pub enum LedgerError {
     /// The source was recorded before with a different payload: the intake reused a key.
     #[error("source {key:?} was recorded as request {existing} with different content")]
     SourceReused { key: String, existing: RequestId },
+    /// An access token of this name exists (revoked ones keep their names).
+    #[error("a token named {0:?} exists already (revoked tokens keep their names)")]
+    TokenNameTaken(String),
     #[error("unsupported ledger URL (expected sqlite:PATH or postgres://…): {0}")]
     UnsupportedUrl(String),
     #[error("the ledger's data is inconsistent: {0}")]
@@ -907,7 +963,7 @@ pub trait Ledger: Send + Sync {
 
     /// Records a request with its payload and the first journal event (`from` = `None`),
     /// in one transaction. Whether the request is new, was recorded before under the same
-    /// `source`, or duplicates another source's (tenant, Nachrichten-UUID) is decided by the
+    /// `source`, or duplicates another source's Nachrichten-UUID (of any tenant) is decided by the
     /// database's unique constraints, so concurrent intakes cannot both win.
     async fn record(
         &self,
@@ -1057,6 +1113,24 @@ pub trait Ledger: Send + Sync {
     /// (compare-and-set), and lets go of its claim. False when it is in another state (or
     /// unknown); [`LedgerError::InvalidReceivedTransition`] when `from` may not become `to`.
     async fn mark_received(&self, message_id: &str, from: ReceivedState, to: ReceivedState) -> Result<bool>;
+
+    /// Stores a new access token. [`LedgerError::TokenNameTaken`] when its name is in use.
+    async fn create_token(&self, new: &NewToken) -> Result<AccessToken>;
+
+    /// Revokes the token of this name: it is refused from now on, in every process sharing
+    /// the ledger. The token as it is now; `None` when no token has the name. Revoking twice
+    /// keeps the first time.
+    async fn revoke_token(&self, name: &str) -> Result<Option<AccessToken>>;
+
+    /// Every token, revoked ones too, oldest first.
+    async fn tokens(&self) -> Result<Vec<AccessToken>>;
+
+    /// The token whose SHA-256 this is (revoked or not).
+    async fn token_by_hash(&self, sha256: &str) -> Result<Option<AccessToken>>;
+
+    /// Notes that the token was accepted at `at` (callers do it about once a minute per
+    /// token, not per request).
+    async fn touch_token(&self, name: &str, at: DateTime<Utc>) -> Result<()>;
 
     /// Woken whenever this process wrote a trigger, so the relay need not wait for its next
     /// poll.
@@ -1234,6 +1308,15 @@ impl TryFrom<ReceivedRow> for Received {
 pub(crate) fn stored_received(row: Option<Received>, inserted: bool, message_id: &str) -> Result<StoredReceived> {
     let row = row.ok_or_else(|| LedgerError::Corrupt(format!("received message {message_id} is gone right after it was stored")))?;
     Ok(if inserted { StoredReceived::New(row) } else { StoredReceived::Before(row) })
+}
+
+/// What [`Ledger::create_token`] answers: the row read back after the insert.
+pub(crate) fn created_token(inserted: bool, row: Option<AccessToken>, name: &str) -> Result<AccessToken> {
+    match (inserted, row) {
+        (true, Some(row)) => Ok(row),
+        (true, None) => Err(LedgerError::Corrupt(format!("token {name:?} is gone right after it was stored"))),
+        (false, _) => Err(LedgerError::TokenNameTaken(name.to_string())),
+    }
 }
 
 pub(crate) fn check_received_transition(from: ReceivedState, to: ReceivedState) -> Result<()> {

@@ -14,10 +14,10 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{
-    Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
-    FeedbackEntry, FeedbackRecorded, NewReceived, PrintBatch, PrintBatchInfo, PrintFileInfo, PrintLetter, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
+    AccessToken, Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
+    FeedbackEntry, FeedbackRecorded, NewReceived, NewToken, PrintBatch, PrintBatchInfo, PrintFileInfo, PrintLetter, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
     TriggerRow, check_received_transition, check_schedule, check_transition, migrator, now, received_columns,
-    request_columns, routed_for_xta, stored_received,
+    created_token, request_columns, routed_for_xta, stored_received, token_columns,
 };
 use crate::queue::Queue;
 
@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "received", include_str!("../../migrations/postgres/0005_received.sql")),
     (6, "print", include_str!("../../migrations/postgres/0006_print.sql")),
     (7, "print feedback", include_str!("../../migrations/postgres/0007_print_feedback.sql")),
+    (8, "access", include_str!("../../migrations/postgres/0008_access.sql")),
 ];
 
 shared_statements!(sqlx::Postgres);
@@ -284,6 +285,35 @@ impl Ledger for PostgresLedger {
         let moved = update_received_state(&mut tx, message_id, from, to, now()).await?;
         tx.commit().await?;
         Ok(moved)
+    }
+
+    async fn create_token(&self, new: &NewToken) -> Result<AccessToken> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = insert_token(&mut tx, new, now()).await?;
+        tx.commit().await?;
+        created_token(inserted, select_token_by_name(&self.pool, &new.name).await?, &new.name)
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<Option<AccessToken>> {
+        let mut tx = self.pool.begin().await?;
+        update_token_revoked(&mut tx, name, now()).await?;
+        tx.commit().await?;
+        select_token_by_name(&self.pool, name).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<AccessToken>> {
+        select_tokens(&self.pool).await
+    }
+
+    async fn token_by_hash(&self, sha256: &str) -> Result<Option<AccessToken>> {
+        select_token_by_hash(&self.pool, sha256).await
+    }
+
+    async fn touch_token(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        update_token_used(&mut tx, name, at).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {

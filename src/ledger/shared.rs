@@ -63,9 +63,9 @@ macro_rules! shared_statements {
                         Err(LedgerError::SourceReused { key: new.source.clone(), existing: RequestId(existing) })
                     });
                 }
+                // Unique across tenants (0008_access): nobody sends another's message again.
                 let by_uuid: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM requests WHERE tenant = $1 AND nachrichten_uuid = $2")
-                        .bind(&new.tenant)
+                    sqlx::query_scalar("SELECT id FROM requests WHERE nachrichten_uuid = $1")
                         .bind(&new.nachrichten_uuid)
                         .fetch_optional(&mut *tx)
                         .await?;
@@ -832,6 +832,61 @@ macro_rules! shared_statements {
                 .execute(&mut *tx)
                 .await?;
             Ok(())
+        }
+
+        /// A new access token; false when its name (or, never in practice, its hash) is taken.
+        async fn insert_token(tx: &mut Conn, new: &$crate::ledger::NewToken, at: chrono::DateTime<chrono::Utc>) -> std::result::Result<bool, sqlx::Error> {
+            let done = sqlx::query(
+                "INSERT INTO access_tokens (name, role, token_sha256, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(&new.name)
+            .bind(&new.role)
+            .bind(&new.sha256)
+            .bind(stamp(at))
+            .execute(&mut *tx)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn update_token_revoked(tx: &mut Conn, name: &str, at: chrono::DateTime<chrono::Utc>) -> std::result::Result<(), sqlx::Error> {
+            sqlx::query("UPDATE access_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE name = $1")
+                .bind(name)
+                .bind(stamp(at))
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }
+
+        async fn update_token_used(tx: &mut Conn, name: &str, at: chrono::DateTime<chrono::Utc>) -> std::result::Result<(), sqlx::Error> {
+            sqlx::query("UPDATE access_tokens SET last_used_at = $2 WHERE name = $1")
+                .bind(name)
+                .bind(stamp(at))
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }
+
+        async fn select_token_by_name(pool: &Pool, name: &str) -> $crate::ledger::Result<Option<$crate::ledger::AccessToken>> {
+            let row: Option<$crate::ledger::TokenRow> = sqlx::query_as(concat!("SELECT ", token_columns!(), " FROM access_tokens WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map($crate::ledger::AccessToken::from))
+        }
+
+        async fn select_token_by_hash(pool: &Pool, sha256: &str) -> $crate::ledger::Result<Option<$crate::ledger::AccessToken>> {
+            let row: Option<$crate::ledger::TokenRow> = sqlx::query_as(concat!("SELECT ", token_columns!(), " FROM access_tokens WHERE token_sha256 = $1"))
+                .bind(sha256)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map($crate::ledger::AccessToken::from))
+        }
+
+        async fn select_tokens(pool: &Pool) -> $crate::ledger::Result<Vec<$crate::ledger::AccessToken>> {
+            let rows: Vec<$crate::ledger::TokenRow> = sqlx::query_as(concat!("SELECT ", token_columns!(), " FROM access_tokens ORDER BY created_at, name"))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map($crate::ledger::AccessToken::from).collect())
         }
     };
 }

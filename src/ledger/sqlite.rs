@@ -24,10 +24,10 @@ use sqlx::sqlite::{
 use tokio::sync::oneshot;
 
 use super::{
-    Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
-    FeedbackEntry, FeedbackRecorded, NewReceived, PrintBatch, PrintBatchInfo, PrintFileInfo, PrintLetter, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
+    AccessToken, Actor, Event, Ledger, LedgerError, ListFilter, NewRequest, PushTriggers, Recorded, Request,
+    FeedbackEntry, FeedbackRecorded, NewReceived, NewToken, PrintBatch, PrintBatchInfo, PrintFileInfo, PrintLetter, Received, ReceivedState, RequestId, RequestState, Result, RoutedTo, StoredReceived, Trigger,
     TriggerRow, check_received_transition, check_schedule, check_transition, migrator, now, received_columns,
-    request_columns, routed_for_xta, stored_received,
+    created_token, request_columns, routed_for_xta, stored_received, token_columns,
 };
 use crate::queue::Queue;
 
@@ -40,6 +40,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "received", include_str!("../../migrations/sqlite/0005_received.sql")),
     (6, "print", include_str!("../../migrations/sqlite/0006_print.sql")),
     (7, "print feedback", include_str!("../../migrations/sqlite/0007_print_feedback.sql")),
+    (8, "access", include_str!("../../migrations/sqlite/0008_access.sql")),
 ];
 
 shared_statements!(sqlx::Sqlite);
@@ -591,6 +592,35 @@ impl Ledger for SqliteLedger {
         let moved = update_received_state(&mut tx, message_id, from, to, now()).await?;
         tx.commit().await?;
         Ok(moved)
+    }
+
+    async fn create_token(&self, new: &NewToken) -> Result<AccessToken> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let inserted = insert_token(&mut tx, new, now()).await?;
+        tx.commit().await?;
+        created_token(inserted, select_token_by_name(&self.pool, &new.name).await?, &new.name)
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<Option<AccessToken>> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        update_token_revoked(&mut tx, name, now()).await?;
+        tx.commit().await?;
+        select_token_by_name(&self.pool, name).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<AccessToken>> {
+        select_tokens(&self.pool).await
+    }
+
+    async fn token_by_hash(&self, sha256: &str) -> Result<Option<AccessToken>> {
+        select_token_by_hash(&self.pool, sha256).await
+    }
+
+    async fn touch_token(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        update_token_used(&mut tx, name, at).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {

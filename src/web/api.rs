@@ -4,12 +4,16 @@
 //! # Posting a message
 //!
 //! The body is the xAmtshilfe XML message itself (`Content-Type: application/xml` or
-//! `text/xml`; anything else is 415). The tenant it is posted for is, in this order:
-//! the query parameter `?tenant=<id>`, the header `X-Amtsbote-Tenant`, or — when neither is
-//! given and exactly one tenant is configured — that tenant. With several tenants and none
-//! named the answer is 400; a tenant that is not configured is 403. (Finding the tenant by
-//! the message's `autor/kennung` would need the message read before the tenant is known;
-//! not done.)
+//! `text/xml`; anything else is 415). A tenant token posts for its tenant: nothing needs
+//! naming, and `?tenant=` or `X-Amtsbote-Tenant` naming another tenant is 403. An admin
+//! token names the tenant, in this order: the query parameter `?tenant=<id>`, the header
+//! `X-Amtsbote-Tenant`, or — when neither is given and exactly one tenant is configured —
+//! that tenant. With several tenants and none named the answer is 400; a tenant that is not
+//! configured is 403. Either way the message's author (and a request's ersuchende Behörde)
+//! must be the tenant's kennung, or it is rejected (see `crate::intake`).
+//!
+//! Reading requests: operators and admins read all of them; a tenant token reads its own
+//! (another tenant's request is 404, as an unknown id is).
 //!
 //! The delivery's idempotency key is `http:<tenant>:<sha256 of the body>`: a client that
 //! repeats the identical POST (after a timeout, a 503) gets the answer of the first one,
@@ -20,13 +24,13 @@
 //! | valid, recorded | 202, `Location` | `{"id", "state": "validated", "location"}` |
 //! | this very body recorded before | 202, `Location` (400 if it was rejected) | `{"id", "state", "location", "already_recorded": true}` |
 //! | invalid, recorded as rejected | 400 | `{"error": "rejected", "reasons": [...], "id", "location"}` |
-//! | Nachrichten-UUID already received for the tenant | 409, `Location` of the first | `{"error": "duplicate", "reasons", "existing", "nachrichten_uuid", "location"}` |
+//! | Nachrichten-UUID already received (for any tenant) | 409, `Location` of the first | `{"error": "duplicate", "reasons", "existing", "nachrichten_uuid", "location"}` |
 //! | body larger than `max_body_bytes` | 413 | nothing recorded |
 //! | body not complete within `http.body_timeout_ms` | 408 | nothing recorded |
 //! | ledger unavailable | 503, `Retry-After` | "try again" |
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -35,6 +39,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::Shared;
+use super::auth::Caller;
 use super::error::ApiError;
 use crate::intake::Outcome;
 use crate::ledger::{Event, ListFilter, Request as LedgerRequest, RequestId, RequestState};
@@ -54,13 +59,13 @@ struct PostParams {
 }
 
 /// `POST /api/v1/nachrichten`.
-pub(crate) async fn post_nachricht(State(state): State<Shared>, request: Request) -> Result<Response, ApiError> {
+pub(crate) async fn post_nachricht(State(state): State<Shared>, Extension(caller): Extension<Caller>, request: Request) -> Result<Response, ApiError> {
     // Cheap checks first, before the body is read.
     check_content_type(request.headers())?;
     let params = Query::<PostParams>::try_from_uri(request.uri())
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad query", vec![e.body_text()]))?
         .0;
-    let tenant = choose_tenant(&state, params.tenant.as_deref(), request.headers())?;
+    let tenant = choose_tenant(&state, &caller, params.tenant.as_deref(), request.headers())?;
     let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > state.max_body_bytes) {
         return Err(super::too_large(state.max_body_bytes));
@@ -155,7 +160,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn choose_tenant(state: &Shared, query: Option<&str>, headers: &HeaderMap) -> Result<String, ApiError> {
+fn choose_tenant(state: &Shared, caller: &Caller, query: Option<&str>, headers: &HeaderMap) -> Result<String, ApiError> {
     let named = match query {
         Some(t) => Some(t.to_string()),
         None => match headers.get(TENANT_HEADER) {
@@ -163,6 +168,8 @@ fn choose_tenant(state: &Shared, query: Option<&str>, headers: &HeaderMap) -> Re
             None => None,
         },
     };
+    // A tenant token speaks for its own tenant, and for no other.
+    let named = caller.scope(named)?;
     let tenant = match named {
         Some(id) => state.tenant(&id).ok_or_else(|| unknown_tenant(&id))?,
         None => match state.tenants.as_slice() {
@@ -229,10 +236,14 @@ impl RequestView {
 }
 
 /// `GET /api/v1/requests/{id}`: the request with its journal.
-pub(crate) async fn get_request(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<RequestView>, ApiError> {
+pub(crate) async fn get_request(State(state): State<Shared>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<RequestView>, ApiError> {
     let id: RequestId = id.parse().map_err(|e: crate::ledger::InvalidRequestId| ApiError::new(StatusCode::BAD_REQUEST, "not a request id", vec![e.to_string()]))?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not found", vec![format!("there is no request {id}")]);
     let request = state.ledger.get(id).await.map_err(|e| ApiError::unavailable(&e))?.ok_or_else(not_found)?;
+    // Another tenant's request is not there for a tenant token: 404, as an unknown id.
+    if caller.tenant().is_some_and(|own| own != request.tenant) {
+        return Err(not_found());
+    }
     let journal = match state.ledger.journal(id).await {
         Ok(journal) => journal,
         Err(crate::ledger::LedgerError::NotFound(_)) => return Err(not_found()),
@@ -252,7 +263,11 @@ pub(crate) struct ListParams {
 
 /// `GET /api/v1/requests?state=&tenant=&limit=&offset=`: newest first, without payloads
 /// and journals. `limit` defaults to 50 and is capped at 1000.
-pub(crate) async fn list_requests(State(state): State<Shared>, params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn list_requests(
+    State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(params) = params.map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "bad query", vec![e.body_text(), "known parameters: state, tenant, limit, offset".into()])
     })?;
@@ -264,7 +279,8 @@ pub(crate) async fn list_requests(State(state): State<Shared>, params: Result<Qu
         })?;
         filter = filter.state(parsed);
     }
-    if let Some(t) = params.tenant.filter(|t| !t.is_empty()) {
+    // A tenant token lists its own requests only.
+    if let Some(t) = caller.scope(params.tenant.filter(|t| !t.is_empty()))? {
         filter = filter.tenant(t);
     }
     if let Some(limit) = params.limit {

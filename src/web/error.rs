@@ -15,13 +15,13 @@ pub struct ApiError {
     pub error: String,
     pub reasons: Vec<String>,
     extra: Map<String, Value>,
-    location: Option<String>,
-    retry_after: Option<u32>,
+    /// `Location`, `Retry-After`, `WWW-Authenticate`, … (one list keeps the error small).
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, error: impl Into<String>, reasons: Vec<String>) -> Self {
-        ApiError { status, error: error.into(), reasons, extra: Map::new(), location: None, retry_after: None }
+        ApiError { status, error: error.into(), reasons, extra: Map::new(), headers: Vec::new() }
     }
 
     /// Adds a field to the JSON body.
@@ -30,10 +30,18 @@ impl ApiError {
         self
     }
 
+    /// Adds a header to the answer (`WWW-Authenticate` of a 401).
+    pub fn header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
     /// Sets the `Location` header (and the `location` field).
     pub fn location(mut self, location: String) -> Self {
-        self.extra.insert("location".into(), Value::String(location.clone()));
-        self.location = Some(location);
+        if let Ok(value) = HeaderValue::try_from(location.as_str()) {
+            self.headers.push((header::LOCATION, value));
+        }
+        self.extra.insert("location".into(), Value::String(location));
         self
     }
 
@@ -41,13 +49,12 @@ impl ApiError {
     /// tables, paths or hosts). The error is logged.
     pub fn unavailable(err: &LedgerError) -> Self {
         tracing::error!(error = %err, "ledger unavailable; answering 503");
-        let mut e = ApiError::new(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the ledger is not available; try again later",
             vec!["the ledger did not answer; repeating the identical request is safe".into()],
-        );
-        e.retry_after = Some(5);
-        e
+        )
+        .header(header::RETRY_AFTER, HeaderValue::from(5u32))
     }
 }
 
@@ -58,11 +65,8 @@ impl IntoResponse for ApiError {
         body.insert("reasons".into(), Value::from(self.reasons));
         body.extend(self.extra);
         let mut response = (self.status, Json(Value::Object(body))).into_response();
-        if let Some(location) = self.location.and_then(|l| HeaderValue::try_from(l).ok()) {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
         }
         response
     }

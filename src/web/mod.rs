@@ -6,15 +6,21 @@
 //! - the JSON error shape every endpoint answers with, `{"error": "...", "reasons": [...]}`
 //!   (plus fields of the case, e.g. `id` or `existing`) — see [`error`],
 //! - the handlers, each in the module of its part: [`api`] (messages in, requests out),
-//!   [`ops`] (`/healthz`, `/metrics`).
+//!   [`ops`] (`/healthz`, `/metrics`), [`zustaendigkeit`] (the directory lookup),
+//! - who may call which route: [`auth`], and the one table of routes and their rules,
+//!   [`routes`] (the router is built from it alone, so no route goes without a rule).
 //!
-//! | route | answers |
-//! |---|---|
-//! | `POST /api/v1/nachrichten` | 202 accepted (or this very body accepted before), 400 rejected, 403 unknown tenant, 408 body not sent within `http.body_timeout_ms`, 409 duplicate Nachrichten-UUID, 413 too large, 415 not XML, 503 ledger unavailable |
+//! Every route but `/healthz` answers 401 without a valid bearer token and 403 to a role it
+//! does not admit (see [`auth`]):
+//!
+//! | route | who | answers |
+//! |---|---|---|
+//! | `POST /api/v1/nachrichten` | admin; tenant as itself | 202 accepted (or this very body accepted before), 400 rejected, 403 unknown tenant, 408 body not sent within `http.body_timeout_ms`, 409 duplicate Nachrichten-UUID, 413 too large, 415 not XML, 503 ledger unavailable |
 //! | `GET /api/v1/requests/{id}` | 200 the request with its journal, 400 not an id, 404 unknown |
-//! | `GET /api/v1/requests?state=&tenant=&limit=&offset=` | 200 `{"requests": [...]}` newest first, without payloads; 400 bad filter |
-//! | `GET /healthz` | 200 `{"status":"ok","stages":{…}}` when the ledger answers and every stage runs; 503 naming the stages that are down, or the ledger |
-//! | `GET /metrics` | Prometheus text: requests by state, jobs by queue and state with the oldest pending job's age, jobs run by outcome, run time and lag, the outbox, the sweeper, stages up and their restarts, inbox files by outcome, what waits in each inbox (see [`ops`]) |
+//! | `GET /api/v1/requests?state=&tenant=&limit=&offset=` | admin, operator; tenant its own (`?tenant=` another: 403) | 200 `{"requests": [...]}` newest first, without payloads; 400 bad filter |
+//! | `GET`, `POST /api/v1/zustaendigkeit` | admin, operator | the responsible authority (see [`zustaendigkeit`]) |
+//! | `GET /healthz` | anyone, no token | 200 `{"status":"ok","stages":{…}}` when the ledger answers and every stage runs; 503 naming the stages that are down, or the ledger |
+//! | `GET /metrics` | admin, operator (also the local token) | Prometheus text: requests by state, jobs by queue and state with the oldest pending job's age, jobs run by outcome, run time and lag, the outbox, the sweeper, stages up and their restarts, inbox files by outcome, what waits in each inbox (see [`ops`]) |
 //!
 //! # Privacy
 //!
@@ -23,10 +29,10 @@
 //! and the outcome only. Ledger errors are logged, and answered with 503 and "try again",
 //! never with their text.
 //!
-//! There is no authentication yet: whoever reaches the port may post for any configured
-//! tenant and read every request. Listen on loopback or behind a proxy that authenticates.
+//! Tokens are never logged; a 401 or 403 says why without echoing what was sent.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod ops;
 pub mod zustaendigkeit;
@@ -66,6 +72,13 @@ pub struct AppState {
     pub stage_metrics: Option<Arc<crate::queue::metrics::StageMetrics>>,
     /// The XTA server's breaker and calls in flight, for `/metrics` (none: not reported).
     pub xta: Option<Arc<crate::xta::breaker::Destination>>,
+    /// SHA-256 of the machine's local token (`<data_dir>/local.token`), accepted with the
+    /// rights of an operator (none: only the ledger's tokens).
+    pub local_token: Option<String>,
+    /// When each token's last use was written (see [`auth`]).
+    pub touched: Arc<auth::Touched>,
+    /// HTTPS: every connection's TLS handshake first (none: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What a client may take of the server: time to send headers and body, connections.
@@ -103,7 +116,7 @@ impl AppState {
     pub fn new(intake: Intake, tenants: Vec<Tenant>, max_body_bytes: u64) -> Self {
         let ledger = intake.ledger.clone();
         let directory = Arc::new(SharedDirectory::new(Directory::sample()));
-        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None, xta: None }
+        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None, xta: None, local_token: None, touched: Default::default(), tls: None }
     }
 
     /// State as the configuration asks: its tenants, and `http.max_body_bytes` (default:
@@ -136,6 +149,18 @@ impl AppState {
     /// `/metrics` also reports the XTA server's breaker.
     pub fn with_xta(mut self, destination: Arc<crate::xta::breaker::Destination>) -> Self {
         self.xta = Some(destination);
+        self
+    }
+
+    /// Also accepts `token`, the machine's local token, as an operator's.
+    pub fn with_local_token(mut self, token: &crate::access::Token) -> Self {
+        self.local_token = Some(token.sha256());
+        self
+    }
+
+    /// Speaks HTTPS with this configuration (`http.tls_cert`, `http.tls_key`).
+    pub fn with_tls(mut self, config: rustls::ServerConfig) -> Self {
+        self.tls = Some(Arc::new(config));
         self
     }
 
@@ -188,20 +213,46 @@ pub(crate) async fn read_body(request: axum::extract::Request, state: &Shared) -
     }
 }
 
-/// All routes, with the body limit applied.
+/// One route: its method and path, who may call it, and its handler.
+pub struct Route {
+    pub method: axum::http::Method,
+    pub path: &'static str,
+    pub rule: auth::Rule,
+    handler: axum::routing::MethodRouter<Shared>,
+}
+
+/// Every route the server answers, with its access rule: the one table [`router`] is built
+/// from. A new route is added here, with its rule, or not at all.
+pub fn routes() -> Vec<Route> {
+    use auth::Rule::{Open, Operator, OwnRequests, PostAsTenant};
+    use axum::http::Method;
+    let route = |method: Method, path: &'static str, rule: auth::Rule, handler| Route { method, path, rule, handler };
+    vec![
+        route(Method::POST, "/api/v1/nachrichten", PostAsTenant, post(api::post_nachricht)),
+        route(Method::GET, "/api/v1/requests", OwnRequests, get(api::list_requests)),
+        route(Method::GET, "/api/v1/requests/{id}", OwnRequests, get(api::get_request)),
+        route(Method::GET, "/api/v1/zustaendigkeit", Operator, get(zustaendigkeit::get)),
+        route(Method::POST, "/api/v1/zustaendigkeit", Operator, post(zustaendigkeit::post)),
+        route(Method::GET, "/healthz", Open, get(ops::healthz)),
+        route(Method::GET, "/metrics", Operator, get(ops::metrics)),
+    ]
+}
+
+/// All routes of [`routes`], each behind its access rule, with the body limit applied.
 pub fn router(state: AppState) -> Router {
     let limit = usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX);
-    Router::new()
-        .route("/api/v1/nachrichten", post(api::post_nachricht))
-        .route("/api/v1/requests", get(api::list_requests))
-        .route("/api/v1/requests/{id}", get(api::get_request))
-        .route("/api/v1/zustaendigkeit", get(zustaendigkeit::get).post(zustaendigkeit::post))
-        .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
+    let shared: Shared = Arc::new(state);
+    let mut router = Router::new();
+    for Route { path, rule, handler, .. } in routes() {
+        let guard = auth::Guard { app: shared.clone(), rule };
+        // Routes of one path with different methods are merged by axum.
+        router = router.route(path, handler.route_layer(axum::middleware::from_fn_with_state(guard, auth::enforce)));
+    }
+    router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(Arc::new(state))
+        .with_state(shared)
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then stops taking
@@ -211,11 +262,14 @@ pub fn router(state: AppState) -> Router {
 /// header timeout: a client sending one header byte a minute would hold its connection
 /// forever, and enough of them every file descriptor. Here each connection has
 /// [`HttpLimits::header_timeout`], and at most [`HttpLimits::max_connections`] are open.
+/// With [`AppState::with_tls`] every connection is HTTPS (its handshake within the header
+/// timeout); a plain HTTP request to it fails the handshake.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
     let limits = state.limits;
+    let tls = state.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -241,9 +295,23 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
         let service = TowerToHyperService::new(app.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tls {
+                None => {
+                    let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                }
+                // The handshake within the header timeout: a client that stalls in it holds
+                // its connection no longer than one that stalls in its headers.
+                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake not done within the header timeout"),
+                },
+            }
             drop(permit);
         });
     }

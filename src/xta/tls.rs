@@ -119,8 +119,13 @@ impl ServerTls {
     /// `cert_chain` and `key` (named `--tls-cert`, `--tls-key`, as `amtsbote xta-sim` calls
     /// them), no client certificates asked for, a 10 s handshake timeout.
     pub fn new(cert_chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> ServerTls {
+        ServerTls::named(("--tls-cert", cert_chain.into()), ("--tls-key", key.into()))
+    }
+
+    /// The same, with the names of the settings the files come from (`http.tls_cert`, …).
+    pub fn named(cert_chain: (&'static str, PathBuf), key: (&'static str, PathBuf)) -> ServerTls {
         ServerTls {
-            identity: Identity { cert_chain: PemFile::new("--tls-cert", cert_chain), key: PemFile::new("--tls-key", key) },
+            identity: Identity { cert_chain: PemFile::new(cert_chain.0, cert_chain.1), key: PemFile::new(key.0, key.1) },
             client_ca: None,
             handshake_timeout: Duration::from_secs(10),
         }

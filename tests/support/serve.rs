@@ -28,11 +28,34 @@ pub struct Serve {
     pub ledger_url: String,
     pub listen: String,
     pub env: Vec<(String, String)>,
+    /// An admin token in its ledger, made on first use (see [`Serve::token`]).
+    token: std::sync::OnceLock<String>,
+}
+
+/// Makes a token with `role` in the ledger at `ledger_url` (data under `root`), as an
+/// administrator does: `amtsbote token create --role ROLE`. Returns the token.
+pub fn create_token(root: &Path, ledger_url: &str, role: &str, env: &[(String, String)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_amtsbote"))
+        .args(["token", "create", "--role", role])
+        .env("AMTSBOTE_DATA_DIR", root)
+        .env("AMTSBOTE_LEDGER_URL", ledger_url)
+        .env("AMTSBOTE_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token create --role {role}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 impl Serve {
     pub fn new(root: &Path, ledger_url: &str) -> Serve {
-        Serve { root: root.to_path_buf(), ledger_url: ledger_url.to_string(), listen: free_port(), env: Vec::new() }
+        Serve { root: root.to_path_buf(), ledger_url: ledger_url.to_string(), listen: free_port(), env: Vec::new(), token: Default::default() }
+    }
+
+    /// An admin token of its ledger, made the first time it is asked for (with
+    /// `amtsbote token create`, on the ledger `serve` uses).
+    pub fn token(&self) -> &str {
+        self.token.get_or_init(|| create_token(&self.root, &self.ledger_url, "admin", &self.env))
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Serve {
@@ -56,8 +79,10 @@ impl Serve {
             .unwrap()
     }
 
+    /// GET with its admin token (none for `/healthz`, which needs none).
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(&self.listen, path).await
+        let token = (path != "/healthz").then(|| self.token());
+        http_get_as(&self.listen, path, token).await
     }
 
     /// Starts it and waits until its HTTP port answers (it has migrated the databases).
@@ -75,11 +100,17 @@ pub fn quick_backoff(queue: Queue, secs: f64) -> String {
     format!("{}[backoff]\ninitial_secs = {secs}\nmax_secs = {secs}\nfactor = 1.0\njitter = 0.0\n", &shipped[..start])
 }
 
-/// GET over a fresh connection: (status, body), or None when nothing answers.
+/// GET over a fresh connection without a token: (status, body), or None when nothing answers.
 pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_get_as(addr, path, None).await
+}
+
+/// GET over a fresh connection, with `Authorization: Bearer <token>` when given.
+pub async fn http_get_as(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n").as_bytes()).await.ok()?;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await.ok()?.ok()?;
     let text = String::from_utf8_lossy(&raw).into_owned();
