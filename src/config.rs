@@ -79,6 +79,14 @@ pub struct HttpConfig {
     pub body_timeout_ms: u64,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Connections one client address may hold open at once; more are closed at once, so
+    /// one client stalling its bodies cannot take every connection (`/healthz` and the other
+    /// clients keep being served).
+    pub max_connections_per_client: usize,
+    /// Bytes of request bodies held at once, over all requests in flight (each counted at
+    /// its announced length, or at `max_body_bytes` when it announces none): beyond it, 503
+    /// with Retry-After, so a burst of large posts cannot take the memory.
+    pub max_bytes_in_flight: u64,
     /// HTTPS instead of HTTP: the server's certificate chain (PEM, leaf first), with
     /// `tls_key`. Unset: plain HTTP (listen on loopback or behind a proxy that speaks TLS).
     pub tls_cert: Option<PathBuf>,
@@ -102,8 +110,10 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: None,
             header_timeout_ms: 10_000,
-            body_timeout_ms: 120_000,
+            body_timeout_ms: 30_000,
             max_connections: 1_024,
+            max_connections_per_client: 64,
+            max_bytes_in_flight: 256 * 1024 * 1024,
             tls_cert: None,
             tls_key: None,
         }
@@ -383,6 +393,8 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("http.header_timeout_ms", Kind::Number),
     ("http.body_timeout_ms", Kind::Number),
     ("http.max_connections", Kind::Number),
+    ("http.max_connections_per_client", Kind::Number),
+    ("http.max_bytes_in_flight", Kind::Number),
     ("http.tls_cert", Kind::Text),
     ("http.tls_key", Kind::Text),
     ("messages.namespaces", Kind::List),
@@ -476,6 +488,12 @@ impl Config {
         self.min_amount()?;
         if self.http.header_timeout_ms == 0 || self.http.body_timeout_ms == 0 {
             bail!("http.header_timeout_ms and http.body_timeout_ms must be at least 1");
+        }
+        if self.http.max_connections_per_client == 0 {
+            bail!("http.max_connections_per_client must be at least 1");
+        }
+        if self.http.max_bytes_in_flight == 0 {
+            bail!("http.max_bytes_in_flight must be at least 1");
         }
         if self.http.max_connections == 0 {
             bail!("http.max_connections must be at least 1");

@@ -746,3 +746,115 @@ async fn a_deactivated_tenant_is_refused_before_anything_is_read() {
     assert_eq!(server.post("/api/v1/nachrichten?tenant=on", "application/xml", &ersuchen(1)).await.status, 202);
     server.stop().await;
 }
+
+/// A connection to the server from the loopback address `from` (another client than
+/// 127.0.0.1: Linux routes all of 127.0.0.0/8 to the loopback device).
+async fn connect_from(server: &Server, from: [u8; 4]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    socket.connect(server.addr).await.unwrap()
+}
+
+/// A post whose headers announce `len` bytes and whose body stops after 10: it holds its
+/// connection (and its reservation) until the body timeout.
+async fn stalled_post(server: &Server, from: [u8; 4], len: usize) -> TcpStream {
+    let mut stream = connect_from(server, from).await;
+    let head = format!(
+        "POST /api/v1/nachrichten?tenant=demo HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/xml\r\nContent-Length: {len}\r\n\r\n<?xml vers",
+        server.auth()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn one_client_stalling_its_bodies_cannot_keep_healthz_and_other_clients_from_being_served() {
+    // Issue 13: 1,030 connections stalled mid-body kept /healthz from answering until the body
+    // timeout. One client address may hold http.max_connections_per_client connections; the
+    // rest of it is closed at once, and another client is served.
+    let limits = HttpLimits { max_connections: 40, max_connections_per_client: 8, body_timeout: std::time::Duration::from_secs(60), ..HttpLimits::default() };
+    let server = Server::start_strict(limits).await;
+    let mut stalled = Vec::new();
+    for _ in 0..60 {
+        stalled.push(stalled_post(&server, [127, 0, 0, 1], 5_000).await);
+    }
+    // Another client: answered at once.
+    let mut other = connect_from(&server, [127, 0, 0, 2]).await;
+    other.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let raw = read_until_closed(&mut other, std::time::Duration::from_secs(5)).await;
+    assert!(!raw.is_empty(), "/healthz from another client was not answered while one client stalls 60 connections");
+    assert_eq!(Reply::parse(&raw).status, 200);
+    // The stalling client's connections beyond its share were closed at once: at most 8 open.
+    let mut closed = 0;
+    for s in &mut stalled {
+        let mut buf = [0u8; 1];
+        // Closed: end of stream, or reset (the server closed it with our bytes unread).
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(std::time::Duration::from_millis(50), s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 60 - 8, "the connections beyond the client's share are closed");
+    let metrics = {
+        let mut s = connect_from(&server, [127, 0, 0, 3]).await;
+        s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{}\r\n", server.auth()).as_bytes()).await.unwrap();
+        Reply::parse(&read_until_closed(&mut s, std::time::Duration::from_secs(5)).await).text()
+    };
+    assert!(metrics.lines().any(|l| l == "amtsbote_http_refused_total{reason=\"connections_per_client\"} 52"), "{metrics}");
+    drop(stalled);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_beyond_the_bytes_in_flight_get_503_with_retry_after_and_are_not_recorded() {
+    // Issue 13: 16 parallel 38 MB posts took RSS to 2.2 GB. The bodies in flight are held to
+    // http.max_bytes_in_flight; a post beyond it is turned away before its body is read.
+    // Room for one and a half samples: a slow client holding one, a second does not fit.
+    let len = ersuchen(1).len() as u64;
+    let limits = HttpLimits { max_bytes_in_flight: len * 3 / 2, body_timeout: std::time::Duration::from_secs(60), ..HttpLimits::default() };
+    let server = Server::start_strict(limits).await;
+    let mut slow = stalled_post(&server, [127, 0, 0, 1], len as usize).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let reply = server.post("/api/v1/nachrichten?tenant=demo", "application/xml", &ersuchen(2)).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.header("retry-after"), Some("2"));
+    assert!(reply.json()["reasons"][0].as_str().unwrap().contains("http.max_bytes_in_flight"), "{}", reply.text());
+    assert!(server.ledger.list(&ListFilter::default()).await.unwrap().is_empty(), "nothing recorded");
+    // The slow client gives up: its room is free again, and the same post is taken.
+    slow.shutdown().await.unwrap();
+    drop(slow);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let reply = server.post("/api/v1/nachrichten?tenant=demo", "application/xml", &ersuchen(1)).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_list_answers_small_pages_and_says_when_more_follow() {
+    // Issue 13: `GET /api/v1/requests?limit=1000` answered 53–56 MB. A page holds at most
+    // 200 requests, each detail cut to 500 characters; `more` says that another page follows.
+    let server = Server::start().await;
+    for n in 0..230 {
+        assert_eq!(server.post("/api/v1/nachrichten?tenant=demo", "application/xml", &ersuchen(n)).await.status, 202);
+    }
+    // One with a long detail (as many reasons make): the list shows its first 500 characters.
+    let newest = server.ledger.list(&ListFilter::default().limit(1)).await.unwrap().remove(0);
+    let actor = ledger::Actor::system("test");
+    server.ledger.transition(newest.id, RequestState::Validated, RequestState::Rejected, &actor, Some(&"Grund; ".repeat(2_000))).await.unwrap();
+    let page = server.get("/api/v1/requests?limit=1000").await.json();
+    assert_eq!(page["requests"].as_array().unwrap().len(), 200, "{}", page["limit"]);
+    assert_eq!((page["limit"].as_u64(), page["more"].as_bool()), (Some(200), Some(true)));
+    let rest = server.get("/api/v1/requests?limit=200&offset=200").await.json();
+    assert_eq!(rest["requests"].as_array().unwrap().len(), 30);
+    assert_eq!(rest["more"].as_bool(), Some(false));
+    for r in page["requests"].as_array().unwrap().iter().chain(rest["requests"].as_array().unwrap()) {
+        assert!(r.get("payload").is_none() && r.get("journal").is_none(), "{r}");
+        assert!(r["state_detail"].as_str().map_or(0, |d| d.chars().count()) <= 501, "{r}");
+    }
+    let first = &page["requests"][0];
+    assert_eq!(first["id"].as_i64(), Some(newest.id.0));
+    assert!(first["state_detail"].as_str().unwrap().starts_with("Grund; Grund;") && first["state_detail"].as_str().unwrap().ends_with('…'));
+    // The whole detail is in the request itself.
+    let whole = server.get(&format!("/api/v1/requests/{}", newest.id)).await.json();
+    assert_eq!(whole["state_detail"].as_str().unwrap().len(), "Grund; ".len() * 2_000);
+    server.stop().await;
+}

@@ -70,6 +70,17 @@ pub(crate) async fn post_nachricht(State(state): State<Shared>, Extension(caller
     if announced.is_some_and(|n| n > state.max_body_bytes) {
         return Err(super::too_large(state.max_body_bytes));
     }
+    // Room for the body in memory, held until the answer: a burst of large posts is turned
+    // away with 503 instead of taking the memory (http.max_bytes_in_flight).
+    let Some(_room) = state.bodies.reserve(announced.unwrap_or(state.max_body_bytes)) else {
+        tracing::warn!(tenant = %tenant, in_flight = state.bodies.in_use(), "message refused: http.max_bytes_in_flight taken by other requests");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is taking in as many message bytes as it may at once; try again in a few seconds",
+            vec![format!("bodies in flight are limited to {} bytes (http.max_bytes_in_flight); nothing was recorded", state.limits.max_bytes_in_flight)],
+        )
+        .header(header::RETRY_AFTER, HeaderValue::from(2u32)));
+    };
     let body = super::read_body(request, &state).await?;
 
     let source = format!("http:{tenant}:{}", hex::encode(Sha256::digest(&body)));
@@ -261,8 +272,16 @@ pub(crate) struct ListParams {
     offset: Option<u64>,
 }
 
+/// The most requests one page of `GET /api/v1/requests` holds: pages stay small whatever a
+/// client asks for (it pages on with `offset`).
+pub const MAX_PAGE: u32 = 200;
+
+/// The longest `state_detail` a list shows (the whole one is in `GET /api/v1/requests/ID`).
+const LIST_DETAIL_CHARS: usize = 500;
+
 /// `GET /api/v1/requests?state=&tenant=&limit=&offset=`: newest first, without payloads
-/// and journals. `limit` defaults to 50 and is capped at 1000.
+/// and journals, each detail cut to 500 characters. `limit` defaults to 50 and is capped at
+/// [`MAX_PAGE`]; the answer says `more` when another page follows.
 pub(crate) async fn list_requests(
     State(state): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -287,12 +306,24 @@ pub(crate) async fn list_requests(
         if limit == 0 {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad query", vec!["limit must be at least 1".into()]));
         }
-        filter = filter.limit(limit.min(ListFilter::MAX_LIMIT));
+        filter = filter.limit(limit.min(MAX_PAGE));
     }
     if let Some(offset) = params.offset {
         filter = filter.offset(offset);
     }
-    let requests = state.ledger.list(&filter).await.map_err(|e| ApiError::unavailable(&e))?;
-    let views: Vec<RequestView> = requests.into_iter().map(|r| RequestView::new(r, None)).collect();
-    Ok(Json(json!({"requests": views, "limit": filter.limit, "offset": filter.offset})))
+    // One more than the page, to tell whether another follows.
+    let page = filter.limit;
+    let mut requests = state.ledger.list(&filter.clone().limit(page + 1)).await.map_err(|e| ApiError::unavailable(&e))?;
+    let more = requests.len() > page as usize;
+    requests.truncate(page as usize);
+    let views: Vec<RequestView> = requests
+        .into_iter()
+        .map(|mut r| {
+            if let Some(d) = r.state_detail.as_mut().filter(|d| d.chars().count() > LIST_DETAIL_CHARS) {
+                *d = format!("{}…", d.chars().take(LIST_DETAIL_CHARS).collect::<String>());
+            }
+            RequestView::new(r, None)
+        })
+        .collect();
+    Ok(Json(json!({"requests": views, "limit": page, "offset": filter.offset, "more": more})))
 }

@@ -15,9 +15,9 @@
 //!
 //! | route | who | answers |
 //! |---|---|---|
-//! | `POST /api/v1/nachrichten` | admin; tenant as itself | 202 accepted (or this very body accepted before), 400 rejected, 403 unknown tenant, 408 body not sent within `http.body_timeout_ms`, 409 duplicate Nachrichten-UUID, 413 too large, 415 not XML, 503 ledger unavailable |
+//! | `POST /api/v1/nachrichten` | admin; tenant as itself | 202 accepted (or this very body accepted before), 400 rejected, 403 unknown tenant, 408 body not sent within `http.body_timeout_ms`, 409 duplicate Nachrichten-UUID, 413 too large, 415 not XML, 503 ledger unavailable or `http.max_bytes_in_flight` taken (Retry-After) |
 //! | `GET /api/v1/requests/{id}` | 200 the request with its journal, 400 not an id, 404 unknown |
-//! | `GET /api/v1/requests?state=&tenant=&limit=&offset=` | admin, operator; tenant its own (`?tenant=` another: 403) | 200 `{"requests": [...]}` newest first, without payloads; 400 bad filter |
+//! | `GET /api/v1/requests?state=&tenant=&limit=&offset=` | admin, operator; tenant its own (`?tenant=` another: 403) | 200 `{"requests": [...], "more": bool}` newest first, at most 200 a page (`limit`, `offset`), without payloads, details cut to 500 characters; 400 bad filter |
 //! | `GET`, `POST /api/v1/zustaendigkeit` | admin, operator | the responsible authority (see [`zustaendigkeit`]) |
 //! | `GET /healthz` | anyone, no token | 200 `{"status":"ok","stages":{…}}` when the ledger answers and every stage runs; 503 naming the stages that are down, or the ledger |
 //! | `GET /metrics` | admin, operator (also the local token) | Prometheus text: requests by state, jobs by queue and state with the oldest pending job's age, jobs run by outcome, run time and lag, the outbox, the sweeper, stages up and their restarts, inbox files by outcome, what waits in each inbox (see [`ops`]) |
@@ -79,6 +79,11 @@ pub struct AppState {
     pub touched: Arc<auth::Touched>,
     /// HTTPS: every connection's TLS handshake first (none: plain HTTP).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The memory request bodies may take at once (`http.max_bytes_in_flight`).
+    pub bodies: Arc<BodyBudget>,
+    /// Connections closed at once because their client held too many
+    /// (`http.max_connections_per_client`).
+    pub refused_connections: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What a client may take of the server: time to send headers and body, connections.
@@ -91,6 +96,10 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold; further ones are closed at once.
+    pub max_connections_per_client: usize,
+    /// Bytes of request bodies held at once ([`BodyBudget`]).
+    pub max_bytes_in_flight: u64,
 }
 
 impl Default for HttpLimits {
@@ -107,6 +116,81 @@ impl HttpLimits {
             header_timeout: Duration::from_millis(http.header_timeout_ms.max(1)),
             body_timeout: Duration::from_millis(http.body_timeout_ms.max(1)),
             max_connections: http.max_connections.max(1),
+            max_connections_per_client: http.max_connections_per_client.max(1),
+            max_bytes_in_flight: http.max_bytes_in_flight.max(1),
+        }
+    }
+}
+
+/// The memory request bodies may take at once: each request reserves its announced length
+/// (or the body limit, when it announces none) before its body is read, and gives it back
+/// when it is answered. A request that finds no room gets 503 with Retry-After at once
+/// rather than waiting with its connection open.
+#[derive(Debug)]
+pub struct BodyBudget {
+    /// In KiB, so that a budget of several GiB fits the semaphore's u32 per acquisition.
+    kib: Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+    /// Requests turned away for want of room.
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: u64) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).max(1);
+        BodyBudget { kib: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)), total_kib, refused: Default::default() }
+    }
+
+    /// Room for a body of `bytes`, or None when the budget is taken. A body larger than
+    /// the whole budget waits for all of it (it still gets in when nothing else is).
+    pub fn reserve(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.total_kib);
+        let permit = self.kib.clone().try_acquire_many_owned(kib).ok();
+        if permit.is_none() {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        permit
+    }
+
+    /// Bytes reserved now.
+    pub fn in_use(&self) -> u64 {
+        u64::from(self.total_kib.saturating_sub(u32::try_from(self.kib.available_permits()).unwrap_or(u32::MAX))) * 1024
+    }
+}
+
+/// Connections open per client address, for [`HttpLimits::max_connections_per_client`].
+#[derive(Debug, Default)]
+struct PerClient {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One client's connection, counted while it lives.
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    ip: std::net::IpAddr,
+}
+
+impl PerClient {
+    /// A slot for `ip`, or None when it holds `max` connections already.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { clients: self.clone(), ip })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
@@ -116,7 +200,7 @@ impl AppState {
     pub fn new(intake: Intake, tenants: Vec<Tenant>, max_body_bytes: u64) -> Self {
         let ledger = intake.ledger.clone();
         let directory = Arc::new(SharedDirectory::new(Directory::sample()));
-        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None, xta: None, local_token: None, touched: Default::default(), tls: None }
+        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None, xta: None, local_token: None, touched: Default::default(), tls: None, bodies: Arc::new(BodyBudget::new(HttpLimits::default().max_bytes_in_flight)), refused_connections: Default::default() }
     }
 
     /// State as the configuration asks: its tenants, and `http.max_body_bytes` (default:
@@ -167,6 +251,7 @@ impl AppState {
     /// Other time and connection limits than the defaults.
     pub fn with_limits(mut self, limits: HttpLimits) -> Self {
         self.limits = limits;
+        self.bodies = Arc::new(BodyBudget::new(limits.max_bytes_in_flight));
         self
     }
 
@@ -269,6 +354,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
     use hyper_util::service::TowerToHyperService;
 
     let limits = state.limits;
+    let refused = state.refused_connections.clone();
+    let clients = Arc::new(PerClient::default());
     let tls = state.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -279,9 +366,17 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
             permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, slot) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, peer)) => match clients.take(peer.ip(), limits.max_connections_per_client) {
+                    Some(slot) => (stream, slot),
+                    None => {
+                        // Closed at once: this client holds its share already.
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(client = %peer.ip(), "connection closed: the client holds http.max_connections_per_client");
+                        continue;
+                    }
+                },
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
                     tracing::warn!(error = %e, "cannot accept an HTTP connection");
@@ -312,6 +407,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
                     Err(_) => tracing::debug!("TLS handshake not done within the header timeout"),
                 },
             }
+            drop(slot);
             drop(permit);
         });
     }

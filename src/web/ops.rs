@@ -109,6 +109,16 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
             let _ = writeln!(text, "amtsbote_stage_restarts_total{{stage=\"{name}\"}} {}", s.restarts);
         }
     }
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        text.push_str("# HELP amtsbote_http_body_bytes_in_flight Bytes of request bodies reserved now (http.max_bytes_in_flight).\n");
+        text.push_str("# TYPE amtsbote_http_body_bytes_in_flight gauge\n");
+        let _ = writeln!(text, "amtsbote_http_body_bytes_in_flight {}", state.bodies.in_use());
+        text.push_str("# HELP amtsbote_http_refused_total Requests and connections turned away to protect the server, by reason.\n");
+        text.push_str("# TYPE amtsbote_http_refused_total counter\n");
+        let _ = writeln!(text, "amtsbote_http_refused_total{{reason=\"bytes_in_flight\"}} {}", state.bodies.refused.load(Relaxed));
+        let _ = writeln!(text, "amtsbote_http_refused_total{{reason=\"connections_per_client\"}} {}", state.refused_connections.load(Relaxed));
+    }
     if let Some(inbox) = &state.inbox {
         use std::sync::atomic::Ordering::Relaxed;
         text.push_str("# HELP amtsbote_inbox_files_total Files taken in from the inbox folders since the start, by outcome.\n");
