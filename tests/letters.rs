@@ -743,13 +743,16 @@ fn the_same_letters_with_an_attachment_give_the_same_bytes() {
         hex::encode(sha2::Sha256::digest(&pdf))
     };
     let attachment = tiny_pdf(&["Rechnung 4711 Blatt eins", "Rechnung 4711 Blatt zwei"]);
-    let payload = with_attachments(&[("rechnung.pdf", "application/pdf", &attachment), ("zweite.pdf", "application/pdf", &attachment)]);
+    // And a file as printpdf writes it (an embedded TrueType font, compressed streams): a
+    // letter of ours.
+    let (ours, _) = render_file(&[letter(&example("ersuchen-firma.xml"), 1, false)]).expect("rendered");
+    let payload = with_attachments(&[("rechnung.pdf", "application/pdf", &attachment), ("schreiben.pdf", "application/pdf", &ours)]);
     let letters = vec![letter(&payload, 7, false), letter(&example("ersuchen.xml"), 8, true), letter(&payload, 9, true)];
     let first = digest(&letters);
     assert_eq!(digest(&letters), first, "rendered twice");
     assert_eq!(digest(&letters), first, "rendered three times");
     let other_attachment = tiny_pdf(&["Rechnung 4712 Blatt eins", "Rechnung 4711 Blatt zwei"]);
-    let other = vec![letter(&with_attachments(&[("rechnung.pdf", "application/pdf", &other_attachment), ("zweite.pdf", "application/pdf", &attachment)]), 7, false), letters[1].clone(), letters[2].clone()];
+    let other = vec![letter(&with_attachments(&[("rechnung.pdf", "application/pdf", &other_attachment), ("schreiben.pdf", "application/pdf", &ours)]), 7, false), letters[1].clone(), letters[2].clone()];
     assert_ne!(digest(&other), first, "another attachment is another file");
     if tools_present() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -757,6 +760,12 @@ fn the_same_letters_with_an_attachment_give_the_same_bytes() {
         run("qpdf", &["--check", pdf.to_str().expect("a path")]);
         assert_eq!(rendered[0].sheets, rendered[0].pages);
         assert_eq!(rendered.iter().map(|r| r.pages).sum::<u32>(), pages_of(&pdf));
+        // The attached letter (two pages) reads back on its sheets, in its own embedded font.
+        let last = rendered[0].first_page + rendered[0].pages - 1;
+        let attached = flat(&format!("{} {}", text_of(&pdf, Some(last - 1)), text_of(&pdf, Some(last))));
+        for expected in ["Vollstreckungshilfeersuchen, Az.", "Mit freundlichen Grüßen", "Anlage 2: schreiben.pdf · Seite 1 von 2", "Anlage 2: schreiben.pdf · Seite 2 von 2"] {
+            assert!(attached.contains(expected), "{expected:?} not in {attached}");
+        }
         // The test letter's attachment pages carry the test mark too.
         for page in rendered[2].first_page..rendered[2].first_page + rendered[2].pages {
             assert!(text_of(&pdf, Some(page)).contains("MUSTER"), "page {page} has no test mark");

@@ -99,18 +99,21 @@ struct Opened {
     pages: Vec<SourcePage>,
 }
 
-/// Reads `bytes` as a PDF and checks every page.
+/// Reads `bytes` as a PDF and checks every page. lopdf is a parser of untrusted input here: a
+/// panic in it is a damaged PDF, not a dead batch.
 fn open(bytes: &[u8]) -> Result<Opened, AttachmentFault> {
+    std::panic::catch_unwind(|| open_unguarded(bytes)).unwrap_or(Err(AttachmentFault::Damaged))
+}
+
+fn open_unguarded(bytes: &[u8]) -> Result<Opened, AttachmentFault> {
     if !bytes.starts_with(b"%PDF-") {
         return Err(AttachmentFault::NotPdf);
     }
     let options = LoadOptions { max_decompressed_size: Some(MAX_LOAD_STREAM), ..LoadOptions::default() };
-    // lopdf is a parser of untrusted input: a panic in it is a damaged PDF, not a dead batch.
-    let loaded = std::panic::catch_unwind(|| Document::load_mem_with_options(bytes, options));
-    let doc = match loaded {
-        Ok(Ok(doc)) => doc,
-        Ok(Err(_)) | Err(_) if declares_encryption(bytes) => return Err(AttachmentFault::Encrypted),
-        Ok(Err(_)) | Err(_) => return Err(AttachmentFault::Damaged),
+    let doc = match Document::load_mem_with_options(bytes, options) {
+        Ok(doc) => doc,
+        Err(_) if declares_encryption(bytes) => return Err(AttachmentFault::Encrypted),
+        Err(_) => return Err(AttachmentFault::Damaged),
     };
     if doc.trailer.get(b"Encrypt").is_ok() || doc.was_encrypted() {
         return Err(AttachmentFault::Encrypted);
@@ -191,7 +194,7 @@ impl FormPage {
     /// The page's size as shown (rotation applied), in points.
     pub fn size(&self) -> (f32, f32) {
         let (w, h) = (self.bbox[2] - self.bbox[0], self.bbox[3] - self.bbox[1]);
-        if self.rotate % 180 == 0 { (w, h) } else { (h, w) }
+        if self.rotate.is_multiple_of(180) { (w, h) } else { (h, w) }
     }
 
     /// The page turned a further quarter clockwise.
