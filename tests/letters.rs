@@ -772,3 +772,26 @@ fn the_same_letters_with_an_attachment_give_the_same_bytes() {
         }
     }
 }
+
+#[test]
+fn a_rotated_page_in_object_streams_comes_back_upright() {
+    if !tools_present() {
+        return;
+    }
+    // A portrait page shown landscape by its /Rotate, its objects in object streams (PDF 1.5).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (plain, turned) = (dir.path().join("plain.pdf"), dir.path().join("turned.pdf"));
+    std::fs::write(&plain, tiny_pdf(&["Rechnung 4711 quer gestellt"])).expect("write");
+    run("qpdf", &["--rotate=+90", "--object-streams=generate", plain.to_str().expect("a path"), turned.to_str().expect("a path")]);
+    let bytes = std::fs::read(&turned).expect("read");
+    let l = letter(&with_attachments(&[("quer.pdf", "application/pdf", &bytes)]), 6, false);
+    assert!(matches!(l.attachments[0].outcome, AttachmentOutcome::Printed(_)), "{:?}", l.attachments[0]);
+    let (pdf, rendered) = write(dir.path(), &[l]);
+    run("qpdf", &["--check", pdf.to_str().expect("a path")]);
+    let sheet = rendered[0].pages;
+    let words = words_of_page(&pdf, sheet);
+    let word = words.iter().find(|w| w.0 == "4711").unwrap_or_else(|| panic!("not on sheet {sheet}: {words:?}"));
+    // Upright: the word runs across the sheet, at the top of the attachment area.
+    assert!(word.3 - word.1 > 2.0 * (word.4 - word.2), "{word:?}");
+    assert!(word.2 < 60.0 && word.1 >= 17.0, "{word:?}");
+}

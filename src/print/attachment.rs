@@ -197,9 +197,9 @@ impl FormPage {
         if self.rotate.is_multiple_of(180) { (w, h) } else { (h, w) }
     }
 
-    /// The page turned a further quarter clockwise.
+    /// The page turned a further quarter anticlockwise.
     pub fn turned(self) -> FormPage {
-        FormPage { rotate: (self.rotate + 90) % 360, ..self }
+        FormPage { rotate: (self.rotate + 270) % 360, ..self }
     }
 
     /// The matrix (`cm`) that shows the page, rotated as its `/Rotate` says, scaled by `scale`

@@ -793,7 +793,8 @@ fn draw_attachments(lo: &mut lopdf::Document, attached: &[(usize, &AttachedPdf)]
     Ok(())
 }
 
-/// A landscape page turned a quarter to the right, so it fills the portrait sheet.
+/// A landscape page turned a quarter to the left, so it fills the portrait sheet (a portrait
+/// page that only its `/Rotate` shows landscape comes back upright).
 fn upright(form: FormPage) -> FormPage {
     let (w, h) = form.size();
     if w > h { form.turned() } else { form }
