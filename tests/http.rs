@@ -626,7 +626,7 @@ impl Ledger for DownLedger {
     async fn claim_print_batch(&self, _: &str, _: &str, _: chrono::DateTime<chrono::Utc>, _: Option<&str>) -> Result<Option<String>, LedgerError> {
         down()
     }
-    async fn print_file_done(&self, _: &str, _: u32, _: &str, _: &str, _: &[(RequestId, u32)], _: &ledger::Actor) -> Result<(), LedgerError> {
+    async fn print_file_done(&self, _: &str, _: u32, _: &str, _: &str, _: &[(RequestId, u32)], _: &[(RequestId, String)], _: &ledger::Actor) -> Result<(), LedgerError> {
         down()
     }
     async fn finish_print_batch(&self, _: &str) -> Result<(), LedgerError> {

@@ -1151,16 +1151,16 @@ async fn a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to
     assert_eq!(l.claim_print_batch("B20261201", "a", soon, None).await.unwrap().as_deref(), Some("b"));
     // A file handed off: its letters are printed, with batch, letter and file in the journal.
     let print = Actor::system("print");
-    l.print_file_done("B20261201", 1, "B20261201-001.pdf", "ab12", &batch.letters[..2], &print).await.unwrap();
+    l.print_file_done("B20261201", 1, "B20261201-001.pdf", "ab12", &batch.letters[..2], &[], &print).await.unwrap();
     assert_eq!(l.get(ids[3]).await.unwrap().unwrap().state, Printed);
     assert_eq!(l.get(ids[1]).await.unwrap().unwrap().state, AwaitingPrint);
     let last = l.journal(ids[0]).await.unwrap().pop().unwrap();
     assert_eq!((last.from, last.to), (Some(AwaitingPrint), Printed));
     assert_eq!(last.detail.as_deref(), Some("batch B20261201, letter 2, file B20261201-001.pdf"));
     // Recorded twice: nothing more happens.
-    l.print_file_done("B20261201", 1, "B20261201-001.pdf", "ab12", &batch.letters[..2], &print).await.unwrap();
+    l.print_file_done("B20261201", 1, "B20261201-001.pdf", "ab12", &batch.letters[..2], &[], &print).await.unwrap();
     assert_eq!(l.journal(ids[0]).await.unwrap().iter().filter(|e| e.to == Printed).count(), 1);
-    l.print_file_done("B20261201", 2, "B20261201-002.pdf", "cd34", &batch.letters[2..], &print).await.unwrap();
+    l.print_file_done("B20261201", 2, "B20261201-002.pdf", "cd34", &batch.letters[2..], &[], &print).await.unwrap();
     l.finish_print_batch("B20261201").await.unwrap();
     let done = l.open_print_batch(date, "B20261201", &[]).await.unwrap();
     assert_eq!((done.files_done, done.finished), (vec![1, 2], true));
@@ -1174,7 +1174,7 @@ async fn printed_batch(l: &dyn Ledger, n: usize, date: chrono::NaiveDate) -> (St
     let ids = awaiting_print(l, n, &format!("f{date}-")).await;
     let batch_id = format!("B{}", date.format("%Y%m%d"));
     let batch = l.open_print_batch(date, &batch_id, &ids).await.unwrap();
-    l.print_file_done(&batch_id, 1, &format!("{batch_id}-001.pdf"), "ab12", &batch.letters, &Actor::system("print")).await.unwrap();
+    l.print_file_done(&batch_id, 1, &format!("{batch_id}-001.pdf"), "ab12", &batch.letters, &[], &Actor::system("print")).await.unwrap();
     l.finish_print_batch(&batch_id).await.unwrap();
     (batch_id, batch.letters)
 }

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use amtsbote::print::letter::{Debtor, LetterError, LetterInput, Recipient, RenderedLetter, Sender, Templates, compose, render_file};
+use amtsbote::print::attachment::{AttachmentFault, MAX_PAGES};
+use amtsbote::print::letter::{AttachmentOutcome, Debtor, LetterError, LetterInput, Recipient, RenderedLetter, Sender, Templates, compose, render_file};
+use base64::Engine as _;
 use chrono::NaiveDate;
 use unicode_normalization::UnicodeNormalization as _;
 
@@ -110,7 +112,13 @@ fn pages_of(pdf: &Path) -> u32 {
 
 /// The words of page 1 with their boxes in mm from the top-left corner.
 fn words_of_page_1(pdf: &Path) -> Vec<(String, f64, f64, f64, f64)> {
-    let html = run("pdftotext", &["-enc", "UTF-8", "-bbox", "-f", "1", "-l", "1", pdf.to_str().expect("a path"), "-"]);
+    words_of_page(pdf, 1)
+}
+
+/// The words of a page with their boxes in mm from the top-left corner.
+fn words_of_page(pdf: &Path, page: u32) -> Vec<(String, f64, f64, f64, f64)> {
+    let n = page.to_string();
+    let html = run("pdftotext", &["-enc", "UTF-8", "-bbox", "-f", &n, "-l", &n, pdf.to_str().expect("a path"), "-"]);
     let attr = |tag: &str, name: &str| -> f64 {
         let key = format!("{name}=\"");
         let at = tag.find(&key).expect("an attribute") + key.len();
@@ -125,7 +133,7 @@ fn words_of_page_1(pdf: &Path) -> Vec<(String, f64, f64, f64, f64)> {
         let text = text.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"");
         words.push((text, attr(tag, "xMin"), attr(tag, "yMin"), attr(tag, "xMax"), attr(tag, "yMax")));
     }
-    assert!(!words.is_empty(), "page 1 has words");
+    assert!(!words.is_empty(), "page {page} has words");
     words
 }
 
@@ -136,7 +144,9 @@ fn a_letter_reads_back_with_its_content() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (pdf, rendered) = write(dir.path(), &[letter(&example("ersuchen.xml"), 1, false)]);
-    assert_eq!(rendered, vec![RenderedLetter { letter_number: 1, first_page: 1, pages: 1, sheets: 1 }]);
+    // The sample's attachment is a stub, not a PDF that can be printed: the letter names it
+    // with a note, which takes it onto a second page.
+    assert_eq!(rendered, vec![RenderedLetter { letter_number: 1, first_page: 1, pages: 2, sheets: 2 }]);
     let text = text_of(&pdf, None);
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
     for expected in [
@@ -158,8 +168,11 @@ fn a_letter_reads_back_with_its_content() {
         "Kontoinhaber: Stadt Lemgo",
         "5.0123.456789.1",
         "Gezeichnet: Der Bürgermeister, im Auftrag Beispiel",
-        "Seite 1 von 1",
+        "Seite 1 von 2",
+        "Seite 2 von 2",
         "Datum: 01.12.2026",
+        "Anlagen",
+        "Die Anlage „bescheid.pdf“ konnte nicht gedruckt werden; sie wird auf Anfrage nachgereicht.",
     ] {
         assert!(flat.contains(expected), "{expected:?} not in the letter's text:\n{text}");
     }
@@ -548,4 +561,237 @@ fn the_same_letters_give_the_same_bytes() {
         let info = run("pdfinfo", &[pdf.to_str().expect("a path")]);
         assert!(info.lines().any(|l| l.starts_with("CreationDate:") && l.contains("2026")), "{info}");
     }
+}
+
+/// A small PDF written here, one page per text (US Letter, Helvetica; text at 72/700). A page
+/// whose text starts with "DARK" is filled black from edge to edge first (its text white):
+/// the attachment's content must not reach the inserter's marks.
+fn tiny_pdf(pages: &[&str]) -> Vec<u8> {
+    let mut objects: Vec<String> = vec![String::new(); 3 + 2 * pages.len()];
+    objects[0] = "<< /Type /Catalog /Pages 2 0 R >>".into();
+    let kids: Vec<String> = (0..pages.len()).map(|i| format!("{} 0 R", 4 + 2 * i)).collect();
+    objects[1] = format!("<< /Type /Pages /Kids [{}] /Count {} /MediaBox [0 0 612 792] >>", kids.join(" "), pages.len());
+    objects[2] = "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".into();
+    for (i, text) in pages.iter().enumerate() {
+        let content = if text.starts_with("DARK") {
+            format!("0 g 0 0 612 792 re f BT 1 g /F1 24 Tf 72 700 Td ({text}) Tj ET")
+        } else {
+            format!("BT /F1 24 Tf 72 700 Td ({text}) Tj ET")
+        };
+        objects[3 + 2 * i] = format!("<< /Type /Page /Parent 2 0 R /Resources << /Font << /F1 3 0 R >> >> /Contents {} 0 R >>", 5 + 2 * i);
+        objects[4 + 2 * i] = format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len());
+    }
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for o in offsets {
+        pdf.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes());
+    pdf
+}
+
+/// The sample request with its attachment replaced by `attachments` (file name, MIME type, bytes).
+fn with_attachments(attachments: &[(&str, &str, &[u8])]) -> String {
+    let xml = example("ersuchen.xml");
+    let start = xml.find("<anhang").expect("an attachment");
+    let end = xml.find("</anhang>").expect("an attachment") + "</anhang>".len();
+    let elements: String = attachments
+        .iter()
+        .map(|(name, mime, bytes)| format!("<anhang dateiname=\"{name}\" mimeType=\"{mime}\">{}</anhang>", base64::engine::general_purpose::STANDARD.encode(bytes)))
+        .collect();
+    format!("{}{elements}{}", &xml[..start], &xml[end..])
+}
+
+/// The DataMatrix of a page of `pdf`, as the camera reads it.
+fn datamatrix_of(dir: &Path, pdf: &Path, page: u32) -> String {
+    let page = page.to_string();
+    let png = dir.join(format!("code-{page}"));
+    let (x, y, w, h) = (Gray::px(150.0), Gray::px(264.0), Gray::px(60.0), Gray::px(33.0));
+    let p = pdf.to_str().expect("a path");
+    run("pdftoppm", &["-r", "150", "-gray", "-png", "-singlefile", "-f", &page, "-l", &page, "-x", &x.to_string(), "-y", &y.to_string(), "-W", &w.to_string(), "-H", &h.to_string(), p, png.to_str().expect("a path")]);
+    run("dmtxread", &["-N", "1", "-m", "5000", png.with_extension("png").to_str().expect("a path")]).trim_end().to_owned()
+}
+
+#[test]
+fn a_pdf_attachment_follows_its_letter_on_sheets_of_its_own() {
+    if !tools_present() || !present(&[("dmtxread", "--version")], "dmtx-utils") {
+        return;
+    }
+    let attachment = tiny_pdf(&["Rechnung 4711 Blatt eins", "DARK Rechnung 4711 Blatt zwei"]);
+    let payload = with_attachments(&[("rechnung.pdf", "application/pdf", &attachment)]);
+    let inputs = vec![letter(&example("ersuchen-firma.xml"), 3, false), letter(&payload, 4, false)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pdf, rendered) = write(dir.path(), &inputs);
+    run("qpdf", &["--check", pdf.to_str().expect("a path")]);
+
+    // The letter's own pages, then the attachment's two, all counted as its sheets.
+    let r = rendered[1];
+    let own = r.pages - 2;
+    assert_eq!(r, RenderedLetter { letter_number: 4, first_page: rendered[0].pages + 1, pages: own + 2, sheets: own + 2 }, "{rendered:?}");
+    assert_eq!(pages_of(&pdf), rendered[0].pages + own + 2);
+    let letter_text = flat(&(r.first_page..r.first_page + own).map(|p| text_of(&pdf, Some(p))).collect::<String>());
+    assert!(letter_text.contains("Anlagen") && letter_text.contains("rechnung.pdf (2 Seiten, anbei)"), "{letter_text}");
+    assert!(letter_text.contains(&format!("Seite {own} von {own}")), "the letter counts its own pages: {letter_text}");
+    for (i, text) in ["Rechnung 4711 Blatt eins", "Rechnung 4711 Blatt zwei"].iter().enumerate() {
+        let page = r.first_page + own + i as u32;
+        let got = flat(&text_of(&pdf, Some(page)));
+        assert!(got.contains(text), "page {page}: {got}");
+        assert!(got.contains(&format!("Anlage 1: rechnung.pdf · Seite {} von 2", i + 1)), "page {page}: {got}");
+        // The attachment's words lie in the area kept for it (scaled in), clear of the marks.
+        for w in words_of_page(&pdf, page).iter().filter(|w| w.0 == "4711") {
+            assert!(w.1 >= 17.0 && w.3 <= 205.0 && w.2 >= 5.0 && w.4 <= 262.0, "page {page}: {w:?}");
+        }
+    }
+    // Every sheet of the file says its letter and "n of m", the attachment's sheets included.
+    for letter in &rendered {
+        for n in 1..=letter.sheets {
+            let page = letter.first_page + n - 1;
+            assert_eq!(datamatrix_of(dir.path(), &pdf, page), format!("B-2026-12-01;L{:05};S{n}/{}", letter.letter_number, letter.sheets), "page {page}");
+        }
+    }
+    // The last sheet (the attachment's black page) closes the envelope; its OMR strip holds
+    // only the bars and the code area only the code (the black page stays in its area).
+    let last = render_gray(&pdf, r.first_page + r.pages - 1);
+    let read: Vec<bool> = OMR_TRACKS_MM.iter().map(|&y| (-2..=2).any(|d| last.at(9.0, y + f64::from(d) * 25.4 / DPI / 2.0) < 128)).collect();
+    assert_eq!(read, expected_bars(r.sheets, r.sheets));
+    assert_eq!(last.dark_in(0.0, 182.0, 15.0, 209.4), None, "the black page reaches the OMR strip");
+    // (The code itself: its bottom-right corner at 198 × 290 mm, about 15 mm a side.)
+    assert_eq!(last.dark_in(150.0, 264.0, 210.0, 273.0), None, "the black page reaches the code area");
+    assert_eq!(last.dark_in(150.0, 264.0, 181.0, 297.0), None, "the black page reaches the code area");
+    assert!(last.dark_in(100.0, 100.0, 110.0, 110.0).is_some(), "the black page is drawn");
+}
+
+#[test]
+fn a_damaged_attachment_is_named_with_a_note_and_the_letter_goes_out() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = tiny_pdf(&["Rechnung 4711 Blatt eins"]);
+    // Encrypted with qpdf, once with a user password and once without one (which lopdf would
+    // decrypt on loading): neither is printed.
+    let plain = dir.path().join("plain.pdf");
+    std::fs::write(&plain, &good).expect("write");
+    let mut encrypted = Vec::new();
+    for (name, user) in [("locked.pdf", "geheim"), ("open.pdf", "")] {
+        let to = dir.path().join(name);
+        run("qpdf", &["--encrypt", user, "owner", "256", "--", plain.to_str().expect("a path"), to.to_str().expect("a path")]);
+        encrypted.push(std::fs::read(&to).expect("read"));
+    }
+    let pages: Vec<String> = (1..=MAX_PAGES + 1).map(|i| format!("Blatt {i}")).collect();
+    let long = tiny_pdf(&pages.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut cut = good.clone();
+    cut.truncate(good.len() / 2);
+    let attachments: Vec<(&str, &str, &[u8])> = vec![
+        ("foto.png", "image/png", b"\x89PNG\r\n\x1a\n"),
+        ("kaputt.pdf", "application/pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"),
+        ("halb.pdf", "application/pdf", &cut),
+        ("gesperrt.pdf", "application/pdf", &encrypted[0]),
+        ("offen.pdf", "application/pdf", &encrypted[1]),
+        ("lang.pdf", "application/pdf", &long),
+        ("gut.pdf", "application/pdf", &good),
+    ];
+    let l = letter(&with_attachments(&attachments), 5, false);
+    let faults: Vec<Option<AttachmentFault>> = l
+        .attachments
+        .iter()
+        .map(|a| match &a.outcome {
+            AttachmentOutcome::Printed(_) => None,
+            AttachmentOutcome::NotPrinted { fault, .. } => Some(fault.clone()),
+        })
+        .collect();
+    assert_eq!(
+        faults,
+        vec![
+            Some(AttachmentFault::NotPdfType("image/png".into())),
+            Some(AttachmentFault::Damaged),
+            Some(AttachmentFault::Damaged),
+            Some(AttachmentFault::Encrypted),
+            Some(AttachmentFault::Encrypted),
+            Some(AttachmentFault::TooManyPages(MAX_PAGES + 1)),
+            None,
+        ]
+    );
+    assert_eq!(l.attachments[3].journal_note().as_deref(), Some("Anlage 4 (gesperrt.pdf) nicht gedruckt: an encrypted PDF"));
+    assert_eq!(l.attachments[6].journal_note(), None);
+
+    let (pdf, rendered) = write(dir.path(), &[l]);
+    run("qpdf", &["--check", pdf.to_str().expect("a path")]);
+    let text_pages = rendered[0].pages - 1;
+    assert_eq!(pages_of(&pdf), rendered[0].pages, "{rendered:?}");
+    let text: String = (1..=text_pages).map(|p| text_of(&pdf, Some(p))).collect::<Vec<_>>().join(" ");
+    let text = flat(&text);
+    for name in ["foto.png", "kaputt.pdf", "halb.pdf", "gesperrt.pdf", "offen.pdf", "lang.pdf"] {
+        let note = format!("Die Anlage „{name}“ konnte nicht gedruckt werden; sie wird auf Anfrage nachgereicht.");
+        assert!(text.contains(&note), "{note:?} not in the letter:\n{text}");
+    }
+    assert!(text.contains("gut.pdf (1 Seite, anbei)"), "{text}");
+    assert!(flat(&text_of(&pdf, Some(rendered[0].pages))).contains("Rechnung 4711 Blatt eins"), "the good one is printed");
+}
+
+#[test]
+fn the_same_letters_with_an_attachment_give_the_same_bytes() {
+    let digest = |letters: &[LetterInput]| {
+        use sha2::Digest as _;
+        let (pdf, _) = render_file(letters).expect("rendered");
+        hex::encode(sha2::Sha256::digest(&pdf))
+    };
+    let attachment = tiny_pdf(&["Rechnung 4711 Blatt eins", "Rechnung 4711 Blatt zwei"]);
+    // And a file as printpdf writes it (an embedded TrueType font, compressed streams): a
+    // letter of ours.
+    let (ours, _) = render_file(&[letter(&example("ersuchen-firma.xml"), 1, false)]).expect("rendered");
+    let payload = with_attachments(&[("rechnung.pdf", "application/pdf", &attachment), ("schreiben.pdf", "application/pdf", &ours)]);
+    let letters = vec![letter(&payload, 7, false), letter(&example("ersuchen.xml"), 8, true), letter(&payload, 9, true)];
+    let first = digest(&letters);
+    assert_eq!(digest(&letters), first, "rendered twice");
+    assert_eq!(digest(&letters), first, "rendered three times");
+    let other_attachment = tiny_pdf(&["Rechnung 4712 Blatt eins", "Rechnung 4711 Blatt zwei"]);
+    let other = vec![letter(&with_attachments(&[("rechnung.pdf", "application/pdf", &other_attachment), ("schreiben.pdf", "application/pdf", &ours)]), 7, false), letters[1].clone(), letters[2].clone()];
+    assert_ne!(digest(&other), first, "another attachment is another file");
+    if tools_present() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pdf, rendered) = write(dir.path(), &letters);
+        run("qpdf", &["--check", pdf.to_str().expect("a path")]);
+        assert_eq!(rendered[0].sheets, rendered[0].pages);
+        assert_eq!(rendered.iter().map(|r| r.pages).sum::<u32>(), pages_of(&pdf));
+        // The attached letter (two pages) reads back on its sheets, in its own embedded font.
+        let last = rendered[0].first_page + rendered[0].pages - 1;
+        let attached = flat(&format!("{} {}", text_of(&pdf, Some(last - 1)), text_of(&pdf, Some(last))));
+        for expected in ["Vollstreckungshilfeersuchen, Az.", "Mit freundlichen Grüßen", "Anlage 2: schreiben.pdf · Seite 1 von 2", "Anlage 2: schreiben.pdf · Seite 2 von 2"] {
+            assert!(attached.contains(expected), "{expected:?} not in {attached}");
+        }
+        // The test letter's attachment pages carry the test mark too.
+        for page in rendered[2].first_page..rendered[2].first_page + rendered[2].pages {
+            assert!(text_of(&pdf, Some(page)).contains("MUSTER"), "page {page} has no test mark");
+        }
+    }
+}
+
+#[test]
+fn a_rotated_page_in_object_streams_comes_back_upright() {
+    if !tools_present() {
+        return;
+    }
+    // A portrait page shown landscape by its /Rotate, its objects in object streams (PDF 1.5).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (plain, turned) = (dir.path().join("plain.pdf"), dir.path().join("turned.pdf"));
+    std::fs::write(&plain, tiny_pdf(&["Rechnung 4711 quer gestellt"])).expect("write");
+    run("qpdf", &["--rotate=+90", "--object-streams=generate", plain.to_str().expect("a path"), turned.to_str().expect("a path")]);
+    let bytes = std::fs::read(&turned).expect("read");
+    let l = letter(&with_attachments(&[("quer.pdf", "application/pdf", &bytes)]), 6, false);
+    assert!(matches!(l.attachments[0].outcome, AttachmentOutcome::Printed(_)), "{:?}", l.attachments[0]);
+    let (pdf, rendered) = write(dir.path(), &[l]);
+    run("qpdf", &["--check", pdf.to_str().expect("a path")]);
+    let sheet = rendered[0].pages;
+    let words = words_of_page(&pdf, sheet);
+    let word = words.iter().find(|w| w.0 == "4711").unwrap_or_else(|| panic!("not on sheet {sheet}: {words:?}"));
+    // Upright: the word runs across the sheet, at the top of the attachment area.
+    assert!(word.3 - word.1 > 2.0 * (word.4 - word.2), "{word:?}");
+    assert!(word.2 < 60.0 && word.1 >= 17.0, "{word:?}");
 }

@@ -70,6 +70,11 @@ async fn the_same_date_twice_makes_one_batch_sorted_by_postcode_with_test_letter
     assert_eq!(numbers, (1..=26).collect::<Vec<_>>());
     let journal = ledger.journal(test.id).await.unwrap();
     assert_eq!(journal.last().unwrap().detail.as_deref(), Some("batch B20261201, letter 1, file B20261201-muster-004.pdf"));
+    // The sample request's attachment is a stub that cannot be printed: the letter went out
+    // with a note, and the journal says which attachment stayed behind and why.
+    let real = requests.iter().find(|r| !r.test).unwrap();
+    let detail = ledger.journal(real.id).await.unwrap().last().unwrap().detail.clone().unwrap();
+    assert!(detail.starts_with("batch B20261201, letter ") && detail.ends_with("; Anlage 1 (bescheid.pdf) nicht gedruckt: a damaged PDF (it cannot be read)"), "{detail}");
 
     // The same date again: nothing written, nothing printed twice.
     let before: Vec<(String, Vec<u8>)> = names(&handoff).into_iter().map(|n| (n.clone(), std::fs::read(handoff.join(&n)).unwrap())).collect();

@@ -1051,9 +1051,10 @@ pub trait Ledger: Send + Sync {
 
     /// One file of a batch is in the handoff folder: its row, and its letters moved from
     /// `awaiting_print` to `printed` (with batch, letter and file in the journal), in one
-    /// transaction. Recorded already: nothing happens.
+    /// transaction. `notes` add to a letter's journal detail (an attachment not printed, by
+    /// request; a request may have several). Recorded already: nothing happens.
     #[allow(clippy::too_many_arguments)]
-    async fn print_file_done(&self, batch_id: &str, file_no: u32, file_name: &str, sha256: &str, letters: &[(RequestId, u32)], actor: &Actor) -> Result<()>;
+    async fn print_file_done(&self, batch_id: &str, file_no: u32, file_name: &str, sha256: &str, letters: &[(RequestId, u32)], notes: &[(RequestId, String)], actor: &Actor) -> Result<()>;
 
     /// Every file of the batch is handed off.
     async fn finish_print_batch(&self, batch_id: &str) -> Result<()>;

@@ -609,6 +609,7 @@ macro_rules! shared_statements {
             file_name: &str,
             sha256: &str,
             letters: &[($crate::ledger::RequestId, u32)],
+            notes: &[($crate::ledger::RequestId, String)],
             actor: &str,
             at: chrono::DateTime<chrono::Utc>,
         ) -> std::result::Result<$crate::ledger::Result<()>, sqlx::Error> {
@@ -637,7 +638,11 @@ macro_rules! shared_statements {
                     .bind(i64::from(file_no))
                     .execute(&mut *tx)
                     .await?;
-                let detail = format!("batch {batch_id}, letter {number}, file {file_name}");
+                let mut detail = format!("batch {batch_id}, letter {number}, file {file_name}");
+                for (_, note) in notes.iter().filter(|(of, _)| of == id) {
+                    detail.push_str("; ");
+                    detail.push_str(note);
+                }
                 match apply_transition(tx, *id, AwaitingPrint, Printed, actor, Some(&detail), None, None, at).await? {
                     // Withdrawn meanwhile (its letter is in the file all the same) or already
                     // printed: the journal says what it says.

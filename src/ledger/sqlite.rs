@@ -518,9 +518,9 @@ impl Ledger for SqliteLedger {
         Ok(claimed)
     }
 
-    async fn print_file_done(&self, batch_id: &str, file_no: u32, file_name: &str, sha256: &str, letters: &[(RequestId, u32)], actor: &Actor) -> Result<()> {
+    async fn print_file_done(&self, batch_id: &str, file_no: u32, file_name: &str, sha256: &str, letters: &[(RequestId, u32)], notes: &[(RequestId, String)], actor: &Actor) -> Result<()> {
         let (_guard, mut tx) = self.begin_write().await?;
-        apply_print_file_done(&mut tx, batch_id, file_no, file_name, sha256, letters, &actor.to_string(), now()).await??;
+        apply_print_file_done(&mut tx, batch_id, file_no, file_name, sha256, letters, notes, &actor.to_string(), now()).await??;
         tx.commit().await?;
         Ok(())
     }

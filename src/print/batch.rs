@@ -245,12 +245,21 @@ impl BatchRunner {
         let mut inputs: Vec<LetterInput> = Vec::with_capacity(file.letters.len());
         // The recipients' postcodes, for the manifest.
         let mut postcodes = Vec::with_capacity(file.letters.len());
+        // Attachments that are not printed: a warning now (position only, the file name may
+        // name the debtor), the journal when the letter moves to printed.
+        let mut notes = Vec::new();
         for (request, number) in file.letters {
             let payload = self.ledger.payload(request.id).await?;
             let recipient = self.recipient(request).ok_or(BatchError::Missing(request.id))?;
             let sender = self.sender(&request.tenant);
             let input = letter::compose(&payload, &sender, &recipient, date, &self.templates, batch_id, *number, request.test)
                 .map_err(|source| BatchError::Letter { letter_number: *number, request: request.id, source })?;
+            for a in &input.attachments {
+                if let (letter::AttachmentOutcome::NotPrinted { fault, .. }, Some(note)) = (&a.outcome, a.journal_note()) {
+                    tracing::warn!(request = %request.id, letter = number, attachment = a.position, reason = %fault, "attachment not printed: the letter goes out with a note instead");
+                    notes.push((request.id, note));
+                }
+            }
             postcodes.push(recipient.postcode);
             inputs.push(input);
         }
@@ -313,7 +322,7 @@ impl BatchRunner {
         std::fs::File::open(&file.dir).and_then(|d| d.sync_all()).map_err(io(&file.dir))?;
         crate::supervise::crash_point("print-before-record");
         let letters: Vec<(RequestId, u32)> = file.letters.iter().map(|(r, n)| (r.id, *n)).collect();
-        self.ledger.print_file_done(batch_id, file.file_no, &pdf_name, &sha256, &letters, &Actor::system("print")).await?;
+        self.ledger.print_file_done(batch_id, file.file_no, &pdf_name, &sha256, &letters, &notes, &Actor::system("print")).await?;
         tracing::info!(batch = batch_id, file = %pdf_name, letters = letters.len(), pages, "print file handed off");
         Ok(pages)
     }

@@ -19,6 +19,14 @@
 //!   bottom-right corner ([`CODE_AREA`]), where `print::marks` sets the OMR code and the
 //!   DataMatrix of every sheet.
 //!
+//! Attached PDFs (`print::attachment`) follow their letter in the same file, a sheet for each
+//! of their pages, counted in the letter's sheets (OMR code, DataMatrix, manifest). Each
+//! attachment page is drawn *scaled into* [`ATTACHMENT_AREA`] (upright: a landscape page is
+//! turned), which keeps the inserter's areas, the fold marks and the footer line free; the
+//! sheet's own marks and a footer "Anlage n: name · Seite i von j" are drawn over it. The
+//! letter's "Seite n von m" counts its own pages. An attachment that cannot be printed is
+//! named under "Anlagen" with the note of `templates/letters/anlage-fehlt.txt` instead.
+//!
 //! Privacy: a letter holds debtor data. Nothing here logs, and no [`LetterError`] carries a
 //! value taken from the request.
 
@@ -31,6 +39,7 @@ use printpdf::{
     Point, Pt, TextItem, TextMatrix,
 };
 
+use super::attachment::{self, AttachedPdf, AttachmentFault, FormPage, Importer};
 use super::font::{FontError, Fonts, Piece, Style};
 use super::marks::{self, MarkError};
 use crate::xamtshilfe::model::{Anschrift, Ersuchen, Schuldner};
@@ -59,6 +68,9 @@ pub const FRANKING_STRIP: Area = Area { left: 0.0, top: 53.0, right: PAGE_WIDTH,
 pub const OMR_STRIP: Area = Area { left: 0.0, top: 155.0, right: 15.0, bottom: PAGE_HEIGHT };
 /// Kept free for the inserter's 2D code (DataMatrix): the bottom-right corner.
 pub const CODE_AREA: Area = Area { left: 150.0, top: 264.0, right: PAGE_WIDTH, bottom: PAGE_HEIGHT };
+/// Where an attached PDF's page is drawn (scaled to fit, centred): clear of the OMR strip and
+/// the fold marks on the left, of the code area and the footer line at the bottom.
+pub const ATTACHMENT_AREA: Area = Area { left: 17.0, top: 5.0, right: 205.0, bottom: 262.0 };
 /// Fold marks (DIN 5008 Form B) and the hole mark, from the top.
 pub const FOLD_MARKS: [f32; 2] = [105.0, 210.0];
 pub const HOLE_MARK: f32 = 148.5;
@@ -189,6 +201,47 @@ pub struct LetterInput {
     pub zahlung: Vec<Vec<String>>,
     pub bemerkung: Option<String>,
     pub schluss: Vec<Vec<String>>,
+    /// The request's attachments, in their order: printed after the letter, or named in it
+    /// with a note.
+    pub attachments: Vec<Attachment>,
+}
+
+/// An attachment of the request, as the letter has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// 1-based, in the order of the request.
+    pub position: u32,
+    /// The file name as printed: characters the font lacks and control characters as '?'.
+    pub file_name: String,
+    pub outcome: AttachmentOutcome,
+}
+
+/// Whether an attachment is printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachmentOutcome {
+    /// Its pages follow the letter.
+    Printed(AttachedPdf),
+    /// Not printed: why, and the note the letter carries instead (one line, from the template).
+    NotPrinted { fault: AttachmentFault, note: String },
+}
+
+impl Attachment {
+    /// For the journal, when the attachment is not printed: "Anlage 2 (rechnung.pdf) nicht
+    /// gedruckt: an encrypted PDF".
+    pub fn journal_note(&self) -> Option<String> {
+        match &self.outcome {
+            AttachmentOutcome::Printed(_) => None,
+            AttachmentOutcome::NotPrinted { fault, .. } => Some(format!("Anlage {} ({}) nicht gedruckt: {fault}", self.position, self.file_name)),
+        }
+    }
+
+    /// The sheets it adds to its letter.
+    pub fn pages(&self) -> u32 {
+        match &self.outcome {
+            AttachmentOutcome::Printed(pdf) => pdf.pages,
+            AttachmentOutcome::NotPrinted { .. } => 0,
+        }
+    }
 }
 
 /// What rendering produced for one letter of a file.
@@ -240,15 +293,17 @@ pub enum LetterError {
 // ---------------------------------------------------------------------------------------------
 // Templates.
 
-const TEMPLATE_FILES: [&str; 4] = ["einleitung.txt", "massnahmen.txt", "zahlung.txt", "schluss.txt"];
-const SHIPPED: [&str; 4] = [
+const TEMPLATE_FILES: [&str; 5] = ["einleitung.txt", "massnahmen.txt", "zahlung.txt", "schluss.txt", "anlage-fehlt.txt"];
+const SHIPPED: [&str; 5] = [
     include_str!("../../templates/letters/einleitung.txt"),
     include_str!("../../templates/letters/massnahmen.txt"),
     include_str!("../../templates/letters/zahlung.txt"),
     include_str!("../../templates/letters/schluss.txt"),
+    include_str!("../../templates/letters/anlage-fehlt.txt"),
 ];
-/// The placeholders a template may use.
-pub const PLACEHOLDERS: [&str; 10] = [
+/// The placeholders a template may use (`dateiname`, the attachment's file name, is empty
+/// outside `anlage-fehlt.txt`).
+pub const PLACEHOLDERS: [&str; 11] = [
     "aktenzeichen",
     "behoerde",
     "datum",
@@ -259,6 +314,7 @@ pub const PLACEHOLDERS: [&str; 10] = [
     "kontoinhaber",
     "angeordnet_von",
     "sachbearbeiter",
+    "dateiname",
 ];
 
 /// The letter texts (`templates/letters/*.txt`), checked when loaded.
@@ -268,6 +324,8 @@ pub struct Templates {
     pub massnahmen: String,
     pub zahlung: String,
     pub schluss: String,
+    /// The note for an attachment that is not printed.
+    pub anlage_fehlt: String,
 }
 
 impl Templates {
@@ -288,7 +346,7 @@ impl Templates {
         }
         let mut texts = texts.into_iter();
         let mut next = || texts.next().unwrap_or_default();
-        Ok(Templates { einleitung: next(), massnahmen: next(), zahlung: next(), schluss: next() })
+        Ok(Templates { einleitung: next(), massnahmen: next(), zahlung: next(), schluss: next(), anlage_fehlt: next() })
     }
 
     /// The texts compiled in.
@@ -298,6 +356,7 @@ impl Templates {
             massnahmen: SHIPPED[1].to_owned(),
             zahlung: SHIPPED[2].to_owned(),
             schluss: SHIPPED[3].to_owned(),
+            anlage_fehlt: SHIPPED[4].to_owned(),
         }
     }
 }
@@ -423,10 +482,26 @@ pub fn compose(
         ("kontoinhaber", bank.as_ref().and_then(|b| b.kontoinhaber.clone()).unwrap_or_default()),
         ("angeordnet_von", e.angeordnet_von.clone()),
         ("sachbearbeiter", contact.as_ref().map(|c| c.name.clone()).unwrap_or_default()),
+        ("dateiname", String::new()),
     ]
     .into_iter()
     .collect();
     let text = |file: &str, t: &str| fill(file, t, &values).map(|s| paragraphs(&s));
+    let fonts = Fonts::get()?;
+    let mut attachments = Vec::with_capacity(e.anhang.len());
+    for (i, a) in e.anhang.iter().enumerate() {
+        let file_name = shown_name(fonts, &a.dateiname);
+        let outcome = match attachment::check(a) {
+            Ok(pdf) => AttachmentOutcome::Printed(pdf),
+            Err(fault) => {
+                let mut values = values.clone();
+                values.insert("dateiname", file_name.clone());
+                let note = fill(TEMPLATE_FILES[4], &templates.anlage_fehlt, &values)?;
+                AttachmentOutcome::NotPrinted { fault, note: note.split_whitespace().collect::<Vec<_>>().join(" ") }
+            }
+        };
+        attachments.push(Attachment { position: u32::try_from(i + 1).unwrap_or(u32::MAX), file_name, outcome });
+    }
 
     let letter = LetterInput {
         recipient: recipient.clone(),
@@ -450,13 +525,26 @@ pub fn compose(
         kassenzeichen,
         bemerkung: e.bemerkung.clone(),
         schluss: text(TEMPLATE_FILES[3], &templates.schluss)?,
+        attachments,
     };
     check_glyphs(&letter)?;
     // The window lines are checked here too, so a letter that cannot be addressed fails alone.
-    let fonts = Fonts::get()?;
     address_lines(fonts, &letter.recipient)?;
     return_line(fonts, &letter.sender)?;
     Ok(letter)
+}
+
+/// An attachment's file name as the letter prints it: what the font cannot set, and control
+/// characters, as '?' (a file name never stops a letter).
+fn shown_name(fonts: &Fonts, name: &str) -> String {
+    let name = name.trim();
+    name.chars()
+        .map(|c| {
+            let mut buf = [0u8; 4];
+            let missing = [Style::Regular, Style::Bold].iter().any(|s| fonts.missing(*s, c.encode_utf8(&mut buf)).is_some());
+            if c.is_control() || missing { '?' } else { c }
+        })
+        .collect()
 }
 
 fn debtor(s: &Schuldner) -> Debtor {
@@ -553,6 +641,12 @@ fn check_glyphs(l: &LetterInput) -> Result<(), LetterError> {
             check("letter text", line)?;
         }
     }
+    for a in &l.attachments {
+        check("Anlage", &a.file_name)?;
+        if let AttachmentOutcome::NotPrinted { note, .. } = &a.outcome {
+            check("letter text", note)?;
+        }
+    }
     Ok(())
 }
 
@@ -608,10 +702,20 @@ pub fn render_file(letters: &[LetterInput]) -> Result<(Vec<u8>, Vec<RenderedLett
 
     let mut pages = Vec::new();
     let mut rendered = Vec::with_capacity(letters.len());
+    // The printed attachments with the index (0-based, in the file) of their first sheet.
+    let mut attached: Vec<(usize, &AttachedPdf)> = Vec::new();
     for letter in letters {
         check_glyphs(letter)?;
         let letter_pages = layout(fonts, letter)?;
         let count = u32::try_from(letter_pages.len()).map_err(|_| LetterError::Pdf("too many pages".into()))?;
+        let attachment_pages: usize = letter.attachments.iter().map(|a| a.pages() as usize).sum();
+        let mut at = pages.len() + letter_pages.len() - attachment_pages;
+        for a in &letter.attachments {
+            if let AttachmentOutcome::Printed(pdf) = &a.outcome {
+                attached.push((at, pdf));
+                at += pdf.pages as usize;
+            }
+        }
         rendered.push(RenderedLetter {
             letter_number: letter.letter_number,
             first_page: u32::try_from(pages.len()).unwrap_or(u32::MAX).saturating_add(1),
@@ -625,12 +729,75 @@ pub fn render_file(letters: &[LetterInput]) -> Result<(Vec<u8>, Vec<RenderedLett
     // Embedded once per file, about 1.4 MB.
     let options = PdfSaveOptions { subset_fonts: false, ..PdfSaveOptions::default() };
     let mut warnings = Vec::new();
-    let bytes = doc.save(&options, &mut warnings);
+    // What `PdfDocument::save` does, with the attachments' pages drawn in between.
+    let mut lo = doc.to_lopdf_document(&options, &mut warnings);
+    drop(doc);
+    if !attached.is_empty() {
+        draw_attachments(&mut lo, &attached)?;
+    }
+    if options.optimize {
+        lo.compress();
+    }
+    let mut bytes = Vec::new();
+    lo.save_to(&mut bytes).map_err(|e| LetterError::Pdf(e.to_string()))?;
     if bytes.is_empty() {
         return Err(LetterError::Pdf("printpdf produced no bytes".into()));
     }
     let bytes = fixed_document_id(bytes)?;
     Ok((bytes, rendered))
+}
+
+/// Draws each attachment's pages, as Form XObjects scaled into [`ATTACHMENT_AREA`], under the
+/// content of the sheets `layout` made for them.
+fn draw_attachments(lo: &mut lopdf::Document, attached: &[(usize, &AttachedPdf)]) -> Result<(), LetterError> {
+    use lopdf::Object;
+    let page_ids: Vec<lopdf::ObjectId> = lo.page_iter().collect();
+    let (left, right) = (pt_x(ATTACHMENT_AREA.left).0, pt_x(ATTACHMENT_AREA.right).0);
+    let (bottom, top) = (pt_y(ATTACHMENT_AREA.bottom).0, pt_y(ATTACHMENT_AREA.top).0);
+    for (first, pdf) in attached {
+        // Checked when the letter was composed; the same bytes read the same way again.
+        let importer = Importer::new(pdf).map_err(|e| LetterError::Pdf(format!("an attachment checked before: {e}")))?;
+        let version = importer.version().to_owned();
+        if version.len() == 3 && version.as_bytes()[1] == b'.' && version > lo.version {
+            lo.version = version;
+        }
+        for (i, form) in importer.import(lo).into_iter().enumerate() {
+            let page_id = *page_ids.get(first + i).ok_or_else(|| LetterError::Pdf("an attachment's sheet is missing".into()))?;
+            let form = upright(form);
+            let (w, h) = form.size();
+            let scale = ((right - left) / w).min((top - bottom) / h);
+            let (x, y) = (left + (right - left - w * scale) / 2.0, bottom + (top - bottom - h * scale) / 2.0);
+            let m = form.matrix(scale, x, y);
+            let content = format!("q {:.5} {:.5} {:.5} {:.5} {:.3} {:.3} cm /Anlage Do Q\n", m[0], m[1], m[2], m[3], m[4], m[5]);
+            let content_id = lo.add_object(lopdf::Stream::new(lopdf::Dictionary::new(), content.into_bytes()));
+            let broken = || LetterError::Pdf("printpdf wrote a page without its resources".into());
+            let page = lo.get_dictionary(page_id).map_err(|_| broken())?;
+            let resources_id = page.get(b"Resources").and_then(Object::as_reference).map_err(|_| broken())?;
+            let old_contents = page.get(b"Contents").map_err(|_| broken())?.clone();
+            // The page's XObjects: printpdf's (the file's, shared) and this one.
+            let resources = lo.get_dictionary(resources_id).map_err(|_| broken())?;
+            let mut xobjects = match resources.get(b"XObject") {
+                Ok(o) => lo.dereference(o).ok().and_then(|(_, o)| o.as_dict().ok()).cloned().unwrap_or_default(),
+                Err(_) => lopdf::Dictionary::new(),
+            };
+            xobjects.set("Anlage", Object::Reference(form.form));
+            lo.get_dictionary_mut(resources_id).map_err(|_| broken())?.set("XObject", Object::Dictionary(xobjects));
+            let mut contents = vec![Object::Reference(content_id)];
+            match old_contents {
+                Object::Array(items) => contents.extend(items),
+                other => contents.push(other),
+            }
+            lo.get_dictionary_mut(page_id).map_err(|_| broken())?.set("Contents", Object::Array(contents));
+        }
+    }
+    Ok(())
+}
+
+/// A landscape page turned a quarter to the left, so it fills the portrait sheet (a portrait
+/// page that only its `/Rotate` shows landscape comes back upright).
+fn upright(form: FormPage) -> FormPage {
+    let (w, h) = form.size();
+    if w > h { form.turned() } else { form }
 }
 
 /// printpdf writes a random document ID into the trailer (`/ID[(…)(…)]`, two strings of 32
@@ -778,9 +945,37 @@ fn layout(fonts: &Fonts, l: &LetterInput) -> Result<Vec<Vec<Op>>, LetterError> {
         w.y += BODY_LEADING;
     }
 
-    // --- Every page: marks, footer, test mark.
-    let total = w.pages.len();
+    // The attachments (DIN 5008: "Anlagen" after the signature): printed ones by name, the
+    // others with their note.
+    if !l.attachments.is_empty() {
+        w.heading("Anlagen");
+        for a in &l.attachments {
+            match &a.outcome {
+                AttachmentOutcome::Printed(pdf) => {
+                    let pages = if pdf.pages == 1 { "1 Seite".to_owned() } else { format!("{} Seiten", pdf.pages) };
+                    w.bullet(&format!("{} ({pages}, anbei)", a.file_name));
+                }
+                AttachmentOutcome::NotPrinted { note, .. } => w.bullet(note),
+            }
+        }
+    }
+
+    // --- The attachments' sheets: their pages are drawn into them by `render_file`.
+    let text_pages = w.pages.len();
     let mut pages = w.pages;
+    for a in &l.attachments {
+        for page in 1..=a.pages() {
+            let mut ops = Vec::new();
+            let label = format!("Anlage {}: {} · Seite {page} von {}", a.position, "{}", a.pages());
+            let room = mm_to_pt(CODE_AREA.left - 2.0 - TEXT_LEFT) - fonts.width(Style::Regular, &label.replace("{}", ""), MIN_SIZE);
+            let footer = label.replace("{}", &shortened(fonts, &a.file_name, room));
+            text_ops(&mut ops, TEXT_LEFT, FOOTER_BASELINE, Style::Regular, MIN_SIZE, &footer);
+            pages.push(ops);
+        }
+    }
+
+    // --- Every sheet: marks, footer, test mark.
+    let sheets = u32::try_from(pages.len()).map_err(|_| LetterError::Pdf("too many pages".into()))?;
     for (i, ops) in pages.iter_mut().enumerate() {
         let mut extra = Vec::new();
         if l.test {
@@ -788,14 +983,31 @@ fn layout(fonts: &Fonts, l: &LetterInput) -> Result<Vec<Vec<Op>>, LetterError> {
         }
         fold_and_hole_marks(&mut extra);
         let sheet = u32::try_from(i + 1).map_err(|_| LetterError::Pdf("too many pages".into()))?;
-        let sheets = u32::try_from(total).map_err(|_| LetterError::Pdf("too many pages".into()))?;
         marks::draw(&mut extra, &l.batch_id, l.letter_number, sheet, sheets)?;
         extra.append(ops);
         *ops = extra;
-        let footer = format!("Seite {} von {}", i + 1, total);
-        text_ops(ops, TEXT_LEFT, FOOTER_BASELINE, Style::Regular, MIN_SIZE, &footer);
+        if i < text_pages {
+            let footer = format!("Seite {} von {}", i + 1, text_pages);
+            text_ops(ops, TEXT_LEFT, FOOTER_BASELINE, Style::Regular, MIN_SIZE, &footer);
+        }
     }
     Ok(pages)
+}
+
+/// `text` as far as it fits `max` points at the footer's size, ending in "…" when cut.
+fn shortened(fonts: &Fonts, text: &str, max: f32) -> String {
+    if fonts.width(Style::Regular, text, MIN_SIZE) <= max {
+        return text.to_owned();
+    }
+    let mut chars: Vec<char> = text.chars().collect();
+    while !chars.is_empty() {
+        chars.pop();
+        let cut = format!("{}…", chars.iter().collect::<String>());
+        if fonts.width(Style::Regular, &cut, MIN_SIZE) <= max {
+            return cut;
+        }
+    }
+    "…".to_owned()
 }
 
 /// "Name · Straße · PLZ Ort", shortened to "Name · PLZ Ort" when it is too wide for the window.

@@ -1,6 +1,7 @@
 //! The print step: requests whose recipient takes no electronic delivery, printed as letters
 //! for the print centre's nightly batch.
 //! - [`letter`]: one request as a DIN 5008 letter; many letters into one PDF file.
+//! - [`attachment`]: the request's attached PDFs, checked and imported into the letter's file.
 //! - [`font`]: the embedded letter font (DejaVu Sans) and text measuring.
 //! - [`marks`]: the inserter's marks on every sheet (OMR code, DataMatrix).
 //! - [`batch`]: the nightly batch — one per date, decided in the ledger; letters sorted by
@@ -8,6 +9,7 @@
 //! - [`feedback`]: the print centre's feedback file — letters handed over to the post
 //!   (posted) or back with an error (printed again in the next batch), all or nothing.
 
+pub mod attachment;
 pub mod batch;
 pub mod feedback;
 pub mod font;
