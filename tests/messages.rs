@@ -344,3 +344,75 @@ fn a_ten_megabyte_attachment_is_read() {
     assert_eq!(m.ersuchen.anhang[0].check_base64().unwrap(), pdf.len());
     assert_eq!(m.ersuchen.anhang[0].decode().unwrap(), pdf);
 }
+
+// ------------------------------------------------------------------------------------------
+// Characters: the Char production of XML 1.0, and what may come before the declaration.
+
+/// The line (1-based) on which `needle` first occurs in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text[..text.find(needle).unwrap()].matches('\n').count() + 1
+}
+
+#[test]
+fn characters_xml_forbids_are_refused_by_code_point_and_position() {
+    let text = example_text("ersuchen.xml");
+    let forbidden = ['\u{0}', '\u{1}', '\u{8}', '\u{B}', '\u{C}', '\u{E}', '\u{1F}', '\u{FFFE}', '\u{FFFF}'];
+    for ch in forbidden {
+        let code = format!("U+{:04X}", ch as u32);
+        // In an authority's street and in a debtor's name: the reason names where and which
+        // character, never the text around it.
+        for (at, value) in [("Marktplatz", "Markt{}platz"), ("Mustermann", "Muster{}mann")] {
+            let doc = text.replace(at, &value.replace("{}", &ch.to_string()));
+            let e = quickly(|| unreadable(doc.as_bytes())).to_string();
+            let line = format!("line {}", line_of(&text, at));
+            assert!(e.contains(&code) && e.contains(&line) && e.contains("column"), "{code}: {e}");
+            assert!(!e.contains("Markt") && !e.contains("Muster") && !e.contains(ch), "{code}: {e}");
+        }
+    }
+    // The same characters as references, in text and in an attribute.
+    for reference in ["&#x1;", "&#1;", "&#x8;", "&#xB;", "&#x1F;", "&#xFFFE;", "&#xFFFF;", "&#0;", "&#x0;", "&#xD800;", "&#x110000;"] {
+        let digits = reference.trim_start_matches("&#").trim_end_matches(';');
+        let number = match digits.strip_prefix('x') {
+            Some(hex) => u32::from_str_radix(hex, 16).unwrap(),
+            None => digits.parse().unwrap(),
+        };
+        let code = format!("U+{number:04X}");
+        let doc = text.replace("Mustermann", &format!("Muster{reference}mann"));
+        let e = unreadable(doc.as_bytes()).to_string();
+        assert!(e.contains(&code) && e.contains(&format!("line {}", line_of(&text, "Mustermann"))), "{reference}: {e}");
+        assert!(!e.contains("Muster"), "{reference}: {e}");
+        let doc = text.replace("dateiname=\"bescheid.pdf\"", &format!("dateiname=\"besch{reference}eid.pdf\""));
+        let e = unreadable(doc.as_bytes()).to_string();
+        assert!(e.contains(&code), "{reference} in an attribute: {e}");
+    }
+    // Tab, line feed and carriage return are characters of XML, raw and as references.
+    let fine = text.replace("Gezeichnet: Der", "Gezeichnet:&#x9;Der&#xA;&#xD;\t");
+    check(fine.as_bytes()).unwrap();
+}
+
+#[test]
+fn nothing_but_a_byte_order_mark_precedes_the_declaration() {
+    let text = example_text("ersuchen.xml");
+    for before in [" ", "\n", "\t\r\n", "<!-- a comment -->"] {
+        let doc = format!("{before}{text}");
+        let e = unreadable(doc.as_bytes()).to_string();
+        assert!(e.contains("declaration") && e.contains("first"), "{before:?}: {e}");
+        let bom: Vec<u8> = [0xEF, 0xBB, 0xBF].into_iter().chain(doc.bytes()).collect();
+        assert!(matches!(unreadable(&bom), ReadError::Malformed { .. }), "{before:?} after a BOM");
+    }
+    // Without a declaration, whitespace before the root is XML (the prolog's Misc).
+    let bare = text.replacen("<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "", 1);
+    check(format!("\n  {bare}").as_bytes()).unwrap();
+}
+
+#[test]
+fn a_file_that_is_not_xml_is_described_never_quoted() {
+    for content in [&b"Mustermann, Erika; Hohe Strasse 12a; 50667 Koeln"[..], b"  Erika Mustermann\x01\x02 1980-04-12", b"%PDF-1.4 Mustermann"] {
+        let e = unreadable(content).to_string();
+        assert!(e.to_lowercase().contains("not xml") && e.contains("offset"), "{e}");
+        assert!(!e.contains("Muster") && !e.contains("Erika") && !e.contains("PDF"), "{e}");
+    }
+    let e = unreadable(b"  Erika Mustermann\x01\x02").to_string();
+    assert!(e.contains("offset 2") && e.contains("binary"), "{e}");
+    assert!(unreadable(b"Erika Mustermann").to_string().contains("text"));
+}

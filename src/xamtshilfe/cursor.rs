@@ -119,6 +119,10 @@ impl<'a> Cursor<'a> {
                 let line = self.line_at(at);
                 return Err(self.fail_hard(ReadError::Doctype { line }));
             }
+            Event::Decl(_) | Event::PI(_) if at != 0 && super::read::is_declaration(&event) => {
+                let e = super::read::misplaced_declaration(self.text, at);
+                return Err(self.fail_hard(e));
+            }
             Event::Start(_) | Event::Empty(_) => {
                 if self.depth >= self.limits.max_depth {
                     let line = self.line_at(at);
@@ -160,6 +164,12 @@ impl<'a> Cursor<'a> {
         self.text.get(start..end)
     }
 
+    /// Where a slice borrowed from the input starts, as a byte offset.
+    fn offset_of(&self, bytes: &[u8]) -> Option<usize> {
+        let start = (bytes.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        (start <= self.text.len()).then_some(start)
+    }
+
     /// The next child element of the element being read, or `None` at its end tag.
     fn next_child(&mut self, parent: &Element<'_>) -> Result<Option<Element<'a>>> {
         if parent.empty {
@@ -199,19 +209,19 @@ impl<'a> Cursor<'a> {
                     append(&mut acc, piece);
                 }
                 Event::GeneralRef(r) => {
-                    let ch = match r.resolve_char_ref() {
-                        Ok(Some(ch)) => ch,
-                        Ok(None) => match &*r {
-                            b"lt" => '<',
-                            b"gt" => '>',
-                            b"amp" => '&',
-                            b"apos" => '\'',
-                            _ => '"',
-                        },
-                        Err(e) => {
-                            let pos = self.reader.buffer_position() as usize;
-                            let err = super::read::malformed(self.text, pos, &e.to_string());
-                            return Err(self.fail_hard(err));
+                    let ch = match &*r {
+                        b"lt" => '<',
+                        b"gt" => '>',
+                        b"amp" => '&',
+                        b"apos" => '\'',
+                        b"quot" => '"',
+                        // Only character references are left (`event` refused the rest).
+                        reference => {
+                            let pos = self.offset_of(reference).map_or(self.reader.buffer_position() as usize, |p| p.saturating_sub(1));
+                            match super::read::resolve_char_ref(self.text, reference, pos) {
+                                Ok(ch) => ch,
+                                Err(e) => return Err(self.fail_hard(e)),
+                            }
                         }
                     };
                     acc.to_mut().push(ch);
@@ -358,8 +368,17 @@ fn attributes<'e, const N: usize>(el: &'e Element<'_>, names: [&str; N], lenient
         let key = attr.key.as_ref();
         match names.iter().position(|n| n.as_bytes() == key) {
             Some(i) if out[i].is_some() => return Err(Failure::new(format!("attribute `{}` appears twice", names[i]))),
-            Some(i) => out[i] = Some(attr.unescape_value().map_err(|e| Failure::new(format!("attribute `{}`: {e}", names[i])))?),
-            None if lenient && (key == b"xmlns" || key.starts_with(b"xmlns:") || key.starts_with(b"xsi:")) => {}
+            Some(i) => {
+                if let Some(code_point) = super::read::forbidden_ref_in(&attr.value) {
+                    return Err(Failure::new(format!("attribute `{}`: a character reference to U+{code_point:04X}, which XML 1.0 does not allow", names[i])));
+                }
+                out[i] = Some(attr.unescape_value().map_err(|e| Failure::new(format!("attribute `{}`: {e}", names[i])))?);
+            }
+            None if lenient && (key == b"xmlns" || key.starts_with(b"xmlns:") || key.starts_with(b"xsi:")) => {
+                if let Some(code_point) = super::read::forbidden_ref_in(&attr.value) {
+                    return Err(Failure::new(format!("a character reference to U+{code_point:04X}, which XML 1.0 does not allow")));
+                }
+            }
             None => return Err(Failure::new(format!("unknown attribute `{}`", clip(&String::from_utf8_lossy(key))))),
         }
     }
