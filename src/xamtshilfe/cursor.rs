@@ -16,6 +16,9 @@ use std::borrow::Cow;
 
 use quick_xml::events::{BytesStart, Event};
 
+use unicode_normalization::{IsNormalized, UnicodeNormalization};
+
+use super::fields::{FIELDS, Repeated, field_index, repeated};
 use super::model::*;
 use super::read::{Limits, ReadError};
 use super::values::clip;
@@ -244,6 +247,39 @@ impl<'a> Cursor<'a> {
         self.text(el).map(Cow::into_owned)
     }
 
+    /// The text of a text element of [`FIELDS`] (`index`): in NFC, within its length limit,
+    /// and of its DIN 91379 type. Reasons give lengths and code points, never the value.
+    fn field(&mut self, el: &Element<'a>, index: usize) -> Result<String> {
+        let text = self.text(el)?;
+        let text = if text.is_ascii() || unicode_normalization::is_nfc_quick(text.chars()) == IsNormalized::Yes {
+            text.into_owned()
+        } else {
+            text.nfc().collect()
+        };
+        let max = self.limits.lengths.get(index) as usize;
+        if text.len() > max {
+            let chars = text.chars().count();
+            if chars > max {
+                return Err(Failure::new(format!("is {chars} characters long; the limit is {max}")));
+            }
+        }
+        let din = FIELDS[index].din;
+        if let Some(code_point) = super::din91379::first_disallowed(&text, din) {
+            return Err(Failure::new(format!("character U+{code_point:04X} is not allowed in {}", din.describe())));
+        }
+        Ok(text)
+    }
+
+    /// Refuses one more of a capped repeated element once `count` reached its cap.
+    fn room_for(&self, what: Repeated, element: &str, count: usize) -> Result<()> {
+        let cap = self.limits.max_repeats(what);
+        if count >= cap {
+            let line = self.line_at(self.reader.buffer_position() as usize);
+            return Err(Failure::new(format!("more than {cap} `{element}` elements (the limit is {cap}); reading stopped at line {line}")));
+        }
+        Ok(())
+    }
+
     fn value<T: std::str::FromStr>(&mut self, el: &Element<'a>) -> Result<T>
     where
         T::Err: std::fmt::Display,
@@ -426,7 +462,7 @@ macro_rules! children {
             let mut _n = 0usize;
             $(
                 if i == _n {
-                    children!(@read $c, child, step, $field, $kind);
+                    children!(@read $c, child, step, $field, $xml, $kind);
                     continue;
                 }
                 _n += 1;
@@ -438,13 +474,17 @@ macro_rules! children {
     (@occurs $other:ident) => { Occurs::One };
     (@init many) => { Vec::new() };
     (@init $other:ident) => { None };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, one) => { $field = Some($c.child($child, $step, |c, e| c.read(e))?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, opt) => { $field = Some($c.child($child, $step, |c, e| c.read(e))?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, many) => { $field.push($c.child($child, $step, |c, e| c.read(e))?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, text) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.string(e) })?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, opt_text) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.string(e) })?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, value) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.value(e) })?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, opt_value) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.value(e) })?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, one) => { $field = Some($c.child($child, $step, |c, e| c.read(e))?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, opt) => { $field = Some($c.child($child, $step, |c, e| c.read(e))?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, many) => {{
+        const REPEATED: Repeated = match repeated($xml) { Some(r) => r, None => panic!("a repeated element without a cap") };
+        $c.room_for(REPEATED, $xml, $field.len())?;
+        $field.push($c.child($child, $step, |c, e| c.read(e))?)
+    }};
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, text) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.field(e, const { field_index($xml) }) })?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, opt_text) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.field(e, const { field_index($xml) }) })?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, value) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.value(e) })?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, opt_value) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.value(e) })?) };
     (@finish $field:ident, $xml:literal, one) => { required($field, $xml)? };
     (@finish $field:ident, $xml:literal, text) => { required($field, $xml)? };
     (@finish $field:ident, $xml:literal, value) => { required($field, $xml)? };

@@ -9,6 +9,8 @@
 
 pub mod codelist;
 mod cursor;
+pub mod din91379;
+pub mod fields;
 pub mod model;
 pub mod read;
 pub mod validate;

@@ -15,11 +15,11 @@ use std::path::Path;
 use quick_xml::events::Event;
 use serde::de::DeserializeOwned;
 
+use super::fields::{FieldLengths, Repeated};
 use super::{Message, MessageKind};
 
 /// The limits a message must stay inside. All configurable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted message in bytes (default 40 MB, the XTA container limit).
     pub max_bytes: u64,
@@ -28,11 +28,42 @@ pub struct Limits {
     /// Most attributes on one element (default 32; real messages use at most 7). Bounds the
     /// duplicate-attribute check, which is quadratic in the count.
     pub max_attributes: usize,
+    /// The longest text of each element, in characters (defaults: the XSD's `maxLength`).
+    pub lengths: FieldLengths,
+    /// Most debtors (`schuldner`) in one message (default 100).
+    pub max_debtors: usize,
+    /// Most claims (`forderung`) in one message (default 1,000).
+    pub max_claims: usize,
+    /// Most measures (`massnahme`) in one request (default 100; the catalogue has fewer).
+    pub max_measures: usize,
+    /// Most attachments (`anhang`) in one message (default 100).
+    pub max_attachments: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 40 * 1024 * 1024, max_depth: 32, max_attributes: 32 }
+        Limits {
+            max_bytes: 40 * 1024 * 1024,
+            max_depth: 32,
+            max_attributes: 32,
+            lengths: FieldLengths::default(),
+            max_debtors: 100,
+            max_claims: 1_000,
+            max_measures: 100,
+            max_attachments: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// The cap on a repeated element.
+    pub fn max_repeats(&self, what: Repeated) -> usize {
+        match what {
+            Repeated::Schuldner => self.max_debtors,
+            Repeated::Forderung => self.max_claims,
+            Repeated::Massnahme => self.max_measures,
+            Repeated::Anhang => self.max_attachments,
+        }
     }
 }
 
