@@ -682,6 +682,22 @@ mod tests {
     }
 
     #[test]
+    fn message_limits_are_configurable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("amtsbote.toml");
+        std::fs::write(&file, "[messages]\nmax_claims = 5000\n[messages.max_length]\nfamilienname = 300\nbemerkung = 4000\n").unwrap();
+        let c = Config::load_with(Some(&file), &env(&[("AMTSBOTE_MESSAGES_MAX_DEBTORS", "7"), ("AMTSBOTE_MESSAGES_MAX_REASONS", "20")])).unwrap();
+        let limits = c.limits().unwrap();
+        assert_eq!((limits.max_claims, limits.max_debtors, c.messages.max_reasons), (5000, 7, 20));
+        assert_eq!((limits.lengths.of("familienname"), limits.lengths.of("bemerkung"), limits.lengths.of("vorname")), (Some(300), Some(4000), Some(200)));
+        assert_eq!(Config::load_with(None, &[]).unwrap().limits().unwrap(), Limits::default());
+        std::fs::write(&file, "[messages.max_length]\nnachname = 300\n").unwrap();
+        let e = Config::load_with(Some(&file), &[]).unwrap_err().to_string();
+        assert!(e.contains("nachname") && e.contains("familienname"), "{e}");
+        assert!(Config::load_with(None, &env(&[("AMTSBOTE_MESSAGES_MAX_CLAIMS", "0")])).is_err());
+    }
+
+    #[test]
     fn https_needs_a_ca_and_a_client_certificate_its_key() {
         let e = Config::load_with(None, &env(&[("AMTSBOTE_XTA_URL", "https://xta.example:8443")])).unwrap_err().to_string();
         assert!(e.contains("xta.ca_file") && e.contains("https"), "{e}");

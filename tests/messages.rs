@@ -602,3 +602,17 @@ fn din91379_table_matches_the_reference() {
     }
     assert!(seen > 700, "{seen}");
 }
+
+#[test]
+fn reasons_do_not_quote_personal_data() {
+    // The address a Zuständigkeit request asks about is the debtor's.
+    let text = example_text("zustaendigkeit-anfrage.xml");
+    let plz = text.split("<postleitzahl>").nth(1).unwrap().split('<').next().unwrap().to_string();
+    let v = violations(&text.replace(&format!("<postleitzahl>{plz}"), "<postleitzahl>5066X"));
+    assert!(v.iter().any(|(p, _, _)| p == "anschrift/postleitzahl"), "{v:?}");
+    assert!(v.iter().all(|(_, _, m)| !m.contains("5066X")), "{v:?}");
+    // A clerk's e-mail address is a person's name.
+    let text = example_text("ersuchen.xml").replace("stadtkasse@lemgo.example", "erika.beispiel@lemgo");
+    let v = violations(&text);
+    assert!(v.iter().any(|(p, r, m)| p.ends_with("email") && *r == Rule::Format && !m.contains("beispiel")), "{v:?}");
+}

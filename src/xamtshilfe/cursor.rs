@@ -54,9 +54,16 @@ impl Failure {
         }
         let path = self.steps.iter().rev().cloned().collect::<Vec<_>>().join("/");
         let path = if path.is_empty() { "/".to_string() } else { path };
-        let message = if path.contains("schuldner") { withhold_quoted(&self.message) } else { self.message };
+        let message = if about_debtor(&path) { withhold_quoted(&self.message) } else { self.message };
         ReadError::Structure { path, message }
     }
+}
+
+/// Whether a reason at this path (`ersuchen/schuldner[1]/…`) is about a debtor, whose values
+/// are personal data and stay out of reasons: inside a `schuldner`, or the address a
+/// Zuständigkeit request asks about (the one `anschrift` directly under a root).
+pub(crate) fn about_debtor(path: &str) -> bool {
+    path.contains("schuldner") || path == "anschrift" || path.starts_with("anschrift/")
 }
 
 /// Replaces every quoted value ('…') by a placeholder: debtor data stays out of reasons.

@@ -526,7 +526,7 @@ fn build<T: DeserializeOwned>(text: &str) -> Result<Box<T>, ReadError> {
     serde_path_to_error::deserialize(&mut de).map(Box::new).map_err(|e| {
         let path = xml_path(e.path());
         let mut message = tidy_serde_message(&e.inner().to_string());
-        if path.contains("schuldner") {
+        if super::cursor::about_debtor(&path) {
             message = super::cursor::withhold_quoted(&message);
         }
         ReadError::Structure { path, message }

@@ -210,10 +210,11 @@ impl Ctx<'_> {
         self.out.push(Violation { path, rule, message });
     }
 
-    /// A value quoted in a reason; withheld inside a debtor (personal data stays out of
-    /// reports and logs).
+    /// A value quoted in a reason; withheld inside a debtor and in the address a Zuständigkeit
+    /// request asks about (personal data stays out of reports and logs).
     fn show(&self, value: &str) -> String {
-        if self.path.iter().any(|(name, _)| *name == "schuldner") { "(withheld: debtor data)".into() } else { clip(value) }
+        let about_debtor = self.path.iter().any(|(name, _)| *name == "schuldner") || self.path.first().is_some_and(|(name, _)| *name == "anschrift");
+        if about_debtor { "(withheld: debtor data)".into() } else { clip(value) }
     }
 
     fn text(&mut self, element: &str, value: &str) {
@@ -267,7 +268,8 @@ impl Ctx<'_> {
             !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.') && !value.contains(char::is_whitespace)
         });
         if !ok {
-            self.report(Some(element), Rule::Format, format!("'{}' is not an e-mail address", clip(value)));
+            // Not quoted: an address is often a person's name.
+            self.report(Some(element), Rule::Format, "is not an e-mail address (local part, @, domain with a dot)".into());
         }
     }
 
