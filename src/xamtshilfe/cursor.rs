@@ -66,14 +66,30 @@ pub(crate) fn about_debtor(path: &str) -> bool {
     path.contains("schuldner") || path == "anschrift" || path.starts_with("anschrift/")
 }
 
-/// Replaces every quoted value ('…') by a placeholder: debtor data stays out of reasons.
+/// Replaces every quoted value ('…') by a placeholder: debtor data stays out of reasons. A
+/// name in backticks (`` `vorname` ``) stays only when it is an element of the model: a
+/// mangled tag (`<vorname` with its `>` lost) would carry the value in its "name".
 pub(crate) fn withhold_quoted(message: &str) -> String {
+    const WITHHELD: &str = "(withheld: debtor data)";
+    let known = |name: &str| {
+        let name = name.trim_start_matches('@');
+        FIELDS.iter().any(|f| f.element == name) || matches!(name, "anschrift" | "geburtsdatum" | "schuldner" | "auskunftssperre")
+    };
     let mut out = String::with_capacity(message.len());
     for (i, part) in message.split('\'').enumerate() {
         if i > 0 {
             out.push('\'');
         }
-        out.push_str(if i % 2 == 1 { "(withheld: debtor data)" } else { part });
+        if i % 2 == 1 {
+            out.push_str(WITHHELD);
+            continue;
+        }
+        for (j, piece) in part.split('`').enumerate() {
+            if j > 0 {
+                out.push('`');
+            }
+            out.push_str(if j % 2 == 1 && !known(piece) { WITHHELD } else { piece });
+        }
     }
     out
 }

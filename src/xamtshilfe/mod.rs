@@ -2,10 +2,11 @@
 //! writing, and the validation rules beyond structure.
 //!
 //! The way in is [`Checker::check`]: bytes → [`Message`] or a [`Rejection`] whose reasons
-//! name the element and the rule. Reading happens in two steps: [`read::guard`] looks at the
-//! raw bytes (size, encoding, DOCTYPE, depth, well-formedness, root element and namespace)
-//! without building anything, then serde + quick-xml build the typed model, and
-//! [`validate`] checks what a schema cannot (sums, code lists, checksums, dates).
+//! name the element and the rule. [`read::parse`] reads in one pass with every limit against
+//! hostile input (size, XML characters, DOCTYPE, depth, attributes, the lengths and DIN 91379
+//! characters of [`fields`], the caps on repeated elements), then [`validate`] checks what a
+//! schema cannot (sums, code lists, checksums, dates). [`read::parse_with_serde`] is a second,
+//! independent reader the tests compare it against.
 
 pub mod codelist;
 mod cursor;

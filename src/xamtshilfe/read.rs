@@ -475,7 +475,13 @@ fn innermost_open(text: &str) -> Option<String> {
 
 pub(crate) fn malformed(text: &str, pos: usize, message: &str) -> ReadError {
     let (line, column) = line_column(text, pos);
-    ReadError::Malformed { line, column, message: message.to_string() }
+    // quick-xml's messages quote names (`expected </a>, found </b…>`), which may be long.
+    const MAX: usize = 300;
+    let message = match message.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message.to_string(),
+    };
+    ReadError::Malformed { line, column, message }
 }
 
 pub(crate) fn line_of(bytes: &[u8], offset: usize) -> usize {
