@@ -68,7 +68,7 @@ fn mutate(rng: &mut Rng, doc: &[u8]) -> Vec<u8> {
                 let start = *rng.pick(&starts);
                 let name: String = text[start + 1..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == ':').collect();
                 if let Some(end) = text[start..].find(&format!("</{name}>")).map(|e| start + e + name.len() + 3) {
-                    let copies = if rng.below(8) == 0 { 1 + rng.below(300) } else { 1 };
+                    let copies = if rng.below(16) == 0 { 1 + rng.below(300) } else { 1 };
                     let block = text[start..end].repeat(copies);
                     let mut t = text;
                     t.insert_str(end, &block);
@@ -77,7 +77,7 @@ fn mutate(rng: &mut Rng, doc: &[u8]) -> Vec<u8> {
             }
             // A long run of one thing.
             5 => {
-                let run: &[u8] = *rng.pick(RUNS);
+                let run = *rng.pick(RUNS);
                 let most = if rng.below(8) == 0 { 3000 } else { 100 };
                 let n = 1 + rng.below(most);
                 out.splice(at..at, run.iter().copied().cycle().take(run.len() * n));
@@ -112,7 +112,7 @@ fn mutated_examples_get_a_message_or_a_reasoned_rejection() {
     let config = ReaderConfig::default();
     let examples = examples();
     assert!(examples.len() >= 10);
-    let mut rng = Rng(0x0A37_5B07_E202_6u64);
+    let mut rng = Rng(0x0000_A375_B07E_2026_u64);
     let (mut accepted, mut unreadable, mut invalid) = (0, 0, 0);
     for i in 0..20_000 {
         let (name, doc) = rng.pick(&examples);
