@@ -619,3 +619,14 @@ fn reasons_do_not_quote_personal_data() {
     let e = unreadable(example_text("ersuchen.xml").replace("<vorname>Erika", "<vornameErika").as_bytes()).to_string();
     assert!(e.contains("schuldner[1]") && !e.contains("Erika"), "{e}");
 }
+
+#[test]
+fn a_message_arriving_decomposed_is_stored_in_nfc() {
+    let text = example_text("ersuchen.xml").replace("Mustermann", "Mu\u{0308}ller");
+    let (m, payload) = Checker::with_defaults().check_to_store(text.as_bytes()).unwrap();
+    let payload = String::from_utf8(payload.expect("the payload to store, in NFC")).unwrap();
+    assert!(payload.contains("<familienname>Müller</familienname>") && !payload.contains('\u{0308}'), "{payload}");
+    assert_eq!(check(payload.as_bytes()).unwrap(), m);
+    // A message in NFC is stored as it came.
+    assert!(Checker::with_defaults().check_to_store(&example("ersuchen.xml")).unwrap().1.is_none());
+}

@@ -104,6 +104,8 @@ pub(crate) struct Cursor<'a> {
     depth: usize,
     limits: Limits,
     pub(crate) hard: Option<ReadError>,
+    /// Whether a text arrived outside NFC (and was normalised into the model).
+    pub(crate) normalised: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -112,7 +114,7 @@ impl<'a> Cursor<'a> {
         let cfg = reader.config_mut();
         cfg.check_end_names = true;
         cfg.check_comments = true;
-        Cursor { reader, text, depth: 0, limits, hard: None }
+        Cursor { reader, text, depth: 0, limits, hard: None, normalised: false }
     }
 
     fn line_at(&self, pos: usize) -> usize {
@@ -277,6 +279,7 @@ impl<'a> Cursor<'a> {
         let text = if text.is_ascii() || unicode_normalization::is_nfc_quick(text.chars()) == IsNormalized::Yes {
             text.into_owned()
         } else {
+            self.normalised = true;
             text.nfc().collect()
         };
         let max = self.limits.lengths.get(index) as usize;

@@ -201,8 +201,25 @@ impl Checker {
 
     /// Reads and validates one message.
     pub fn check(&self, bytes: &[u8]) -> Result<Message, Rejection> {
-        let message = read::parse(bytes, &self.reader)?;
+        self.check_to_store(bytes).map(|(message, _)| message)
+    }
+
+    /// [`Checker::check`], and the payload to store when the message's texts arrived outside
+    /// Unicode NFC: the document in NFC (markup is ASCII, so only the texts change), so that
+    /// what is kept and sent on holds the same names as the model. `None`: store the bytes.
+    pub fn check_to_store(&self, bytes: &[u8]) -> Result<(Message, Option<Vec<u8>>), Rejection> {
+        use unicode_normalization::UnicodeNormalization;
+        let (message, normalised) = read::parse_noting_nfc(bytes, &self.reader)?;
         let violations = self.validator.validate(&message);
-        if violations.is_empty() { Ok(message) } else { Err(Rejection::Invalid(violations)) }
+        if !violations.is_empty() {
+            return Err(Rejection::Invalid(violations));
+        }
+        let payload = match std::str::from_utf8(bytes) {
+            // Rare (and so worth a second read to be sure it holds the same message).
+            Ok(text) if normalised => Some(text.nfc().collect::<String>().into_bytes())
+                .filter(|nfc| read::parse(nfc, &self.reader).is_ok_and(|again| again == message)),
+            _ => None,
+        };
+        Ok((message, payload))
     }
 }

@@ -491,12 +491,17 @@ pub(crate) fn line_of(bytes: &[u8], offset: usize) -> usize {
 /// Reads one message in a single pass over the text: every limit is enforced on the way
 /// (see [`super::cursor`]), and the typed model is built straight from the events.
 pub fn parse(bytes: &[u8], config: &ReaderConfig) -> Result<Message, ReadError> {
+    parse_noting_nfc(bytes, config).map(|(message, _)| message)
+}
+
+/// [`parse`], and whether any text arrived outside Unicode NFC (the model holds it in NFC).
+pub fn parse_noting_nfc(bytes: &[u8], config: &ReaderConfig) -> Result<(Message, bool), ReadError> {
     use super::cursor::{Cursor, read_document, read_prolog};
     let text = decode(bytes, config)?;
     let mut c = Cursor::new(text, config.limits);
     let root = read_prolog(&mut c)?;
     let kind = root_kind(root.start(), config)?;
-    Ok(match kind {
+    let message = match kind {
         MessageKind::Ersuchen => Message::Ersuchen(read_document(&mut c, root)?),
         MessageKind::Ruecknahme => Message::Ruecknahme(read_document(&mut c, root)?),
         MessageKind::Aenderung => Message::Aenderung(read_document(&mut c, root)?),
@@ -506,7 +511,8 @@ pub fn parse(bytes: &[u8], config: &ReaderConfig) -> Result<Message, ReadError> 
         MessageKind::Rueckgabe => Message::Rueckgabe(read_document(&mut c, root)?),
         MessageKind::ZustaendigkeitAnfrage => Message::ZustaendigkeitAnfrage(read_document(&mut c, root)?),
         MessageKind::ZustaendigkeitAntwort => Message::ZustaendigkeitAntwort(read_document(&mut c, root)?),
-    })
+    };
+    Ok((message, c.normalised))
 }
 
 /// The second, independent reader: [`guard`], then serde + quick-xml build the model from
