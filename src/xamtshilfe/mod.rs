@@ -214,12 +214,11 @@ impl Checker {
         if !violations.is_empty() {
             return Err(Rejection::Invalid(violations));
         }
-        let payload = match std::str::from_utf8(bytes) {
-            // Rare (and so worth a second read to be sure it holds the same message).
-            Ok(text) if normalised => Some(text.nfc().collect::<String>().into_bytes())
-                .filter(|nfc| read::parse(nfc, &self.reader).is_ok_and(|again| again == message)),
-            _ => None,
-        };
+        // Rare, and so worth a second read to be sure the NFC document holds the same message.
+        let payload = normalised
+            .then(|| read::decode(bytes, &self.reader).ok().map(|text| text.nfc().collect::<String>().into_bytes()))
+            .flatten()
+            .filter(|nfc| read::parse(nfc, &self.reader).is_ok_and(|again| again == message));
         Ok((message, payload))
     }
 }
