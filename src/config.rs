@@ -130,6 +130,18 @@ pub struct MessagesConfig {
     pub max_bytes: u64,
     pub max_depth: usize,
     pub max_attributes: usize,
+    /// Most debtors, claims, measures and attachments in one message (defaults 100, 1,000,
+    /// 100, 100): reading stops at the cap.
+    pub max_debtors: usize,
+    pub max_claims: usize,
+    pub max_measures: usize,
+    pub max_attachments: usize,
+    /// Reasons listed for one rejected message; the rest are counted ("… and 1,234 more").
+    pub max_reasons: usize,
+    /// The longest text per element, in characters, where it should differ from the XSD's
+    /// `maxLength` (`[messages.max_length]`, e.g. `familienname = 300`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub max_length: std::collections::BTreeMap<String, u32>,
     /// Genericode files replacing the built-in code lists; default `<data_dir>/codelists`.
     pub codelists_dir: Option<PathBuf>,
 }
@@ -143,6 +155,12 @@ impl Default for MessagesConfig {
             max_bytes: limits.max_bytes,
             max_depth: limits.max_depth,
             max_attributes: limits.max_attributes,
+            max_debtors: limits.max_debtors,
+            max_claims: limits.max_claims,
+            max_measures: limits.max_measures,
+            max_attachments: limits.max_attachments,
+            max_reasons: crate::xamtshilfe::validate::DEFAULT_MAX_REASONS,
+            max_length: Default::default(),
             codelists_dir: None,
         }
     }
@@ -402,6 +420,11 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("messages.max_bytes", Kind::Number),
     ("messages.max_depth", Kind::Number),
     ("messages.max_attributes", Kind::Number),
+    ("messages.max_debtors", Kind::Number),
+    ("messages.max_claims", Kind::Number),
+    ("messages.max_measures", Kind::Number),
+    ("messages.max_attachments", Kind::Number),
+    ("messages.max_reasons", Kind::Number),
     ("messages.codelists_dir", Kind::Text),
     ("intake.poll_interval_ms", Kind::Number),
     ("intake.settle_ms", Kind::Number),
@@ -507,6 +530,11 @@ impl Config {
         if self.xta.receive_interval_ms == Some(0) {
             bail!("xta.receive_interval_ms must be at least 1 (or unset: the schedule of jobs/receive.toml)");
         }
+        self.limits()?;
+        let m = &self.messages;
+        if m.max_debtors == 0 || m.max_claims == 0 || m.max_measures == 0 || m.max_attachments == 0 || m.max_reasons == 0 {
+            bail!("messages.max_debtors, max_claims, max_measures, max_attachments and max_reasons must be at least 1");
+        }
         if self.messages.namespaces.is_empty() {
             bail!("messages.namespaces: at least one namespace must be accepted");
         }
@@ -534,15 +562,28 @@ impl Config {
         let codelists = CodeLists::load(Some(&dir))?;
         let mut validator = Validator::new(codelists);
         validator.min_amount = self.min_amount()?;
-        let reader = ReaderConfig {
-            namespaces: self.messages.namespaces.clone(),
-            limits: Limits {
-                max_bytes: self.messages.max_bytes,
-                max_depth: self.messages.max_depth,
-                max_attributes: self.messages.max_attributes,
-            },
-        };
+        validator.max_reasons = self.messages.max_reasons;
+        let reader = ReaderConfig { namespaces: self.messages.namespaces.clone(), limits: self.limits()? };
         Ok(Checker::new(reader, validator))
+    }
+
+    /// The reader's limits from `[messages]`.
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        let m = &self.messages;
+        let mut limits = Limits {
+            max_bytes: m.max_bytes,
+            max_depth: m.max_depth,
+            max_attributes: m.max_attributes,
+            max_debtors: m.max_debtors,
+            max_claims: m.max_claims,
+            max_measures: m.max_measures,
+            max_attachments: m.max_attachments,
+            ..Limits::default()
+        };
+        for (element, &max) in &m.max_length {
+            limits.lengths.set(element, max).map_err(|e| anyhow::anyhow!("messages.{e}"))?;
+        }
+        Ok(limits)
     }
 
     pub fn tenant(&self, id: &str) -> Option<&Tenant> {
@@ -693,6 +734,22 @@ mod tests {
                 assert!(!e.to_string().contains("unknown setting"), "{var}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn message_limits_are_configurable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("amtsbote.toml");
+        std::fs::write(&file, "[messages]\nmax_claims = 5000\n[messages.max_length]\nfamilienname = 300\nbemerkung = 4000\n").unwrap();
+        let c = Config::load_with(Some(&file), &env(&[("AMTSBOTE_MESSAGES_MAX_DEBTORS", "7"), ("AMTSBOTE_MESSAGES_MAX_REASONS", "20")])).unwrap();
+        let limits = c.limits().unwrap();
+        assert_eq!((limits.max_claims, limits.max_debtors, c.messages.max_reasons), (5000, 7, 20));
+        assert_eq!((limits.lengths.of("familienname"), limits.lengths.of("bemerkung"), limits.lengths.of("vorname")), (Some(300), Some(4000), Some(200)));
+        assert_eq!(Config::load_with(None, &[]).unwrap().limits().unwrap(), Limits::default());
+        std::fs::write(&file, "[messages.max_length]\nnachname = 300\n").unwrap();
+        let e = Config::load_with(Some(&file), &[]).unwrap_err().to_string();
+        assert!(e.contains("nachname") && e.contains("familienname"), "{e}");
+        assert!(Config::load_with(None, &env(&[("AMTSBOTE_MESSAGES_MAX_CLAIMS", "0")])).is_err());
     }
 
     #[test]

@@ -306,10 +306,12 @@ fn only_requests_are_printed_and_errors_name_no_debtor_data() {
     assert!(!err.to_string().contains("nope"), "{err}");
 
     // A name the font cannot set fails this letter, and the message names the character only.
+    // (Since the reader holds names to DIN 91379, whose letters the font has, such a name is
+    // refused when the payload is read; either way no debtor data is named.)
     let payload = example("ersuchen.xml").replace("<familienname>Mustermann</familienname>", "<familienname>Mustermann漢</familienname>");
     let err = compose(payload.as_bytes(), &sender(), &recipient(), date, &t, "B", 1, false).expect_err("no glyph");
     let message = err.to_string();
-    assert!(message.contains("U+6F22") && message.contains("Schuldner"), "{message}");
+    assert!((message.contains("U+6F22") && message.contains("Schuldner")) || message.contains("cannot be read"), "{message}");
     assert!(!message.contains("Mustermann") && !message.contains("Erika"), "{message}");
     assert!(render_file(&[]).is_err(), "an empty file is refused");
 }

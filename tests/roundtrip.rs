@@ -9,6 +9,12 @@ fn text() -> impl Strategy<Value = String> {
     "[A-Za-zÄÖÜäöüß0-9][A-Za-zÄÖÜäöüß0-9 .,;:/()&<>'\"§€-]{0,30}[A-Za-zäöüß0-9.)]"
 }
 
+/// A part of a person's name: DIN 91379 type A (letters, space, apostrophe, hyphen, full stop,
+/// comma; no digits or other signs).
+fn person() -> impl Strategy<Value = String> {
+    "[A-Za-zÄÖÜäöüßéçñ][A-Za-zÄÖÜäöüßéçñ '.,-]{0,30}[A-Za-zäöüß.]"
+}
+
 fn opt<T: std::fmt::Debug + Clone>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Option<T>> {
     proptest::option::of(s)
 }
@@ -41,7 +47,7 @@ fn teilnehmer() -> impl Strategy<Value = Teilnehmer> {
 }
 
 fn schuldner() -> impl Strategy<Value = Schuldner> {
-    (any::<bool>(), opt(text()), opt(text()), opt(text()), opt(text()), opt(date()), anschrift()).prop_map(
+    (any::<bool>(), opt(text()), opt(person()), opt(person()), opt(person()), opt(date()), anschrift()).prop_map(
         |(auskunftssperre, firma, familienname, vorname, geburtsname, geburtsdatum, anschrift)| Schuldner {
             auskunftssperre,
             firma,

@@ -251,3 +251,55 @@ fn written_examples_validate_and_read_back_equal() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The lengths the reader enforces (src/xamtshilfe/fields.rs) are the XSD's `maxLength`
+/// facets, element by element; and every element whose type has a `maxLength` is in the
+/// reader's table.
+#[test]
+fn field_lengths_agree_with_the_xsd() {
+    use amtsbote::xamtshilfe::fields::FIELDS;
+    let xsd = std::fs::read_to_string(root().join("schemas/xamtshilfe/xamtshilfe.xsd")).expect("reading the XSD");
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(tag[at..at + tag[at..].find('"')?].to_string())
+    };
+    // simple type → its maxLength
+    let mut max_length: HashMap<String, u32> = HashMap::new();
+    for block in xsd.split("<xs:simpleType ").skip(1) {
+        let block = &block[..block.find("</xs:simpleType>").expect("closed simpleType")];
+        let name = attr(&format!(" {block}"), "name").expect("named simpleType");
+        if let Some(at) = block.find("<xs:maxLength ") {
+            let value = attr(&block[at..], "value").expect("maxLength value");
+            max_length.insert(name, value.parse().expect("a number"));
+        }
+    }
+    // element name → the types it is declared with
+    let mut declared: HashMap<String, Vec<String>> = HashMap::new();
+    for tag in xsd.split("<xs:element ").skip(1) {
+        let tag = format!(" {}", &tag[..tag.find('>').expect("closed tag")]);
+        if let (Some(name), Some(ty)) = (attr(&tag, "name"), attr(&tag, "type")) {
+            declared.entry(name).or_default().push(ty.trim_start_matches("xamt:").to_string());
+        }
+    }
+    let mut failures = Vec::new();
+    for f in FIELDS {
+        let Some(types) = declared.get(f.element) else {
+            failures.push(format!("{}: not declared in the XSD", f.element));
+            continue;
+        };
+        if !types.iter().any(|t| t == f.xsd_type) {
+            failures.push(format!("{}: declared as {types:?}, the table says {}", f.element, f.xsd_type));
+        }
+        for t in types {
+            if max_length.get(t) != Some(&f.max_chars) {
+                failures.push(format!("{} ({t}): maxLength {:?} in the XSD, {} in the table", f.element, max_length.get(t), f.max_chars));
+            }
+        }
+    }
+    for (element, types) in &declared {
+        if types.iter().any(|t| max_length.contains_key(t)) && !FIELDS.iter().any(|f| f.element == element) {
+            failures.push(format!("{element}: has a maxLength in the XSD but is not in the reader's table"));
+        }
+    }
+    assert!(failures.is_empty(), "fields.rs and the XSD disagree:\n{}", failures.join("\n"));
+}

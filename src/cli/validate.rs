@@ -71,7 +71,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     validator.min_amount = args.min_amount;
     let reader = ReaderConfig {
         namespaces: args.namespaces.clone(),
-        limits: Limits { max_bytes: args.max_bytes, max_depth: args.max_depth, max_attributes: args.max_attributes },
+        limits: Limits { max_bytes: args.max_bytes, max_depth: args.max_depth, max_attributes: args.max_attributes, ..Limits::default() },
     };
     let checker = Checker::new(reader, validator);
 

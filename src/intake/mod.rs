@@ -108,14 +108,15 @@ impl Intake {
         // one: big messages go to the blocking pool so the runtime keeps answering.
         let (checked, bytes) = if bytes.len() > 256 * 1024 {
             let checker = self.checker.clone();
-            tokio::task::spawn_blocking(move || (checker.check(&bytes), bytes))
+            tokio::task::spawn_blocking(move || (checker.check_to_store(&bytes), bytes))
                 .await
                 .map_err(|e| LedgerError::Corrupt(format!("checking task failed: {e}")))?
         } else {
-            (self.checker.check(&bytes), bytes)
+            (self.checker.check_to_store(&bytes), bytes)
         };
-        let message = match checked {
-            Ok(message) => message,
+        let (message, bytes) = match checked {
+            // A text that arrived decomposed is stored in NFC, as the model holds it.
+            Ok((message, normalised)) => (message, normalised.unwrap_or(bytes)),
             Err(rejection) => {
                 let kind = match &rejection {
                     Rejection::Unreadable(_) => "unreadable",

@@ -16,6 +16,9 @@ use std::borrow::Cow;
 
 use quick_xml::events::{BytesStart, Event};
 
+use unicode_normalization::{IsNormalized, UnicodeNormalization};
+
+use super::fields::{FIELDS, Repeated, field_index, repeated};
 use super::model::*;
 use super::read::{Limits, ReadError};
 use super::values::clip;
@@ -51,19 +54,42 @@ impl Failure {
         }
         let path = self.steps.iter().rev().cloned().collect::<Vec<_>>().join("/");
         let path = if path.is_empty() { "/".to_string() } else { path };
-        let message = if path.contains("schuldner") { withhold_quoted(&self.message) } else { self.message };
+        let message = if about_debtor(&path) { withhold_quoted(&self.message) } else { self.message };
         ReadError::Structure { path, message }
     }
 }
 
-/// Replaces every quoted value ('…') by a placeholder: debtor data stays out of reasons.
+/// Whether a reason at this path (`ersuchen/schuldner[1]/…`) is about a debtor, whose values
+/// are personal data and stay out of reasons: inside a `schuldner`, or the address a
+/// Zuständigkeit request asks about (the one `anschrift` directly under a root).
+pub(crate) fn about_debtor(path: &str) -> bool {
+    path.contains("schuldner") || path == "anschrift" || path.starts_with("anschrift/")
+}
+
+/// Replaces every quoted value ('…') by a placeholder: debtor data stays out of reasons. A
+/// name in backticks (`` `vorname` ``) stays only when it is an element of the model: a
+/// mangled tag (`<vorname` with its `>` lost) would carry the value in its "name".
 pub(crate) fn withhold_quoted(message: &str) -> String {
+    const WITHHELD: &str = "(withheld: debtor data)";
+    let known = |name: &str| {
+        let name = name.trim_start_matches('@');
+        FIELDS.iter().any(|f| f.element == name) || matches!(name, "anschrift" | "geburtsdatum" | "schuldner" | "auskunftssperre")
+    };
     let mut out = String::with_capacity(message.len());
     for (i, part) in message.split('\'').enumerate() {
         if i > 0 {
             out.push('\'');
         }
-        out.push_str(if i % 2 == 1 { "(withheld: debtor data)" } else { part });
+        if i % 2 == 1 {
+            out.push_str(WITHHELD);
+            continue;
+        }
+        for (j, piece) in part.split('`').enumerate() {
+            if j > 0 {
+                out.push('`');
+            }
+            out.push_str(if j % 2 == 1 && !known(piece) { WITHHELD } else { piece });
+        }
     }
     out
 }
@@ -78,6 +104,8 @@ pub(crate) struct Cursor<'a> {
     depth: usize,
     limits: Limits,
     pub(crate) hard: Option<ReadError>,
+    /// Whether a text arrived outside NFC (and was normalised into the model).
+    pub(crate) normalised: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -86,7 +114,7 @@ impl<'a> Cursor<'a> {
         let cfg = reader.config_mut();
         cfg.check_end_names = true;
         cfg.check_comments = true;
-        Cursor { reader, text, depth: 0, limits, hard: None }
+        Cursor { reader, text, depth: 0, limits, hard: None, normalised: false }
     }
 
     fn line_at(&self, pos: usize) -> usize {
@@ -118,6 +146,10 @@ impl<'a> Cursor<'a> {
             Event::DocType(_) => {
                 let line = self.line_at(at);
                 return Err(self.fail_hard(ReadError::Doctype { line }));
+            }
+            Event::Decl(_) | Event::PI(_) if at != 0 && super::read::is_declaration(&event) => {
+                let e = super::read::misplaced_declaration(self.text, at);
+                return Err(self.fail_hard(e));
             }
             Event::Start(_) | Event::Empty(_) => {
                 if self.depth >= self.limits.max_depth {
@@ -160,6 +192,12 @@ impl<'a> Cursor<'a> {
         self.text.get(start..end)
     }
 
+    /// Where a slice borrowed from the input starts, as a byte offset.
+    fn offset_of(&self, bytes: &[u8]) -> Option<usize> {
+        let start = (bytes.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        (start <= self.text.len()).then_some(start)
+    }
+
     /// The next child element of the element being read, or `None` at its end tag.
     fn next_child(&mut self, parent: &Element<'_>) -> Result<Option<Element<'a>>> {
         if parent.empty {
@@ -199,19 +237,19 @@ impl<'a> Cursor<'a> {
                     append(&mut acc, piece);
                 }
                 Event::GeneralRef(r) => {
-                    let ch = match r.resolve_char_ref() {
-                        Ok(Some(ch)) => ch,
-                        Ok(None) => match &*r {
-                            b"lt" => '<',
-                            b"gt" => '>',
-                            b"amp" => '&',
-                            b"apos" => '\'',
-                            _ => '"',
-                        },
-                        Err(e) => {
-                            let pos = self.reader.buffer_position() as usize;
-                            let err = super::read::malformed(self.text, pos, &e.to_string());
-                            return Err(self.fail_hard(err));
+                    let ch = match &*r {
+                        b"lt" => '<',
+                        b"gt" => '>',
+                        b"amp" => '&',
+                        b"apos" => '\'',
+                        b"quot" => '"',
+                        // Only character references are left (`event` refused the rest).
+                        reference => {
+                            let pos = self.offset_of(reference).map_or(self.reader.buffer_position() as usize, |p| p.saturating_sub(1));
+                            match super::read::resolve_char_ref(self.text, reference, pos) {
+                                Ok(ch) => ch,
+                                Err(e) => return Err(self.fail_hard(e)),
+                            }
                         }
                     };
                     acc.to_mut().push(ch);
@@ -232,6 +270,40 @@ impl<'a> Cursor<'a> {
 
     fn string(&mut self, el: &Element<'a>) -> Result<String> {
         self.text(el).map(Cow::into_owned)
+    }
+
+    /// The text of a text element of [`FIELDS`] (`index`): in NFC, within its length limit,
+    /// and of its DIN 91379 type. Reasons give lengths and code points, never the value.
+    fn field(&mut self, el: &Element<'a>, index: usize) -> Result<String> {
+        let text = self.text(el)?;
+        let text = if text.is_ascii() || unicode_normalization::is_nfc_quick(text.chars()) == IsNormalized::Yes {
+            text.into_owned()
+        } else {
+            self.normalised = true;
+            text.nfc().collect()
+        };
+        let max = self.limits.lengths.get(index) as usize;
+        if text.len() > max {
+            let chars = text.chars().count();
+            if chars > max {
+                return Err(Failure::new(format!("is {chars} characters long; the limit is {max}")));
+            }
+        }
+        let din = FIELDS[index].din;
+        if let Some(code_point) = super::din91379::first_disallowed(&text, din) {
+            return Err(Failure::new(format!("character U+{code_point:04X} is not allowed in {}", din.describe())));
+        }
+        Ok(text)
+    }
+
+    /// Refuses one more of a capped repeated element once `count` reached its cap.
+    fn room_for(&self, what: Repeated, element: &str, count: usize) -> Result<()> {
+        let cap = self.limits.max_repeats(what);
+        if count >= cap {
+            let line = self.line_at(self.reader.buffer_position() as usize);
+            return Err(Failure::new(format!("more than {cap} `{element}` elements (the limit is {cap}); reading stopped at line {line}")));
+        }
+        Ok(())
     }
 
     fn value<T: std::str::FromStr>(&mut self, el: &Element<'a>) -> Result<T>
@@ -358,8 +430,17 @@ fn attributes<'e, const N: usize>(el: &'e Element<'_>, names: [&str; N], lenient
         let key = attr.key.as_ref();
         match names.iter().position(|n| n.as_bytes() == key) {
             Some(i) if out[i].is_some() => return Err(Failure::new(format!("attribute `{}` appears twice", names[i]))),
-            Some(i) => out[i] = Some(attr.unescape_value().map_err(|e| Failure::new(format!("attribute `{}`: {e}", names[i])))?),
-            None if lenient && (key == b"xmlns" || key.starts_with(b"xmlns:") || key.starts_with(b"xsi:")) => {}
+            Some(i) => {
+                if let Some(code_point) = super::read::forbidden_ref_in(&attr.value) {
+                    return Err(Failure::new(format!("attribute `{}`: a character reference to U+{code_point:04X}, which XML 1.0 does not allow", names[i])));
+                }
+                out[i] = Some(attr.unescape_value().map_err(|e| Failure::new(format!("attribute `{}`: {e}", names[i])))?);
+            }
+            None if lenient && (key == b"xmlns" || key.starts_with(b"xmlns:") || key.starts_with(b"xsi:")) => {
+                if let Some(code_point) = super::read::forbidden_ref_in(&attr.value) {
+                    return Err(Failure::new(format!("a character reference to U+{code_point:04X}, which XML 1.0 does not allow")));
+                }
+            }
             None => return Err(Failure::new(format!("unknown attribute `{}`", clip(&String::from_utf8_lossy(key))))),
         }
     }
@@ -407,7 +488,7 @@ macro_rules! children {
             let mut _n = 0usize;
             $(
                 if i == _n {
-                    children!(@read $c, child, step, $field, $kind);
+                    children!(@read $c, child, step, $field, $xml, $kind);
                     continue;
                 }
                 _n += 1;
@@ -419,13 +500,17 @@ macro_rules! children {
     (@occurs $other:ident) => { Occurs::One };
     (@init many) => { Vec::new() };
     (@init $other:ident) => { None };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, one) => { $field = Some($c.child($child, $step, |c, e| c.read(e))?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, opt) => { $field = Some($c.child($child, $step, |c, e| c.read(e))?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, many) => { $field.push($c.child($child, $step, |c, e| c.read(e))?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, text) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.string(e) })?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, opt_text) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.string(e) })?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, value) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.value(e) })?) };
-    (@read $c:ident, $child:ident, $step:ident, $field:ident, opt_value) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.value(e) })?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, one) => { $field = Some($c.child($child, $step, |c, e| c.read(e))?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, opt) => { $field = Some($c.child($child, $step, |c, e| c.read(e))?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, many) => {{
+        const REPEATED: Repeated = match repeated($xml) { Some(r) => r, None => panic!("a repeated element without a cap") };
+        $c.room_for(REPEATED, $xml, $field.len())?;
+        $field.push($c.child($child, $step, |c, e| c.read(e))?)
+    }};
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, text) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.field(e, const { field_index($xml) }) })?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, opt_text) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.field(e, const { field_index($xml) }) })?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, value) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.value(e) })?) };
+    (@read $c:ident, $child:ident, $step:ident, $field:ident, $xml:literal, opt_value) => { $field = Some($c.child($child, $step, |c, e| { no_attributes(e)?; c.value(e) })?) };
     (@finish $field:ident, $xml:literal, one) => { required($field, $xml)? };
     (@finish $field:ident, $xml:literal, text) => { required($field, $xml)? };
     (@finish $field:ident, $xml:literal, value) => { required($field, $xml)? };

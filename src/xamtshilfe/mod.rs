@@ -2,13 +2,16 @@
 //! writing, and the validation rules beyond structure.
 //!
 //! The way in is [`Checker::check`]: bytes → [`Message`] or a [`Rejection`] whose reasons
-//! name the element and the rule. Reading happens in two steps: [`read::guard`] looks at the
-//! raw bytes (size, encoding, DOCTYPE, depth, well-formedness, root element and namespace)
-//! without building anything, then serde + quick-xml build the typed model, and
-//! [`validate`] checks what a schema cannot (sums, code lists, checksums, dates).
+//! name the element and the rule. [`read::parse`] reads in one pass with every limit against
+//! hostile input (size, XML characters, DOCTYPE, depth, attributes, the lengths and DIN 91379
+//! characters of [`fields`], the caps on repeated elements), then [`validate`] checks what a
+//! schema cannot (sums, code lists, checksums, dates). [`read::parse_with_serde`] is a second,
+//! independent reader the tests compare it against.
 
 pub mod codelist;
 mod cursor;
+pub mod din91379;
+pub mod fields;
 pub mod model;
 pub mod read;
 pub mod validate;
@@ -198,8 +201,24 @@ impl Checker {
 
     /// Reads and validates one message.
     pub fn check(&self, bytes: &[u8]) -> Result<Message, Rejection> {
-        let message = read::parse(bytes, &self.reader)?;
+        self.check_to_store(bytes).map(|(message, _)| message)
+    }
+
+    /// [`Checker::check`], and the payload to store when the message's texts arrived outside
+    /// Unicode NFC: the document in NFC (markup is ASCII, so only the texts change), so that
+    /// what is kept and sent on holds the same names as the model. `None`: store the bytes.
+    pub fn check_to_store(&self, bytes: &[u8]) -> Result<(Message, Option<Vec<u8>>), Rejection> {
+        use unicode_normalization::UnicodeNormalization;
+        let (message, normalised) = read::parse_noting_nfc(bytes, &self.reader)?;
         let violations = self.validator.validate(&message);
-        if violations.is_empty() { Ok(message) } else { Err(Rejection::Invalid(violations)) }
+        if !violations.is_empty() {
+            return Err(Rejection::Invalid(violations));
+        }
+        // Rare, and so worth a second read to be sure the NFC document holds the same message.
+        let payload = normalised
+            .then(|| read::decode(bytes, &self.reader).ok().map(|text| text.nfc().collect::<String>().into_bytes()))
+            .flatten()
+            .filter(|nfc| read::parse(nfc, &self.reader).is_ok_and(|again| again == message));
+        Ok((message, payload))
     }
 }

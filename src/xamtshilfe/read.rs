@@ -15,11 +15,11 @@ use std::path::Path;
 use quick_xml::events::Event;
 use serde::de::DeserializeOwned;
 
+use super::fields::{FieldLengths, Repeated};
 use super::{Message, MessageKind};
 
 /// The limits a message must stay inside. All configurable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted message in bytes (default 40 MB, the XTA container limit).
     pub max_bytes: u64,
@@ -28,11 +28,42 @@ pub struct Limits {
     /// Most attributes on one element (default 32; real messages use at most 7). Bounds the
     /// duplicate-attribute check, which is quadratic in the count.
     pub max_attributes: usize,
+    /// The longest text of each element, in characters (defaults: the XSD's `maxLength`).
+    pub lengths: FieldLengths,
+    /// Most debtors (`schuldner`) in one message (default 100).
+    pub max_debtors: usize,
+    /// Most claims (`forderung`) in one message (default 1,000).
+    pub max_claims: usize,
+    /// Most measures (`massnahme`) in one request (default 100; the catalogue has fewer).
+    pub max_measures: usize,
+    /// Most attachments (`anhang`) in one message (default 100).
+    pub max_attachments: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 40 * 1024 * 1024, max_depth: 32, max_attributes: 32 }
+        Limits {
+            max_bytes: 40 * 1024 * 1024,
+            max_depth: 32,
+            max_attributes: 32,
+            lengths: FieldLengths::default(),
+            max_debtors: 100,
+            max_claims: 1_000,
+            max_measures: 100,
+            max_attachments: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// The cap on a repeated element.
+    pub fn max_repeats(&self, what: Repeated) -> usize {
+        match what {
+            Repeated::Schuldner => self.max_debtors,
+            Repeated::Forderung => self.max_claims,
+            Repeated::Massnahme => self.max_measures,
+            Repeated::Anhang => self.max_attachments,
+        }
     }
 }
 
@@ -75,6 +106,12 @@ pub enum ReadError {
     TooDeep { limit: usize, line: usize },
     #[error("not XML: {0}")]
     NotXml(String),
+    /// A character the XML 1.0 `Char` production excludes, raw in the file.
+    #[error("character U+{code_point:04X} at line {line}, column {column} is not allowed in XML 1.0")]
+    ForbiddenChar { code_point: u32, line: usize, column: usize },
+    /// A character reference (`&#x1;`) to a character XML 1.0 excludes.
+    #[error("character reference to U+{code_point:04X} at line {line}, column {column} is not allowed in XML 1.0")]
+    ForbiddenCharRef { code_point: u32, line: usize, column: usize },
     #[error("malformed XML at line {line}, column {column}: {message}")]
     Malformed { line: usize, column: usize, message: String },
     #[error("truncated: the file ends inside <{open}> (line {line}); was it still being written?")]
@@ -162,9 +199,103 @@ pub fn decode<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<&'a str, Rea
     })?;
     let first = text.trim_start();
     if !first.starts_with('<') {
-        return Err(ReadError::NotXml(format!("the content does not start with '<' but with '{}'", super::values::clip(&first.chars().take(20).collect::<String>()))));
+        // Described, never quoted: the first bytes of a file may be a debtor's name.
+        let offset = text.len() - first.len();
+        let head = &first.as_bytes()[..first.len().min(512)];
+        let looks = if head.iter().any(|&b| b < 0x20 && !b.is_ascii_whitespace()) { "binary data" } else { "text" };
+        return Err(ReadError::NotXml(format!("the content does not start with '<' (first non-blank byte at offset {offset}); it looks like {looks}")));
+    }
+    if let Some((offset, code_point)) = forbidden_char(text.as_bytes()) {
+        let (line, column) = line_column(text, offset);
+        return Err(ReadError::ForbiddenChar { code_point, line, column });
     }
     Ok(text)
+}
+
+/// Whether XML 1.0 allows a character: `#x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] |
+/// [#x10000-#x10FFFF]` (a `char` is never a surrogate).
+pub(crate) fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// The first character of UTF-8 text that XML 1.0 forbids, with its byte offset: a C0
+/// control other than tab, line feed and carriage return, or U+FFFE / U+FFFF. Blocks of 32
+/// bytes are tested at once with a test the compiler vectorises, so the scan costs a
+/// fraction of the UTF-8 check before it; only a block holding a control byte or 0xEF (the
+/// lead byte of U+F000..U+FFFF) is looked at byte by byte.
+pub(crate) fn forbidden_char(bytes: &[u8]) -> Option<(usize, u32)> {
+    fn suspect(b: u8) -> bool {
+        (b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r') | (b == 0xEF)
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(block) = bytes.get(i..i + 32)
+            && !block.iter().fold(false, |any, &b| any | suspect(b))
+        {
+            i += 32;
+            continue;
+        }
+        let end = (i + 32).min(bytes.len());
+        for j in i..end {
+            let b = bytes[j];
+            if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') {
+                return Some((j, u32::from(b)));
+            }
+            if b == 0xEF && bytes.get(j + 1) == Some(&0xBF) && let Some(&last @ (0xBE | 0xBF)) = bytes.get(j + 2) {
+                return Some((j, 0xFFFE + u32::from(last - 0xBE)));
+            }
+        }
+        i = end;
+    }
+    None
+}
+
+/// Line and column (1-based, the column in characters) of a byte offset in the text.
+pub(crate) fn line_column(text: &str, pos: usize) -> (usize, usize) {
+    let pos = pos.min(text.len());
+    let line = line_of(text.as_bytes(), pos);
+    let line_start = text.as_bytes()[..pos].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = text.get(line_start..pos).map_or(pos - line_start, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+/// Resolves a character reference (the text between `&` and `;`, starting with `#`): the
+/// character, or why not — a number that is no code point is malformed, a code point XML
+/// 1.0 excludes (`&#0;`, `&#x1;`, `&#xFFFE;`) is refused by name.
+pub(crate) fn resolve_char_ref(text: &str, reference: &[u8], pos: usize) -> Result<char, ReadError> {
+    let Some(code) = parse_char_ref(reference) else {
+        return Err(malformed(text, pos, "a character reference that is not a number"));
+    };
+    match char::from_u32(code) {
+        Some(c) if is_xml_char(c) => Ok(c),
+        _ => {
+            let (line, column) = line_column(text, pos);
+            Err(ReadError::ForbiddenCharRef { code_point: code, line, column })
+        }
+    }
+}
+
+/// The first character reference in a raw attribute value (`a&#x1;b`) to a code point XML
+/// 1.0 excludes (raw characters were refused with the document; only a reference can bring
+/// one in). References that are no number are left to the unescaping, which refuses them.
+pub(crate) fn forbidden_ref_in(raw: &[u8]) -> Option<u32> {
+    memchr::memmem::find_iter(raw, b"&#").find_map(|at| {
+        let rest = &raw[at + 1..];
+        let end = memchr::memchr(b';', rest)?;
+        let code = parse_char_ref(&rest[..end])?;
+        (!char::from_u32(code).is_some_and(is_xml_char)).then_some(code)
+    })
+}
+
+/// The number of a character reference (`#x1F`, `#31`), if it is one.
+fn parse_char_ref(reference: &[u8]) -> Option<u32> {
+    let digits = reference.strip_prefix(b"#")?;
+    let (digits, radix) = match digits.strip_prefix(b"x") {
+        Some(hex) => (hex, 16),
+        None => (digits, 10),
+    };
+    let ok = !digits.is_empty() && digits.len() <= 8 && digits.iter().all(|b| if radix == 16 { b.is_ascii_hexdigit() } else { b.is_ascii_digit() });
+    ok.then(|| u32::from_str_radix(std::str::from_utf8(digits).ok()?, radix).ok()).flatten()
 }
 
 /// Checks raw bytes against every rule that must hold before a message is built, in one
@@ -193,6 +324,7 @@ pub fn guard<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<Guarded<'a>, 
             malformed(text, pos, &e.to_string())
         })?;
         match event {
+            Event::Decl(_) | Event::PI(_) if at != 0 && is_declaration(&event) => return Err(misplaced_declaration(text, at)),
             Event::Decl(decl) => {
                 if let Some(enc) = decl.encoding() {
                     let enc = enc.map_err(|e| malformed(text, reader.buffer_position() as usize, &e.to_string()))?;
@@ -228,6 +360,10 @@ pub fn guard<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<Guarded<'a>, 
                 if kind.is_none() {
                     kind = Some(root_kind(start, config)?);
                 }
+                if let Some(code_point) = forbidden_ref_in(start.attributes_raw()) {
+                    let (line, column) = line_column(text, at);
+                    return Err(ReadError::ForbiddenCharRef { code_point, line, column });
+                }
                 if is_empty {
                     if depth == 0 {
                         root_done = true;
@@ -261,7 +397,7 @@ pub fn guard<'a>(bytes: &'a [u8], config: &ReaderConfig) -> Result<Guarded<'a>, 
                     });
                 }
                 if r.is_char_ref() {
-                    r.resolve_char_ref().map_err(|e| malformed(text, reader.buffer_position() as usize, &e.to_string()))?;
+                    resolve_char_ref(text, &r, at)?;
                 }
             }
             Event::Eof => {
@@ -315,6 +451,21 @@ fn root_kind(start: &quick_xml::events::BytesStart<'_>, config: &ReaderConfig) -
     }
 }
 
+/// Whether an event is the XML declaration (`<?xml …?>`, which quick-xml may also hand over
+/// as a processing instruction when it is not the first thing in the file).
+pub(crate) fn is_declaration(event: &Event<'_>) -> bool {
+    match event {
+        Event::Decl(_) => true,
+        Event::PI(pi) => pi.target().eq_ignore_ascii_case(b"xml"),
+        _ => false,
+    }
+}
+
+/// Anything before the XML declaration (whitespace, a comment) but a byte-order mark.
+pub(crate) fn misplaced_declaration(text: &str, at: usize) -> ReadError {
+    malformed(text, at, "the XML declaration must come first: nothing but a byte-order mark may precede it")
+}
+
 pub(crate) fn truncated(text: &str) -> ReadError {
     // Name the innermost element still open by scanning back from the end.
     let open = innermost_open(text).unwrap_or_else(|| "?".into());
@@ -340,11 +491,14 @@ fn innermost_open(text: &str) -> Option<String> {
 }
 
 pub(crate) fn malformed(text: &str, pos: usize, message: &str) -> ReadError {
-    let pos = pos.min(text.len());
-    let line = line_of(text.as_bytes(), pos);
-    let line_start = text.as_bytes()[..pos].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let column = text.get(line_start..pos).map_or(pos - line_start, |s| s.chars().count()) + 1;
-    ReadError::Malformed { line, column, message: message.to_string() }
+    let (line, column) = line_column(text, pos);
+    // quick-xml's messages quote names (`expected </a>, found </b…>`), which may be long.
+    const MAX: usize = 300;
+    let message = match message.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message.to_string(),
+    };
+    ReadError::Malformed { line, column, message }
 }
 
 pub(crate) fn line_of(bytes: &[u8], offset: usize) -> usize {
@@ -354,12 +508,17 @@ pub(crate) fn line_of(bytes: &[u8], offset: usize) -> usize {
 /// Reads one message in a single pass over the text: every limit is enforced on the way
 /// (see [`super::cursor`]), and the typed model is built straight from the events.
 pub fn parse(bytes: &[u8], config: &ReaderConfig) -> Result<Message, ReadError> {
+    parse_noting_nfc(bytes, config).map(|(message, _)| message)
+}
+
+/// [`parse`], and whether any text arrived outside Unicode NFC (the model holds it in NFC).
+pub fn parse_noting_nfc(bytes: &[u8], config: &ReaderConfig) -> Result<(Message, bool), ReadError> {
     use super::cursor::{Cursor, read_document, read_prolog};
     let text = decode(bytes, config)?;
     let mut c = Cursor::new(text, config.limits);
     let root = read_prolog(&mut c)?;
     let kind = root_kind(root.start(), config)?;
-    Ok(match kind {
+    let message = match kind {
         MessageKind::Ersuchen => Message::Ersuchen(read_document(&mut c, root)?),
         MessageKind::Ruecknahme => Message::Ruecknahme(read_document(&mut c, root)?),
         MessageKind::Aenderung => Message::Aenderung(read_document(&mut c, root)?),
@@ -369,7 +528,8 @@ pub fn parse(bytes: &[u8], config: &ReaderConfig) -> Result<Message, ReadError> 
         MessageKind::Rueckgabe => Message::Rueckgabe(read_document(&mut c, root)?),
         MessageKind::ZustaendigkeitAnfrage => Message::ZustaendigkeitAnfrage(read_document(&mut c, root)?),
         MessageKind::ZustaendigkeitAntwort => Message::ZustaendigkeitAntwort(read_document(&mut c, root)?),
-    })
+    };
+    Ok((message, c.normalised))
 }
 
 /// The second, independent reader: [`guard`], then serde + quick-xml build the model from
@@ -395,7 +555,7 @@ fn build<T: DeserializeOwned>(text: &str) -> Result<Box<T>, ReadError> {
     serde_path_to_error::deserialize(&mut de).map(Box::new).map_err(|e| {
         let path = xml_path(e.path());
         let mut message = tidy_serde_message(&e.inner().to_string());
-        if path.contains("schuldner") {
+        if super::cursor::about_debtor(&path) {
             message = super::cursor::withhold_quoted(&message);
         }
         ReadError::Structure { path, message }

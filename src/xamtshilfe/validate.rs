@@ -34,6 +34,8 @@ pub enum Rule {
     Attachment,
     /// The header does not fit the message (type code, reader).
     Header,
+    /// Not a rule of its own: the count of the violations beyond those listed.
+    Limit,
 }
 
 impl Rule {
@@ -49,6 +51,7 @@ impl Rule {
             Rule::Format => "format",
             Rule::Attachment => "attachment",
             Rule::Header => "header",
+            Rule::Limit => "limit",
         }
     }
 }
@@ -75,15 +78,23 @@ pub struct Validator {
     pub min_amount: Cents,
     /// How far in the future `erstellungszeitpunkt` may lie (clock skew), in seconds.
     pub max_clock_skew_secs: i64,
+    /// Violations listed for one message; beyond them only a count ([`DEFAULT_MAX_REASONS`]).
+    pub max_reasons: usize,
 }
+
+/// Reasons listed for one message by default: the first 100, then "… and N more".
+pub const DEFAULT_MAX_REASONS: usize = 100;
 
 impl Validator {
     pub fn new(codelists: CodeLists) -> Self {
-        Validator { codelists, min_amount: Cents(3600), max_clock_skew_secs: 24 * 3600 }
+        Validator { codelists, min_amount: Cents(3600), max_clock_skew_secs: 24 * 3600, max_reasons: DEFAULT_MAX_REASONS }
     }
 
+    /// Every broken rule, in document order: the first `max_reasons`, and then one more entry
+    /// that counts the rest (rule `limit`), so a message with 200,000 broken rules gets an
+    /// answer of a few kilobytes.
     pub fn validate(&self, message: &Message) -> Vec<Violation> {
-        let mut c = Ctx { v: self, out: Vec::new(), path: Vec::new() };
+        let mut c = Ctx { v: self, out: Vec::new(), path: Vec::new(), more: 0 };
         if let Some(env) = message.envelope() {
             c.header(message.kind(), env.kopf);
         }
@@ -123,8 +134,25 @@ impl Validator {
                 }
             }
         }
+        if c.more > 0 {
+            let message = format!("… and {} more not listed (the first {} are)", thousands(c.more), c.out.len());
+            c.out.push(Violation { path: "/".into(), rule: Rule::Limit, message });
+        }
         c.out
     }
+}
+
+/// 199900 → "199,900".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
 }
 
 /// The walk through one message: where we are, and what we found.
@@ -134,6 +162,8 @@ struct Ctx<'v> {
     /// Where we are: element names, with the 1-based index of repeated ones. Rendered only
     /// when a violation is reported, so a valid message allocates nothing for paths.
     path: Vec<(&'static str, Option<usize>)>,
+    /// Violations found beyond `max_reasons`: counted, not listed.
+    more: usize,
 }
 
 impl Ctx<'_> {
@@ -154,6 +184,10 @@ impl Ctx<'_> {
     }
 
     fn report(&mut self, element: Option<&str>, rule: Rule, message: String) {
+        if self.out.len() >= self.v.max_reasons {
+            self.more += 1;
+            return;
+        }
         let mut path = String::new();
         for (i, (name, index)) in self.path.iter().enumerate() {
             if i > 0 {
@@ -176,10 +210,11 @@ impl Ctx<'_> {
         self.out.push(Violation { path, rule, message });
     }
 
-    /// A value quoted in a reason; withheld inside a debtor (personal data stays out of
-    /// reports and logs).
+    /// A value quoted in a reason; withheld inside a debtor and in the address a Zuständigkeit
+    /// request asks about (personal data stays out of reports and logs).
     fn show(&self, value: &str) -> String {
-        if self.path.iter().any(|(name, _)| *name == "schuldner") { "(withheld: debtor data)".into() } else { clip(value) }
+        let about_debtor = self.path.iter().any(|(name, _)| *name == "schuldner") || self.path.first().is_some_and(|(name, _)| *name == "anschrift");
+        if about_debtor { "(withheld: debtor data)".into() } else { clip(value) }
     }
 
     fn text(&mut self, element: &str, value: &str) {
@@ -233,7 +268,8 @@ impl Ctx<'_> {
             !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.') && !value.contains(char::is_whitespace)
         });
         if !ok {
-            self.report(Some(element), Rule::Format, format!("'{}' is not an e-mail address", clip(value)));
+            // Not quoted: an address is often a person's name.
+            self.report(Some(element), Rule::Format, "is not an e-mail address (local part, @, domain with a dot)".into());
         }
     }
 
