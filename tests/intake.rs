@@ -57,13 +57,16 @@ async fn start_watcher() -> Setup {
 }
 
 async fn start_watcher_settling(settle: Duration) -> Setup {
+    start_watcher_with(WatchConfig { poll_interval: Duration::from_millis(20), settle, concurrency: 4, limits: Limits::default(), ..WatchConfig::default() }).await
+}
+
+async fn start_watcher_with(config: WatchConfig) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let ledger = ledger::open(&format!("sqlite:{}", root.join("ledger.sqlite").display())).await.unwrap();
     ledger.migrate().await.unwrap();
     let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults()));
     let dirs = InboxDirs { tenant: "demo".into(), inbox: root.join("inbox/demo") };
-    let config = WatchConfig { poll_interval: Duration::from_millis(20), settle, concurrency: 4, limits: Limits::default(), ..WatchConfig::default() };
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(Watcher::new(intake, vec![dirs.clone()], config).run(rx));
     wait_until("inbox folders", Duration::from_secs(10), || dirs.done().is_dir()).await;
@@ -567,21 +570,14 @@ async fn a_file_still_being_appended_to_after_its_claim_is_waited_for_not_reject
 async fn a_cut_off_file_nobody_writes_to_any_more_is_rejected_after_the_wait() {
     // The wait has an end: a file cut off for good is rejected as truncated once its last
     // write is older than intake.incomplete_wait_secs (here 1 s).
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let ledger = ledger::open(&format!("sqlite:{}", root.join("ledger.sqlite").display())).await.unwrap();
-    ledger.migrate().await.unwrap();
-    let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults()));
-    let dirs = InboxDirs { tenant: "demo".into(), inbox: root.join("inbox/demo") };
-    let config = WatchConfig {
+    let s = start_watcher_with(WatchConfig {
         poll_interval: Duration::from_millis(20),
         settle: Duration::from_millis(10),
         incomplete_wait: Duration::from_secs(1),
         ..WatchConfig::default()
-    };
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(Watcher::new(intake, vec![dirs.clone()], config).run(rx));
-    wait_until("inbox folders", Duration::from_secs(10), || dirs.done().is_dir()).await;
+    })
+    .await;
+    let dirs = s.dirs.clone();
     let started = Instant::now();
     std::fs::write(dirs.inbox.join("abgebrochen.xml"), &request(1)[..700]).unwrap();
     wait_until("the file rejected", Duration::from_secs(30), || files_in(&dirs.error()).len() == 2).await;
@@ -589,6 +585,6 @@ async fn a_cut_off_file_nobody_writes_to_any_more_is_rejected_after_the_wait() {
     let reason_file = files_in(&dirs.error()).into_iter().find(|n| n.ends_with(".error.txt")).unwrap();
     let reason = std::fs::read_to_string(dirs.error().join(reason_file)).unwrap();
     assert!(reason.contains("truncated"), "{reason}");
-    stop.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    s.stop.send(true).unwrap();
+    s.task.await.unwrap().unwrap();
 }
