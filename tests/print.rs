@@ -95,11 +95,13 @@ async fn a_crash_while_the_batch_is_written_leaves_nothing_partial_and_the_next_
     let (url, ledger) = awaiting_print(root, 25).await;
     let handoff: PathBuf = root.join("print/handoff");
 
-    // Dies after the first file is in the folder, before the ledger knows it.
+    // Dies after the first file is in the folder, before the ledger knows it. Files are
+    // written side by side (one a core): another may have reached the folder too, whole.
     let (code, _) = print_batch(root, &url, &[("AMTSBOTE_TEST_CRASH", "print-before-record")]);
     assert_ne!(code, Some(0));
-    assert_eq!(names(&handoff).iter().filter(|n| n.ends_with(".pdf")).count(), 1, "{:?}", names(&handoff));
-    assert_eq!(check_manifests(&handoff).len(), 10, "the file there is whole");
+    let pdfs = names(&handoff).iter().filter(|n| n.ends_with(".pdf")).count();
+    assert!((1..=2).contains(&pdfs), "{:?}", names(&handoff));
+    assert_eq!(check_manifests(&handoff).len(), 10 * pdfs, "the files there are whole");
     assert_eq!(count(&*ledger, RequestState::Printed).await, 0);
 
     let (code, out) = print_batch(root, &url, &[]);

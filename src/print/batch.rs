@@ -94,13 +94,18 @@ pub struct BatchRunner {
     pub lease: std::time::Duration,
 }
 
-/// One file of the batch: its number, where it goes, and its letters.
+/// One file of the batch: its number, where it goes, and its letters (request, number).
 struct Planned<'a> {
     file_no: u32,
     dir: PathBuf,
     name: String,
-    letters: &'a [(Request, u32)],
+    letters: &'a [(RequestId, u32)],
 }
+
+/// What is known of a letter before its file is written: its request and whether it is a
+/// test message's. The requests themselves are read when their file is written: a batch of
+/// 100,000 letters is not held in memory.
+type Lean = (RequestId, bool);
 
 /// A writer (`<role>-<host>-<pid>`, see [`runner`]) of this machine whose process is gone.
 fn gone_here(writer: &str) -> bool {
@@ -144,8 +149,8 @@ impl BatchRunner {
     }
 
     /// Everything awaiting print and in no batch, sorted by the recipient's postcode
-    /// (Leitregion = its first two digits, first), then by request.
-    async fn candidates(&self) -> Result<Vec<Request>, BatchError> {
+    /// (Leitregion = its first two digits, first), then by request: each with its test flag.
+    async fn candidates(&self) -> Result<Vec<Lean>, BatchError> {
         let mut waiting = Vec::new();
         let mut offset = 0;
         loop {
@@ -159,20 +164,20 @@ impl BatchRunner {
                     continue;
                 }
                 match self.recipient(&r) {
-                    Some(to) => waiting.push((to.postcode, r.id, r)),
+                    Some(to) => waiting.push((to.postcode, r.id, r.test)),
                     None => tracing::warn!(request = %r.id, "awaiting print, but the directory has no postal address for its authority; left for an operator"),
                 }
             }
         }
         waiting.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        Ok(waiting.into_iter().map(|(_, _, r)| r).collect())
+        Ok(waiting.into_iter().map(|(_, id, test)| (id, test)).collect())
     }
 
     /// Makes (or completes) the batch of `date`.
     pub async fn run(&self, date: NaiveDate, progress: &(dyn Fn(Progress) + Sync)) -> Result<Summary, BatchError> {
         let started = Instant::now();
         let candidates = self.candidates().await?;
-        let order: Vec<RequestId> = candidates.iter().map(|r| r.id).collect();
+        let order: Vec<RequestId> = candidates.iter().map(|(id, _)| *id).collect();
         let batch = self.ledger.open_print_batch(date, &batch_id(date), &order).await?;
         let mut summary = Summary {
             batch_id: batch.batch_id.clone(),
@@ -198,18 +203,19 @@ impl BatchRunner {
             }
             tracing::info!(batch = %batch.batch_id, "took the batch over from a writer whose process died");
         }
-        // The letters with their requests (read above when this run opened the batch; a
-        // batch opened before is read now): real ones first, then test ones, in batch order.
-        let mut read: std::collections::HashMap<RequestId, Request> = candidates.into_iter().map(|r| (r.id, r)).collect();
+        // The letters, real ones first, then test ones, in batch order. Their test flags were
+        // read above when this run opened the batch; a batch opened before is read now.
+        let flags: std::collections::HashMap<RequestId, bool> = if batch.created { candidates.into_iter().collect() } else { Default::default() };
         let mut real = Vec::new();
         let mut test = Vec::new();
         for (id, number) in &batch.letters {
-            let request = match read.remove(id) {
-                Some(r) if batch.created => r,
-                _ => self.ledger.get(*id).await?.ok_or(BatchError::Missing(*id))?,
+            let is_test = match flags.get(id) {
+                Some(t) => *t,
+                None => self.ledger.get(*id).await?.ok_or(BatchError::Missing(*id))?.test,
             };
-            if request.test { test.push((request, *number)) } else { real.push((request, *number)) }
+            if is_test { test.push((*id, *number)) } else { real.push((*id, *number)) }
         }
+        drop(flags);
         summary.test_letters = test.len();
         let per_file = self.config.print.letters_per_file.max(1) as usize;
         let handoff = self.config.print.handoff(&self.config.data_dir);
@@ -223,64 +229,139 @@ impl BatchRunner {
             }
         }
         summary.files = planned.len();
-        let mut done = Progress { letters_done: 0, letters: summary.letters, files_done: 0, files: planned.len(), pages_written: 0 };
-        progress(done);
-        for file in &planned {
-            if !batch.files_done.contains(&file.file_no) {
-                summary.pages_written += self.write_file(&batch.batch_id, date, file).await?;
-                summary.files_written += 1;
+        let done = std::sync::Mutex::new(Progress { letters_done: 0, letters: summary.letters, files_done: 0, files: planned.len(), pages_written: 0 });
+        let written = std::sync::atomic::AtomicUsize::new(0);
+        let report = |letters: usize, pages: u64, wrote: bool| {
+            let now = {
+                let mut d = done.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                d.letters_done += letters;
+                d.files_done += 1;
+                d.pages_written += pages;
+                *d
+            };
+            if wrote {
+                written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            done.letters_done += file.letters.len();
-            done.files_done += 1;
-            done.pages_written = summary.pages_written;
-            progress(done);
+            progress(now);
+        };
+        progress(*done.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        // Files are written side by side, as many at once as there are cores (each renders
+        // on the blocking pool), each recorded as soon as it is handed off: the order of
+        // recording need not be the file order. The first error stops the writers (each
+        // finishes the file it has); the files done so far stay done.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let (planned, next, failed, report, batch) = (&planned, &next, &failed, &report, &batch);
+        let writer = || async move {
+            loop {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let Some(file) = planned.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return Ok(()) };
+                if batch.files_done.contains(&file.file_no) {
+                    report(file.letters.len(), 0, false);
+                    continue;
+                }
+                match self.write_file(&batch.batch_id, date, file).await {
+                    Ok(pages) => report(file.letters.len(), pages, true),
+                    Err(e) => {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let writers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, planned.len().max(1));
+        for result in join_all((0..writers).map(|_| Box::pin(writer())).collect()).await {
+            result?;
         }
+        let done = *done.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        summary.pages_written = done.pages_written;
+        summary.files_written = written.into_inner();
         self.ledger.finish_print_batch(&batch.batch_id).await?;
         summary.seconds_millis = started.elapsed().as_millis() as u64;
         Ok(summary)
     }
 
-    /// Renders one file and hands it off with its manifests; returns its pages.
+    /// Renders one file and hands it off with its manifests; returns its pages. Its requests
+    /// are read now (one file's at a time in memory); composing, rendering, hashing and
+    /// writing run on the blocking pool.
     async fn write_file(&self, batch_id: &str, date: NaiveDate, file: &Planned<'_>) -> Result<u64, BatchError> {
-        let mut inputs: Vec<LetterInput> = Vec::with_capacity(file.letters.len());
-        // The recipients' postcodes, for the manifest.
-        let mut postcodes = Vec::with_capacity(file.letters.len());
+        let mut letters = Vec::with_capacity(file.letters.len());
+        for &(id, number) in file.letters {
+            let request = self.ledger.get(id).await?.ok_or(BatchError::Missing(id))?;
+            let payload = self.ledger.payload(id).await?;
+            let recipient = self.recipient(&request).ok_or(BatchError::Missing(id))?;
+            letters.push(ToCompose { id, number, test: request.test, payload, sender: self.sender(&request.tenant), recipient });
+        }
+        let job = FileJob { batch_id: batch_id.to_owned(), date, dir: file.dir.clone(), name: file.name.clone(), templates: self.templates.clone(), letters };
+        let dir = file.dir.clone();
+        let (pdf_name, sha256, pages, notes) = tokio::task::spawn_blocking(move || job.make())
+            .await
+            .map_err(|e| BatchError::Io { path: dir, source: std::io::Error::other(e.to_string()) })??;
+        crate::supervise::crash_point("print-before-record");
+        self.ledger.print_file_done(batch_id, file.file_no, &pdf_name, &sha256, file.letters, &notes, &Actor::system("print")).await?;
+        tracing::info!(batch = batch_id, file = %pdf_name, letters = file.letters.len(), pages, "print file handed off");
+        Ok(pages)
+    }
+}
+
+/// A letter of a file, read from the ledger, to be composed.
+struct ToCompose {
+    id: RequestId,
+    number: u32,
+    test: bool,
+    payload: Vec<u8>,
+    sender: Sender,
+    recipient: Recipient,
+}
+
+/// One file's work off the runtime: everything it needs, owned.
+struct FileJob {
+    batch_id: String,
+    date: NaiveDate,
+    dir: PathBuf,
+    name: String,
+    templates: Templates,
+    letters: Vec<ToCompose>,
+}
+
+impl FileJob {
+    /// Composes and renders the letters, writes the PDF and its manifests under temporary
+    /// names, and renames them into the folder: (PDF's name, its SHA-256, pages, the journal
+    /// notes of attachments not printed).
+    fn make(self) -> Result<(String, String, u64, Vec<(RequestId, String)>), BatchError> {
+        let FileJob { batch_id, date, dir, name, templates, letters } = self;
+        let mut inputs: Vec<LetterInput> = Vec::with_capacity(letters.len());
         // Attachments that are not printed: a warning now (position only, the file name may
         // name the debtor), the journal when the letter moves to printed.
         let mut notes = Vec::new();
-        for (request, number) in file.letters {
-            let payload = self.ledger.payload(request.id).await?;
-            let recipient = self.recipient(request).ok_or(BatchError::Missing(request.id))?;
-            let sender = self.sender(&request.tenant);
-            let input = letter::compose(&payload, &sender, &recipient, date, &self.templates, batch_id, *number, request.test)
-                .map_err(|source| BatchError::Letter { letter_number: *number, request: request.id, source })?;
+        for l in &letters {
+            let input = letter::compose(&l.payload, &l.sender, &l.recipient, date, &templates, &batch_id, l.number, l.test)
+                .map_err(|source| BatchError::Letter { letter_number: l.number, request: l.id, source })?;
             for a in &input.attachments {
                 if let (letter::AttachmentOutcome::NotPrinted { fault, .. }, Some(note)) = (&a.outcome, a.journal_note()) {
-                    tracing::warn!(request = %request.id, letter = number, attachment = a.position, reason = %fault, "attachment not printed: the letter goes out with a note instead");
-                    notes.push((request.id, note));
+                    tracing::warn!(request = %l.id, letter = l.number, attachment = a.position, reason = %fault, "attachment not printed: the letter goes out with a note instead");
+                    notes.push((l.id, note));
                 }
             }
-            postcodes.push(recipient.postcode);
             inputs.push(input);
         }
-        // Rendering is CPU work: off the runtime's threads.
-        let (pdf, rendered) = tokio::task::spawn_blocking(move || letter::render_file(&inputs))
-            .await
-            .map_err(|e| BatchError::Io { path: file.dir.clone(), source: std::io::Error::other(e.to_string()) })?
-            .map_err(|source| BatchError::Letter { letter_number: file.letters.first().map_or(0, |l| l.1), request: file.letters.first().map_or(RequestId(0), |l| l.0.id), source })?;
+        let first = letters.first().map_or((0, RequestId(0)), |l| (l.number, l.id));
+        let (pdf, rendered) = letter::render_file(&inputs).map_err(|source| BatchError::Letter { letter_number: first.0, request: first.1, source })?;
+        drop(inputs);
         let sha256 = hex::encode(sha2::Sha256::digest(&pdf));
-        let pdf_name = format!("{}.pdf", file.name);
+        let pdf_name = format!("{name}.pdf");
         let pages: u64 = rendered.iter().map(|r| u64::from(r.pages)).sum();
         let sheets: u64 = rendered.iter().map(|r| u64::from(r.sheets)).sum();
         let rows: Vec<serde_json::Value> = rendered
             .iter()
-            .zip(file.letters)
-            .zip(&postcodes)
-            .map(|((r, (request, number)), postcode)| {
+            .zip(&letters)
+            .map(|(r, l)| {
                 serde_json::json!({
-                    "letter_number": number,
-                    "request_id": request.id,
-                    "postcode": postcode,
+                    "letter_number": l.number,
+                    "request_id": l.id,
+                    "postcode": l.recipient.postcode,
                     "first_page": r.first_page,
                     "pages": r.pages,
                     "sheets": r.sheets,
@@ -300,32 +381,47 @@ impl BatchRunner {
         for row in &rows {
             csv.push_str(&format!("{};{};{};{};{};{};{}\n", row["letter_number"], row["request_id"], row["postcode"].as_str().unwrap_or_default(), row["first_page"], row["pages"], row["sheets"], "DL"));
         }
-        std::fs::create_dir_all(&file.dir).map_err(io(&file.dir))?;
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         // Everything under temporary names first (the print centre ignores dotfiles and
         // `.part`), then the PDF renamed, then its manifests: a manifest in the folder means
         // its file is complete.
         let parts = [
             (pdf_name.clone(), pdf),
-            (format!("{}.manifest.json", file.name), serde_json::to_vec_pretty(&manifest).unwrap_or_default()),
-            (format!("{}.manifest.csv", file.name), csv.into_bytes()),
+            (format!("{name}.manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap_or_default()),
+            (format!("{name}.manifest.csv"), csv.into_bytes()),
         ];
         for (name, bytes) in &parts {
-            let tmp = file.dir.join(format!(".{name}.part"));
+            let tmp = dir.join(format!(".{name}.part"));
             let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
             f.write_all(bytes).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
         }
         for (name, _) in &parts {
-            let (tmp, to) = (file.dir.join(format!(".{name}.part")), file.dir.join(name));
+            let (tmp, to) = (dir.join(format!(".{name}.part")), dir.join(name));
             std::fs::rename(&tmp, &to).map_err(io(&to))?;
         }
-        std::fs::File::open(&file.dir).and_then(|d| d.sync_all()).map_err(io(&file.dir))?;
-        crate::supervise::crash_point("print-before-record");
-        let letters: Vec<(RequestId, u32)> = file.letters.iter().map(|(r, n)| (r.id, *n)).collect();
-        self.ledger.print_file_done(batch_id, file.file_no, &pdf_name, &sha256, &letters, &notes, &Actor::system("print")).await?;
-        tracing::info!(batch = batch_id, file = %pdf_name, letters = letters.len(), pages, "print file handed off");
-        Ok(pages)
+        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+        Ok((pdf_name, sha256, pages, notes))
     }
+}
+
+/// Runs `futures` side by side on the current task; their results in order.
+async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut results: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futures.iter_mut().zip(results.iter_mut()) {
+            if slot.is_none() {
+                match std::pin::Pin::new(f).poll(cx) {
+                    std::task::Poll::Ready(out) => *slot = Some(out),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    results.into_iter().flatten().collect()
 }
 
 /// A runner over the stores `config` names, writing as `role` (`cli`, `serve`) of this

@@ -12,6 +12,8 @@ use printpdf::ParsedFont;
 
 static REGULAR_TTF: &[u8] = include_bytes!("../../fonts/DejaVuSans.ttf");
 static BOLD_TTF: &[u8] = include_bytes!("../../fonts/DejaVuSans-Bold.ttf");
+/// The font programs as embedded in every file (regular, bold).
+pub(crate) static PROGRAMS: [&[u8]; 2] = [REGULAR_TTF, BOLD_TTF];
 
 /// A piece of a line of text ([`Fonts::pieces`]).
 #[derive(Debug, Clone, PartialEq)]
