@@ -30,6 +30,8 @@
 //! printpdf holds a document whole), on one thread, nothing else: pages/s and peak RSS. At
 //! most 20,000 pages ([`BASELINE_PAGES`]): its documents are all alike, its rate stays.
 
+#[path = "support/sizes.rs"]
+mod sizes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
@@ -247,21 +249,9 @@ fn baseline(total: u64, per_doc: u64) -> (f64, u64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        // A test runner asking for tests (nextest, `cargo test --all-targets`): none here.
-        return;
-    }
-    // Without `--bench` it runs as a test (`cargo test --bench print`): the smoke run.
-    let smoke = args.iter().any(|a| a == "--smoke") || !args.iter().any(|a| a == "--bench") || std::env::var("PRINT_BENCH_SMOKE").is_ok_and(|v| v == "1");
-    let quick = args.iter().any(|a| a == "--quick");
-    let sizes: Vec<usize> = if smoke {
-        vec![200]
-    } else if quick {
-        vec![1_000, 10_000]
-    } else {
-        vec![1_000, 10_000, 100_000]
-    };
+    // `--list`: a test runner asking for tests (none here). Without `--bench` (`cargo test
+    // --bench print`): the smoke run.
+    let Some(sizes::Sizes { smoke, sizes }) = sizes::from_args("PRINT_BENCH_SMOKE") else { return };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AMTSBOTE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error")))
         .with_writer(std::io::stderr)

@@ -38,6 +38,8 @@
 //! finished after `XTA_BENCH_BUDGET_SECS` (default 300) stops there: its row is marked `*`,
 //! and what every stage had counted by then is printed to stderr.
 
+#[path = "support/sizes.rs"]
+mod sizes;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -349,21 +351,9 @@ async fn noop_calls(n: usize, callers: usize, budget: Duration) -> Rate {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        // A test runner asking for tests (nextest, `cargo test --all-targets`): none here.
-        return;
-    }
-    // Without `--bench` it runs as a test (`cargo test --bench xta`): the smoke run.
-    let smoke = args.iter().any(|a| a == "--smoke") || !args.iter().any(|a| a == "--bench");
-    let quick = args.iter().any(|a| a == "--quick");
-    let sizes: Vec<usize> = if smoke {
-        vec![200]
-    } else if quick {
-        vec![1_000, 10_000]
-    } else {
-        vec![1_000, 10_000, 100_000]
-    };
+    // `--list`: a test runner asking for tests (none here). Without `--bench` (`cargo test
+    // --bench xta`): the smoke run.
+    let Some(sizes::Sizes { smoke, sizes }) = sizes::from_args("XTA_BENCH_SMOKE") else { return };
     let budget = env_secs("XTA_BENCH_BUDGET_SECS", 300);
     let stall = env_secs("XTA_BENCH_STALL_SECS", 30);
     // Warnings of the stages (a failed stage, a retried job) on stderr.
