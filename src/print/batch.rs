@@ -296,7 +296,7 @@ impl BatchRunner {
         }
         let job = FileJob { batch_id: batch_id.to_owned(), date, dir: file.dir.clone(), name: file.name.clone(), templates: self.templates.clone(), letters };
         let dir = file.dir.clone();
-        let (pdf_name, sha256, pages, notes) = tokio::task::spawn_blocking(move || job.make())
+        let Made { pdf_name, sha256, pages, notes } = tokio::task::spawn_blocking(move || job.make())
             .await
             .map_err(|e| BatchError::Io { path: dir, source: std::io::Error::other(e.to_string()) })??;
         crate::supervise::crash_point("print-before-record");
@@ -316,6 +316,15 @@ struct ToCompose {
     recipient: Recipient,
 }
 
+/// A file handed off by [`FileJob::make`].
+struct Made {
+    pdf_name: String,
+    sha256: String,
+    pages: u64,
+    /// The journal notes of attachments not printed, per request.
+    notes: Vec<(RequestId, String)>,
+}
+
 /// One file's work off the runtime: everything it needs, owned.
 struct FileJob {
     batch_id: String,
@@ -328,9 +337,8 @@ struct FileJob {
 
 impl FileJob {
     /// Composes and renders the letters, writes the PDF and its manifests under temporary
-    /// names, and renames them into the folder: (PDF's name, its SHA-256, pages, the journal
-    /// notes of attachments not printed).
-    fn make(self) -> Result<(String, String, u64, Vec<(RequestId, String)>), BatchError> {
+    /// names, and renames them into the folder.
+    fn make(self) -> Result<Made, BatchError> {
         let FileJob { batch_id, date, dir, name, templates, letters } = self;
         let mut inputs: Vec<LetterInput> = Vec::with_capacity(letters.len());
         // Attachments that are not printed: a warning now (position only, the file name may
@@ -401,7 +409,7 @@ impl FileJob {
             std::fs::rename(&tmp, &to).map_err(io(&to))?;
         }
         std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
-        Ok((pdf_name, sha256, pages, notes))
+        Ok(Made { pdf_name, sha256, pages, notes })
     }
 }
 
