@@ -13,9 +13,19 @@ fn free_port() -> String {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
 }
 
+/// A running serve, killed when dropped: a failing assertion leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `amtsbote serve` on the data dir `root`, its log (info) into `root/serve.log`; run by
 /// `program` (the binary, or setpriv before it).
-fn serve(program: &mut Command, root: &Path) -> Child {
+fn serve(program: &mut Command, root: &Path) -> Running {
     let log = std::fs::File::create(root.join("serve.log")).unwrap();
     program
         .arg("serve")
@@ -28,6 +38,7 @@ fn serve(program: &mut Command, root: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Running)
         .unwrap()
 }
 
@@ -48,14 +59,14 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn stop(mut child: Child) {
+/// Stops it with SIGTERM (its log is then complete), or kills it after 20 s.
+fn stop(mut running: Running) {
+    let child = &mut running.0;
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn is_root() -> bool {

@@ -49,7 +49,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap_or_default()
 }
 
-fn stop(mut child: std::process::Child) {
+fn stop(mut child: serve_support::Running) {
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -23,6 +23,30 @@ pub fn free_port() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
+/// A started serve: the child process, killed when dropped, so that a failing assertion
+/// leaves no process behind (std's `Child` does not end its process on drop).
+pub struct Running(pub Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Serve {
     pub root: PathBuf,
     pub ledger_url: String,
@@ -63,7 +87,7 @@ impl Serve {
         self
     }
 
-    pub fn start(&self) -> Child {
+    pub fn start(&self) -> Running {
         Command::new(env!("CARGO_BIN_EXE_amtsbote"))
             .arg("serve")
             .env("AMTSBOTE_DATA_DIR", &self.root)
@@ -76,6 +100,7 @@ impl Serve {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .map(Running)
             .unwrap()
     }
 
@@ -86,7 +111,7 @@ impl Serve {
     }
 
     /// Starts it and waits until its HTTP port answers (it has migrated the databases).
-    pub async fn start_and_wait(&self) -> Child {
+    pub async fn start_and_wait(&self) -> Running {
         let child = self.start();
         wait_for(Duration::from_secs(60), "serve to answer", || async { self.get("/healthz").await.is_some() }).await;
         child
