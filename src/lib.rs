@@ -9,6 +9,7 @@
 //! - [`queue`]: the job queues behind one backend interface, the stage-worker harness, the
 //!   relay and the sweeper.
 //! - [`directory`]: the Authority-Server — who is responsible for an address.
+//! - [`mail`]: notifications — emails to the requesting authority about its request.
 //! - [`print`]: the print step — requests as DIN 5008 letters in PDF files for the print centre.
 //! - [`supervise`]: every stage of `serve` restarted when it fails, and its health.
 //! - [`app`]: the wiring — opens the stores and builds the parts; `serve` and the CLI start
@@ -27,6 +28,7 @@ pub mod config;
 pub mod directory;
 pub mod intake;
 pub mod ledger;
+pub mod mail;
 pub mod print;
 pub mod queue;
 pub mod route;

@@ -1,0 +1,161 @@
+//! Notifications: telling the requesting authority by email what became of its request.
+//!
+//! The ledger writes a notification row in the same transaction as the journal event it is
+//! about (transmitted, delivered, printed, posted, rejected, unroutable, failed; and a message
+//! received for a tenant). The `notify` stage of `serve` (`notify`) turns them into emails:
+//! whom (the tenant's `notify` addresses, else the requester's `email`), which events the
+//! tenant wants, single or as a digest, rendered from `templates/mail/` (`render`), sent over
+//! SMTP or written as `.eml` files (`smtp`), each with a stable id in its Message-ID header
+//! and its outcome — accepted, deferred, failed — recorded in the ledger.
+//!
+//! This file holds what the parts share: the events and what an email says about them.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What happened that the requesting authority is told about. One notification per
+/// (request, event); a received message is its own subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// The XTA server accepted the request (to whom, when, XTA MessageID).
+    Transmitted,
+    /// Its transport report says the reader fetched it.
+    Delivered,
+    /// It was put in a print batch (batch date, letter number).
+    Printed,
+    /// The print centre handed it to the post.
+    Posted,
+    /// It was refused, with the reasons, so the requester can correct and resend it.
+    Rejected,
+    /// No or no single authority is responsible: an operator clarifies it.
+    Unroutable,
+    /// It needs an operator (a red transport report, an error).
+    Failed,
+    /// A message for the tenant arrived from its XTA message box.
+    Received,
+}
+
+impl Event {
+    pub const ALL: [Event; 8] = [
+        Event::Transmitted,
+        Event::Delivered,
+        Event::Printed,
+        Event::Posted,
+        Event::Rejected,
+        Event::Unroutable,
+        Event::Failed,
+        Event::Received,
+    ];
+
+    /// The name in the ledger, the configuration and the template file names.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Event::Transmitted => "transmitted",
+            Event::Delivered => "delivered",
+            Event::Printed => "printed",
+            Event::Posted => "posted",
+            Event::Rejected => "rejected",
+            Event::Unroutable => "unroutable",
+            Event::Failed => "failed",
+            Event::Received => "received",
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name given is not a notification event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown notification event {0:?} (known: transmitted, delivered, printed, posted, rejected, unroutable, failed, received)")]
+pub struct UnknownEvent(pub String);
+
+impl FromStr for Event {
+    type Err = UnknownEvent;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Event::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| UnknownEvent(s.to_owned()))
+    }
+}
+
+/// One email's content, before it is rendered: one item, or several for a digest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MailContent {
+    /// The tenant the email is about (its name and kennung).
+    pub tenant_name: String,
+    pub tenant_kennung: String,
+    /// Whom the requester calls when something needs a person (config `mail.contact`).
+    pub contact: Option<String>,
+    /// At least one; more than one makes a digest.
+    pub items: Vec<Item>,
+}
+
+/// One event about one request (or one received message).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Item {
+    pub event: Event,
+    /// When it happened (the journal event's time).
+    pub at: DateTime<Utc>,
+    /// The request's number in amtsbote; `None` for a received message.
+    pub request_id: Option<i64>,
+    /// The requester's own file number (Aktenzeichen), when the message could be read.
+    pub aktenzeichen: Option<String>,
+    /// The message's Nachrichten-UUID, when it could be read.
+    pub nachrichten_uuid: Option<String>,
+    /// Whether it was a test message (`test="true"`).
+    pub test: bool,
+    /// The debtors as the requester sent them; the address is `None` under Auskunftssperre.
+    pub debtors: Vec<Debtor>,
+    /// The total claimed, in euro cents (`gesamtbetrag`).
+    pub total_cents: Option<i64>,
+    /// transmitted, delivered, printed, posted: the responsible authority (name, kennung).
+    pub authority: Option<Authority>,
+    /// transmitted, delivered: the XTA MessageID.
+    pub xta_message_id: Option<String>,
+    /// delivered: what the transport report said ("grün", or the warnings of a yellow one).
+    pub report: Option<String>,
+    /// printed, posted: the batch's date and the letter's number in it.
+    pub batch_date: Option<NaiveDate>,
+    pub letter_number: Option<u32>,
+    /// rejected, unroutable, failed: why (the reasons recorded in the ledger).
+    pub reasons: Vec<String>,
+    /// received: the message that arrived.
+    pub received: Option<ReceivedInfo>,
+}
+
+/// A debtor as named in an email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Debtor {
+    /// "Vorname Familienname" or the Firma.
+    pub name: String,
+    /// One line ("Musterstraße 1, 32657 Lemgo"); `None` when the debtor is under
+    /// Auskunftssperre: the address goes to the responsible authority only.
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Authority {
+    pub name: String,
+    pub kennung: String,
+}
+
+/// A message received from the tenant's XTA message box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReceivedInfo {
+    /// Its XTA MessageID.
+    pub message_id: String,
+    /// The file it was written to in the tenant's outbox folder (relative to it).
+    pub file_name: String,
+    /// Its message type, e.g. `vollstreckungshilfe.Rueckmeldung.0201`, when readable.
+    pub message_type: Option<String>,
+    /// The sender's name, when readable.
+    pub from: Option<String>,
+    /// `false`: it failed the checks and went to `error/`; `reasons` says why.
+    pub valid: bool,
+    pub reasons: Vec<String>,
+}
