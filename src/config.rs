@@ -29,6 +29,7 @@ pub struct Config {
     pub intake: IntakeConfig,
     pub xta: XtaConfig,
     pub print: PrintConfig,
+    pub mail: MailConfig,
     /// The authorities using this installation. Empty: one sample tenant, `demo`.
     pub tenants: Vec<Tenant>,
 }
@@ -319,6 +320,50 @@ impl PrintConfig {
     }
 }
 
+/// The notifications (src/mail): who an email is from, whom to call, and how long a "try
+/// later" is tried again. Where emails go is `[smtp]`; how many go out at once and the
+/// spacing of retries are in `jobs/notify.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// The From address; default `amtsbote@<this machine's name>`.
+    pub from: Option<String>,
+    /// Whom a requester calls when a request needs a person (unroutable, failed): a line such
+    /// as "Leitstelle Vollstreckungshilfe, Tel. 05261 213-0, vollstreckung@lemgo.de".
+    pub contact: Option<String>,
+    /// The right part of every Message-ID (`<r42-7-transmitted@…>`); default the From
+    /// address's domain.
+    pub message_id_domain: Option<String>,
+    /// After this long without acceptance an email is failed (RFC 5321: 4–5 days).
+    pub give_up_hours: u64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            from: None,
+            contact: None,
+            message_id_domain: None,
+            give_up_hours: 96,
+        }
+    }
+}
+
+impl MailConfig {
+    /// The From address, with the default filled in.
+    pub fn from_address(&self) -> String {
+        self.from.clone().unwrap_or_else(|| format!("amtsbote@{}", crate::hostname()))
+    }
+
+    /// The Message-IDs' domain, with the default filled in.
+    pub fn id_domain(&self) -> String {
+        self.message_id_domain.clone().unwrap_or_else(|| {
+            let from = self.from_address();
+            from.rsplit_once('@').map_or_else(crate::hostname, |(_, d)| d.trim_end_matches('>').to_owned())
+        })
+    }
+}
+
 /// A tenant (Mandant): an authority using amtsbote, with its folders.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,9 +379,17 @@ pub struct Tenant {
     /// Where messages for the tenant are delivered; default `<data_dir>/outbox/<id>`.
     #[serde(default)]
     pub outbox: Option<PathBuf>,
-    /// Where delivery-status mails for the tenant go.
+    /// Where the emails about the tenant's requests go; empty: to the `email` of the
+    /// requesting authority in each request.
     #[serde(default)]
     pub notify: Vec<String>,
+    /// Which events the tenant is told about by email; absent: all of them.
+    #[serde(default)]
+    pub notify_events: Option<Vec<crate::mail::Event>>,
+    /// Events within this many minutes go out as one email listing them (a digest);
+    /// 0 (the default): one email per event.
+    #[serde(default)]
+    pub digest_minutes: u32,
     /// First day the tenant may deliver (inclusive).
     #[serde(default)]
     pub valid_from: Option<chrono::NaiveDate>,
@@ -361,6 +414,8 @@ impl Default for Tenant {
             inbox: None,
             outbox: None,
             notify: Vec::new(),
+            notify_events: None,
+            digest_minutes: 0,
             valid_from: None,
             valid_to: None,
             active: true,
@@ -379,6 +434,7 @@ impl Default for Config {
             intake: IntakeConfig::default(),
             xta: XtaConfig::default(),
             print: PrintConfig::default(),
+            mail: MailConfig::default(),
             tenants: Vec::new(),
         }
     }
@@ -445,6 +501,10 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("xta.receive_interval_ms", Kind::Number),
     ("print.handoff_dir", Kind::Text),
     ("print.letters_per_file", Kind::Number),
+    ("mail.from", Kind::Text),
+    ("mail.contact", Kind::Text),
+    ("mail.message_id_domain", Kind::Text),
+    ("mail.give_up_hours", Kind::Number),
 ];
 
 impl Config {

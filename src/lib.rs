@@ -63,3 +63,15 @@ pub(crate) fn hostname() -> String {
         name
     }
 }
+
+/// Whether the process that signs its claims `<role>-<host>-<pid>` ran on this machine and
+/// is gone (a print batch's writer, a mail sender): what it held may be taken over at once,
+/// without waiting for its lease to run out.
+pub(crate) fn owner_gone_here(owner: &str) -> bool {
+    let Some((rest, pid)) = owner.rsplit_once('-') else { return false };
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    cfg!(target_os = "linux")
+        && rest.ends_with(&format!("-{}", hostname()))
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}

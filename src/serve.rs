@@ -56,7 +56,8 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .with_queues(app.queues.admin())
         .with_inbox_stats(inbox_stats)
         .with_stages(supervisor.health(), app.metrics.clone())
-        .with_xta(started.xta.clone());
+        .with_xta(started.xta.clone())
+        .with_mails(started.mails.clone());
     let state = match http_tls {
         Some(tls) => state.with_tls(tls),
         None => state,
@@ -93,6 +94,10 @@ pub struct Started {
     pub xta_sim: Option<crate::xta::sim::SimServer>,
     /// The XTA server's breaker and limit of calls in flight (for `/metrics`).
     pub xta: Arc<crate::xta::breaker::Destination>,
+    /// What the notify stage counted (for `/metrics`).
+    pub mails: Arc<crate::mail::notify::MailCounters>,
+    /// Where emails go (for the start-up banner).
+    pub mail_transport: String,
 }
 
 /// Starts every stage of the pipeline under `supervisor`, as `serve` runs them (the
@@ -222,7 +227,16 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
         let (directory, data_dir) = (app.directory.clone(), config.data_dir.clone());
         supervisor.spawn("directory", move |stop| reload_directory(directory.clone(), data_dir.clone(), stop));
     }
-    Ok(Started { inbox_stats, xta_url, xta_sim, xta: client.destination().clone() })
+    // notify: the ledger's notifications into emails, each handed to the server once.
+    let (mails, mail_transport) = {
+        let notifier = Arc::new(crate::mail::notify::notifier(app, app.queues.configs().get(Queue::Notify).clone())?);
+        let described = notifier.transport.describe();
+        tracing::info!("notify: {described}");
+        let counters = notifier.counters.clone();
+        supervisor.spawn("notify", move |stop| crate::mail::notify::run(notifier.clone(), stop));
+        (counters, described)
+    };
+    Ok(Started { inbox_stats, xta_url, xta_sim, xta: client.destination().clone(), mails, mail_transport })
 }
 
 /// The XTA client for `url` as `[xta]` configures it; with `tls`, its CA and client

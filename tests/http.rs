@@ -659,6 +659,48 @@ impl Ledger for DownLedger {
     async fn touch_token(&self, _: &str, _: chrono::DateTime<chrono::Utc>) -> Result<(), LedgerError> {
         down()
     }
+    async fn open_notifications(&self, _: u32) -> Result<Vec<ledger::Notification>, LedgerError> {
+        down()
+    }
+    async fn open_notification_count(&self) -> Result<u64, LedgerError> {
+        down()
+    }
+    async fn compose_mails(&self, _: &[ledger::NewMail], _: &[(String, String)]) -> Result<(), LedgerError> {
+        down()
+    }
+    async fn claim_mails(&self, _: &str, _: chrono::DateTime<chrono::Utc>, _: u32) -> Result<Vec<ledger::Mail>, LedgerError> {
+        down()
+    }
+    async fn mark_mails(&self, _: &str, _: Vec<ledger::MailMark>) -> Result<(), LedgerError> {
+        down()
+    }
+    async fn mails_in_hand(&self) -> Result<Vec<ledger::Mail>, LedgerError> {
+        down()
+    }
+    async fn let_go_of_mail(&self, _: &str, _: &str) -> Result<bool, LedgerError> {
+        down()
+    }
+    async fn mail(&self, _: &str) -> Result<Option<ledger::Mail>, LedgerError> {
+        down()
+    }
+    async fn mails(&self, _: bool, _: u32) -> Result<Vec<ledger::Mail>, LedgerError> {
+        down()
+    }
+    async fn notifications_of_mail(&self, _: &str) -> Result<Vec<ledger::Notification>, LedgerError> {
+        down()
+    }
+    async fn notifications_of_request(&self, _: RequestId) -> Result<Vec<ledger::Notification>, LedgerError> {
+        down()
+    }
+    async fn retry_mail(&self, _: &str) -> Result<bool, LedgerError> {
+        down()
+    }
+    async fn discard_mail(&self, _: &str) -> Result<bool, LedgerError> {
+        down()
+    }
+    async fn mail_counts(&self) -> Result<Vec<(ledger::MailStatus, u64)>, LedgerError> {
+        down()
+    }
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
         Arc::default()
     }

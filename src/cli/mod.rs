@@ -6,6 +6,7 @@
 //! 2 usage or configuration errors and failures of the machinery.
 
 mod directory;
+mod mail;
 mod ops;
 mod validate;
 mod print;
@@ -76,6 +77,9 @@ enum Command {
     /// and show them.
     #[command(subcommand)]
     PrintBatch(print::PrintCommand),
+    /// The emails telling requesting authorities what became of their requests; `--failed`
+    /// for those an operator must look at, `retry ID`, `discard ID`.
+    Notifications(mail::NotificationsArgs),
     /// The HTTP interface's bearer tokens: create (printed once), revoke, list.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -159,6 +163,7 @@ fn run_async(config: Config, command: Command) -> anyhow::Result<ExitCode> {
             Command::Directory(command) => directory::run(&config, command),
             Command::PrintBatch(command) => print::run(&config, command).await,
             Command::Token(command) => token::run(&config, command).await,
+            Command::Notifications(args) => mail::run(&config, args).await,
             Command::Validate(_) | Command::XtaSim(_) => unreachable!("handled before the configuration is loaded"),
         }
     })

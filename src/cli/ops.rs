@@ -45,11 +45,29 @@ pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Resu
         return Ok(ExitCode::from(1));
     };
     let journal = ledger.journal(id).await?;
+    // The notifications about it, each with the email that carries it (if composed yet).
+    let mut notifications = Vec::new();
+    for n in ledger.notifications_of_request(id).await? {
+        let mail = match &n.mail_id {
+            Some(m) => ledger.mail(m).await?,
+            None => None,
+        };
+        notifications.push((n, mail));
+    }
     if json {
         let mut value = request_json(&request);
         value["journal"] = journal
             .iter()
             .map(|e| serde_json::json!({"seq": e.seq, "at": e.at, "from": e.from, "to": e.to, "actor": e.actor.to_string(), "detail": e.detail}))
+            .collect();
+        value["notifications"] = notifications
+            .iter()
+            .map(|(n, m)| serde_json::json!({
+                "id": n.id, "event": n.event, "at": n.at, "skipped": n.skipped, "mail": m.as_ref().map(|m| m.id.clone()),
+                "status": m.as_ref().map(|m| m.status), "recipients": m.as_ref().map(|m| m.recipients.clone()),
+                "attempts": m.as_ref().map(|m| m.attempts), "last_error": m.as_ref().and_then(|m| m.last_error.clone()),
+                "accepted_at": m.as_ref().and_then(|m| m.accepted_at),
+            }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
@@ -91,6 +109,21 @@ pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Resu
                 e.actor,
                 e.detail.as_deref().map(|d| format!(": {}", crate::intake::inbox::shown_str(d))).unwrap_or_default()
             );
+        }
+        if !notifications.is_empty() {
+            println!("  notifications:");
+            for (n, m) in &notifications {
+                let how = match (m, &n.skipped) {
+                    (Some(m), _) => {
+                        let when = m.accepted_at.map(|t| format!(" {}", t.format("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_default();
+                        let error = m.last_error.as_deref().map(|e| format!(" ({})", crate::intake::inbox::shown_str(e))).unwrap_or_default();
+                        format!("{}{when} to {}, email {}{error}", m.status, m.recipients.join(", "), m.id)
+                    }
+                    (None, Some(why)) => format!("no email: {why}"),
+                    (None, None) => "waiting to be sent".to_string(),
+                };
+                println!("    {:<12} {how}", n.event.as_str());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

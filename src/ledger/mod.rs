@@ -73,6 +73,7 @@
 
 #[macro_use]
 mod shared;
+pub mod mail;
 mod postgres;
 mod sqlite;
 
@@ -87,6 +88,7 @@ use serde::{Deserialize, Serialize};
 use crate::queue::Queue;
 
 pub use postgres::{PostgresLedger, PostgresLedgerOptions};
+pub use mail::{Event as NotifyEvent, Mail, MailMark, MailStatus, NewMail, Notification};
 pub use sqlite::{SqliteLedger, SqliteLedgerOptions, Synchronous};
 
 /// Where a request stands. Stored in the database as [`RequestState::as_str`].
@@ -1132,6 +1134,54 @@ pub trait Ledger: Send + Sync {
     /// Notes that the token was accepted at `at` (callers do it about once a minute per
     /// token, not per request).
     async fn touch_token(&self, name: &str, at: DateTime<Utc>) -> Result<()>;
+
+    // --- Notifications (see `ledger::mail`) ---
+
+    /// Notifications no email carries yet (and not skipped), oldest first.
+    async fn open_notifications(&self, limit: u32) -> Result<Vec<Notification>>;
+
+    /// How many notifications wait to be composed.
+    async fn open_notification_count(&self) -> Result<u64>;
+
+    /// Writes the composed emails, links their notifications to them and marks the
+    /// notifications that get none with why, in one transaction. A notification composed
+    /// already (by another process) is left as it is.
+    async fn compose_mails(&self, mails: &[NewMail], skipped: &[(String, String)]) -> Result<()>;
+
+    /// Claims up to `limit` emails due now for `owner` until `until`, oldest first, leaving
+    /// those whose domain asked us to wait. Claimed by one sender only (PostgreSQL: skip
+    /// locked rows).
+    async fn claim_mails(&self, owner: &str, until: DateTime<Utc>, limit: u32) -> Result<Vec<Mail>>;
+
+    /// A sender's notes on emails it holds, committed together (SQLite: group-committed with
+    /// whatever else is written at the time).
+    async fn mark_mails(&self, owner: &str, marks: Vec<MailMark>) -> Result<()>;
+
+    /// The emails claimed or being sent now (to find those of a sender that died).
+    async fn mails_in_hand(&self) -> Result<Vec<Mail>>;
+
+    /// A dead sender's email: claimed → due again; sending → unconfirmed. False when
+    /// `owner` no longer holds it.
+    async fn let_go_of_mail(&self, id: &str, owner: &str) -> Result<bool>;
+
+    async fn mail(&self, id: &str) -> Result<Option<Mail>>;
+
+    /// The newest emails, or only those that need an operator (failed, unconfirmed).
+    async fn mails(&self, operator_only: bool, limit: u32) -> Result<Vec<Mail>>;
+
+    async fn notifications_of_mail(&self, mail_id: &str) -> Result<Vec<Notification>>;
+
+    async fn notifications_of_request(&self, id: RequestId) -> Result<Vec<Notification>>;
+
+    /// An operator: send a failed, unconfirmed or deferred email now. False when it is in
+    /// no such state.
+    async fn retry_mail(&self, id: &str) -> Result<bool>;
+
+    /// An operator: do not send it. False when it was sent or is being sent.
+    async fn discard_mail(&self, id: &str) -> Result<bool>;
+
+    /// Emails by status, every status once.
+    async fn mail_counts(&self) -> Result<Vec<(MailStatus, u64)>>;
 
     /// Woken whenever this process wrote a trigger, so the relay need not wait for its next
     /// poll.

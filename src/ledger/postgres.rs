@@ -19,6 +19,7 @@ use super::{
     TriggerRow, check_received_transition, check_schedule, check_transition, migrator, now, received_columns,
     created_token, request_columns, routed_for_xta, stored_received, token_columns,
 };
+use super::{Mail, MailMark, MailStatus, NewMail, Notification};
 use crate::queue::Queue;
 
 /// The PostgreSQL migrations, embedded: (version, description, SQL).
@@ -31,9 +32,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "print", include_str!("../../migrations/postgres/0006_print.sql")),
     (7, "print feedback", include_str!("../../migrations/postgres/0007_print_feedback.sql")),
     (8, "access", include_str!("../../migrations/postgres/0008_access.sql")),
+    (9, "notifications", include_str!("../../migrations/postgres/0009_notifications.sql")),
 ];
 
 shared_statements!(sqlx::Postgres);
+super::mail::mail_statements!();
 
 /// Timestamps are `timestamptz`: bound as they are.
 fn stamp(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -314,6 +317,99 @@ impl Ledger for PostgresLedger {
         update_token_used(&mut tx, name, at).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn open_notifications(&self, limit: u32) -> Result<Vec<Notification>> {
+        select_open_notifications(&self.pool, limit).await
+    }
+
+    async fn open_notification_count(&self) -> Result<u64> {
+        select_open_notification_count(&self.pool).await
+    }
+
+    async fn compose_mails(&self, mails: &[NewMail], skipped: &[(String, String)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_mails(&mut tx, mails, skipped, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_mails(&self, owner: &str, until: DateTime<Utc>, limit: u32) -> Result<Vec<Mail>> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<super::mail::MailRow> = sqlx::query_as(concat!(
+            "UPDATE mails SET status = 'claimed', claimed_by = $1, claimed_until = $2, updated_at = $3 \
+             WHERE id IN (SELECT id FROM mails WHERE status IN ('pending', 'deferred') AND next_attempt_at <= $3 \
+                          AND domain NOT IN (SELECT domain FROM mail_domains WHERE next_attempt_at > $3) \
+                          ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+            super::mail::mail_columns!()
+        ))
+        .bind(owner)
+        .bind(stamp(until))
+        .bind(stamp(at))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut mails = super::mail::mails_from_rows(rows)?;
+        mails.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+        Ok(mails)
+    }
+
+    async fn mark_mails(&self, owner: &str, marks: Vec<MailMark>) -> Result<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        apply_mail_marks(&mut tx, owner, &marks, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mails_in_hand(&self) -> Result<Vec<Mail>> {
+        select_mails_in_hand(&self.pool).await
+    }
+
+    async fn let_go_of_mail(&self, id: &str, owner: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = update_mail_let_go(&mut tx, id, owner, now()).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn mail(&self, id: &str) -> Result<Option<Mail>> {
+        select_mail(&self.pool, id).await
+    }
+
+    async fn mails(&self, operator_only: bool, limit: u32) -> Result<Vec<Mail>> {
+        select_mails(&self.pool, operator_only, limit).await
+    }
+
+    async fn notifications_of_mail(&self, mail_id: &str) -> Result<Vec<Notification>> {
+        select_notifications_of_mail(&self.pool, mail_id).await
+    }
+
+    async fn notifications_of_request(&self, id: RequestId) -> Result<Vec<Notification>> {
+        select_notifications_of_request(&self.pool, id).await
+    }
+
+    async fn retry_mail(&self, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = update_mail_by_operator(&mut tx, id, false, now()).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn discard_mail(&self, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = update_mail_by_operator(&mut tx, id, true, now()).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn mail_counts(&self) -> Result<Vec<(MailStatus, u64)>> {
+        select_mail_counts(&self.pool).await
     }
 
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {

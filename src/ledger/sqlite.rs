@@ -29,6 +29,7 @@ use super::{
     TriggerRow, check_received_transition, check_schedule, check_transition, migrator, now, received_columns,
     created_token, request_columns, routed_for_xta, stored_received, token_columns,
 };
+use super::{Mail, MailMark, MailStatus, NewMail, Notification};
 use crate::queue::Queue;
 
 /// The SQLite migrations, embedded: (version, description, SQL).
@@ -41,9 +42,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "print", include_str!("../../migrations/sqlite/0006_print.sql")),
     (7, "print feedback", include_str!("../../migrations/sqlite/0007_print_feedback.sql")),
     (8, "access", include_str!("../../migrations/sqlite/0008_access.sql")),
+    (9, "notifications", include_str!("../../migrations/sqlite/0009_notifications.sql")),
 ];
 
 shared_statements!(sqlx::Sqlite);
+super::mail::mail_statements!();
 
 /// Timestamps as fixed-width UTC text, so that they sort (and compare) as text.
 fn stamp(at: DateTime<Utc>) -> String {
@@ -267,12 +270,19 @@ enum Write {
         message_id: Option<String>,
         answer: oneshot::Sender<Result<()>>,
     },
+    /// A mail sender's notes (`Ledger::mark_mails`).
+    Mails {
+        owner: String,
+        marks: Vec<MailMark>,
+        answer: oneshot::Sender<Result<()>>,
+    },
 }
 
 /// What one write did inside the transaction, before it is answered.
 enum Done {
     Record(Result<Recorded>),
     Transition(Result<()>),
+    Mails,
 }
 
 impl Write {
@@ -281,6 +291,7 @@ impl Write {
         match self {
             Write::Record { initial, .. } => initial.stage().is_some(),
             Write::Transition { to, .. } => to.stage().is_some(),
+            Write::Mails { .. } => false,
         }
     }
 
@@ -292,6 +303,9 @@ impl Write {
             (Write::Transition { answer, .. }, Done::Transition(r)) => {
                 let _ = answer.send(r);
             }
+            (Write::Mails { answer, .. }, Done::Mails) => {
+                let _ = answer.send(Ok(()));
+            }
             (write, _) => write.fail(LedgerError::Corrupt("a write was answered with another's outcome".into())),
         }
     }
@@ -302,6 +316,9 @@ impl Write {
                 let _ = answer.send(Err(e));
             }
             Write::Transition { answer, .. } => {
+                let _ = answer.send(Err(e));
+            }
+            Write::Mails { answer, .. } => {
                 let _ = answer.send(Err(e));
             }
         }
@@ -382,6 +399,7 @@ async fn write_all(pool: &SqlitePool, writes: &[Write], at: DateTime<Utc>) -> st
             Write::Transition { id, from, to, actor, detail, routed, message_id, .. } => {
                 apply_transition(&mut tx, *id, *from, *to, actor, detail.as_deref(), routed.as_ref(), message_id.as_deref(), at).await.map(Done::Transition)
             }
+            Write::Mails { owner, marks, .. } => apply_mail_marks(&mut tx, owner, marks, at).await.map(|()| Done::Mails),
         };
         match done {
             Ok(done) => results.push(done),
@@ -621,6 +639,97 @@ impl Ledger for SqliteLedger {
         update_token_used(&mut tx, name, at).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn open_notifications(&self, limit: u32) -> Result<Vec<Notification>> {
+        select_open_notifications(&self.pool, limit).await
+    }
+
+    async fn open_notification_count(&self) -> Result<u64> {
+        select_open_notification_count(&self.pool).await
+    }
+
+    async fn compose_mails(&self, mails: &[NewMail], skipped: &[(String, String)]) -> Result<()> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        insert_mails(&mut tx, mails, skipped, now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_mails(&self, owner: &str, until: DateTime<Utc>, limit: u32) -> Result<Vec<Mail>> {
+        let at = now();
+        let (_guard, mut tx) = self.begin_write().await?;
+        let rows: Vec<super::mail::MailRow> = sqlx::query_as(concat!(
+            "UPDATE mails SET status = 'claimed', claimed_by = $1, claimed_until = $2, updated_at = $3 \
+             WHERE id IN (SELECT id FROM mails WHERE status IN ('pending', 'deferred') AND next_attempt_at <= $3 \
+                          AND domain NOT IN (SELECT domain FROM mail_domains WHERE next_attempt_at > $3) \
+                          ORDER BY next_attempt_at, id LIMIT $4) \
+             RETURNING ",
+            super::mail::mail_columns!()
+        ))
+        .bind(owner)
+        .bind(stamp(until))
+        .bind(stamp(at))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut mails = super::mail::mails_from_rows(rows)?;
+        mails.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+        Ok(mails)
+    }
+
+    async fn mark_mails(&self, owner: &str, marks: Vec<MailMark>) -> Result<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let (answer, answered) = oneshot::channel();
+        self.submit(Write::Mails { owner: owner.to_owned(), marks, answer }, answered).await
+    }
+
+    async fn mails_in_hand(&self) -> Result<Vec<Mail>> {
+        select_mails_in_hand(&self.pool).await
+    }
+
+    async fn let_go_of_mail(&self, id: &str, owner: &str) -> Result<bool> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let done = update_mail_let_go(&mut tx, id, owner, now()).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn mail(&self, id: &str) -> Result<Option<Mail>> {
+        select_mail(&self.pool, id).await
+    }
+
+    async fn mails(&self, operator_only: bool, limit: u32) -> Result<Vec<Mail>> {
+        select_mails(&self.pool, operator_only, limit).await
+    }
+
+    async fn notifications_of_mail(&self, mail_id: &str) -> Result<Vec<Notification>> {
+        select_notifications_of_mail(&self.pool, mail_id).await
+    }
+
+    async fn notifications_of_request(&self, id: RequestId) -> Result<Vec<Notification>> {
+        select_notifications_of_request(&self.pool, id).await
+    }
+
+    async fn retry_mail(&self, id: &str) -> Result<bool> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let done = update_mail_by_operator(&mut tx, id, false, now()).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn discard_mail(&self, id: &str) -> Result<bool> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let done = update_mail_by_operator(&mut tx, id, true, now()).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn mail_counts(&self) -> Result<Vec<(MailStatus, u64)>> {
+        select_mail_counts(&self.pool).await
     }
 
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {

@@ -11,77 +11,13 @@
 //! This file holds what the parts share: the events and what an email says about them.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
+use serde::Serialize;
 
-/// What happened that the requesting authority is told about. One notification per
-/// (request, event); a received message is its own subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Event {
-    /// The XTA server accepted the request (to whom, when, XTA MessageID).
-    Transmitted,
-    /// Its transport report says the reader fetched it.
-    Delivered,
-    /// It was put in a print batch (batch date, letter number).
-    Printed,
-    /// The print centre handed it to the post.
-    Posted,
-    /// It was refused, with the reasons, so the requester can correct and resend it.
-    Rejected,
-    /// No or no single authority is responsible: an operator clarifies it.
-    Unroutable,
-    /// It needs an operator (a red transport report, an error).
-    Failed,
-    /// A message for the tenant arrived from its XTA message box.
-    Received,
-}
+pub use crate::ledger::mail::{Event, UnknownEvent};
 
-impl Event {
-    pub const ALL: [Event; 8] = [
-        Event::Transmitted,
-        Event::Delivered,
-        Event::Printed,
-        Event::Posted,
-        Event::Rejected,
-        Event::Unroutable,
-        Event::Failed,
-        Event::Received,
-    ];
-
-    /// The name in the ledger, the configuration and the template file names.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Event::Transmitted => "transmitted",
-            Event::Delivered => "delivered",
-            Event::Printed => "printed",
-            Event::Posted => "posted",
-            Event::Rejected => "rejected",
-            Event::Unroutable => "unroutable",
-            Event::Failed => "failed",
-            Event::Received => "received",
-        }
-    }
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The name given is not a notification event.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown notification event {0:?} (known: transmitted, delivered, printed, posted, rejected, unroutable, failed, received)")]
-pub struct UnknownEvent(pub String);
-
-impl FromStr for Event {
-    type Err = UnknownEvent;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Event::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| UnknownEvent(s.to_owned()))
-    }
-}
+pub mod notify;
+pub mod render;
+pub mod transport;
 
 /// One email's content, before it is rendered: one item, or several for a digest.
 #[derive(Debug, Clone, PartialEq, Serialize)]

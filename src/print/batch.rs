@@ -107,13 +107,6 @@ struct Planned<'a> {
 /// 100,000 letters is not held in memory.
 type Lean = (RequestId, bool);
 
-/// A writer (`<role>-<host>-<pid>`, see [`runner`]) of this machine whose process is gone.
-fn gone_here(writer: &str) -> bool {
-    let Some((rest, pid)) = writer.rsplit_once('-') else { return false };
-    let Ok(pid) = pid.parse::<u32>() else { return false };
-    cfg!(target_os = "linux") && rest.ends_with(&format!("-{}", crate::hostname())) && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// "Musterweg 3", or "Postfach 12 34".
 fn street_line(a: &crate::xamtshilfe::model::Anschrift) -> String {
     match (&a.strasse, &a.hausnummer, &a.postfach) {
@@ -198,7 +191,7 @@ impl BatchRunner {
         if let Some(holder) = self.ledger.claim_print_batch(&batch.batch_id, &self.owner, lease, None).await? {
             // A writer of this machine whose process died lets go at once; any other holds
             // its lease until it ends.
-            if !gone_here(&holder) || self.ledger.claim_print_batch(&batch.batch_id, &self.owner, lease, Some(&holder)).await?.is_some() {
+            if !crate::owner_gone_here(&holder) || self.ledger.claim_print_batch(&batch.batch_id, &self.owner, lease, Some(&holder)).await?.is_some() {
                 return Err(BatchError::Busy(batch.batch_id));
             }
             tracing::info!(batch = %batch.batch_id, "took the batch over from a writer whose process died");

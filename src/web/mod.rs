@@ -72,6 +72,9 @@ pub struct AppState {
     pub stage_metrics: Option<Arc<crate::queue::metrics::StageMetrics>>,
     /// The XTA server's breaker and calls in flight, for `/metrics` (none: not reported).
     pub xta: Option<Arc<crate::xta::breaker::Destination>>,
+    /// What the notify stage counted, for `/metrics` (none: no mail counters; the emails by
+    /// status come from the ledger either way).
+    pub mails: Option<Arc<crate::mail::notify::MailCounters>>,
     /// SHA-256 of the machine's local token (`<data_dir>/local.token`), accepted with the
     /// rights of an operator (none: only the ledger's tokens).
     pub local_token: Option<String>,
@@ -200,7 +203,7 @@ impl AppState {
     pub fn new(intake: Intake, tenants: Vec<Tenant>, max_body_bytes: u64) -> Self {
         let ledger = intake.ledger.clone();
         let directory = Arc::new(SharedDirectory::new(Directory::sample()));
-        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None, xta: None, local_token: None, touched: Default::default(), tls: None, bodies: Arc::new(BodyBudget::new(HttpLimits::default().max_bytes_in_flight)), refused_connections: Default::default() }
+        AppState { intake, ledger, tenants, max_body_bytes, directory, limits: HttpLimits::default(), queues: None, inbox: None, stages: None, stage_metrics: None, xta: None, mails: None, local_token: None, touched: Default::default(), tls: None, bodies: Arc::new(BodyBudget::new(HttpLimits::default().max_bytes_in_flight)), refused_connections: Default::default() }
     }
 
     /// State as the configuration asks: its tenants, and `http.max_body_bytes` (default:
@@ -231,6 +234,11 @@ impl AppState {
     }
 
     /// `/metrics` also reports the XTA server's breaker.
+    pub fn with_mails(mut self, counters: Arc<crate::mail::notify::MailCounters>) -> Self {
+        self.mails = Some(counters);
+        self
+    }
+
     pub fn with_xta(mut self, destination: Arc<crate::xta::breaker::Destination>) -> Self {
         self.xta = Some(destination);
         self

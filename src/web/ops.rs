@@ -93,6 +93,22 @@ pub(crate) async fn metrics(State(state): State<Shared>) -> Response {
     if let Some(metrics) = &state.stage_metrics {
         metrics.render(&mut text);
     }
+    match (state.ledger.mail_counts().await, state.ledger.open_notification_count().await) {
+        (Ok(counts), Ok(open)) => {
+            text.push_str("# HELP amtsbote_mails Notification emails in the ledger, by status (failed and unconfirmed wait for an operator).\n");
+            text.push_str("# TYPE amtsbote_mails gauge\n");
+            for (status, n) in counts {
+                let _ = writeln!(text, "amtsbote_mails{{status=\"{status}\"}} {n}");
+            }
+            text.push_str("# HELP amtsbote_notifications_open Notifications not yet composed into an email.\n");
+            text.push_str("# TYPE amtsbote_notifications_open gauge\n");
+            let _ = writeln!(text, "amtsbote_notifications_open {open}");
+        }
+        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "metrics: cannot count the emails"),
+    }
+    if let Some(mails) = &state.mails {
+        mails.render(&mut text);
+    }
     if let Some(xta) = &state.xta {
         xta.render(&mut text);
     }
