@@ -121,6 +121,10 @@ suite!(
     concurrent_stores_of_one_received_message_store_it_once,
     a_claim_to_write_a_received_message_excludes_others_until_it_expires,
     access_tokens_are_kept_by_hash_and_revoked,
+    notifications_are_written_with_the_journal_events_worth_an_email,
+    an_email_is_claimed_by_one_sender_and_its_outcome_recorded,
+    a_deferred_email_makes_its_domain_wait_and_the_others_go_on,
+    a_dead_senders_emails_are_let_go_claimed_again_sending_unconfirmed,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1568,4 +1572,132 @@ fn database_names_in_urls() {
         "postgres://u@h/x?sslmode=disable"
     );
     assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+}
+
+// ---------------------------------------------------------------------------------------
+// Notifications (ledger::mail)
+// ---------------------------------------------------------------------------------------
+
+/// A request recorded and moved to `rejected` (an event worth an email): its notification id.
+async fn rejected_request(l: &dyn Ledger, source: &str) -> (RequestId, String) {
+    let id = record_new(l, new_request("demo", source, None)).await;
+    l.transition(id, Received, Validated, &intake(), None).await.unwrap();
+    l.transition(id, Validated, Rejected, &Actor::system("route"), Some("no claim to route by")).await.unwrap();
+    (id, format!("r{}-3-rejected", id.0))
+}
+
+fn mail_for(notification: &str, domain: &str) -> ledger::NewMail {
+    ledger::NewMail {
+        id: notification.to_owned(),
+        tenant: "demo".into(),
+        recipients: vec![format!("kasse@{domain}")],
+        domain: domain.into(),
+        digest: false,
+        notifications: vec![notification.to_owned()],
+    }
+}
+
+async fn notifications_are_written_with_the_journal_events_worth_an_email((l, _): Ctx) {
+    let (id, expected) = rejected_request(&*l, "inbox:demo:n1").await;
+    // received and validated are no news for the requester: only the rejection is.
+    let notifications = l.notifications_of_request(id).await.unwrap();
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    let n = &notifications[0];
+    assert_eq!((n.id.as_str(), n.event, n.seq, n.tenant.as_str()), (expected.as_str(), ledger::NotifyEvent::Rejected, Some(3), "demo"));
+    assert_eq!(n.at, l.journal(id).await.unwrap()[2].at, "the event's own time");
+    assert_eq!(l.open_notifications(10).await.unwrap().len(), 1);
+    assert_eq!(l.open_notification_count().await.unwrap(), 1);
+
+    // Composed once: a second composition of the same notification changes nothing.
+    l.compose_mails(&[mail_for(&expected, "lemgo.example")], &[]).await.unwrap();
+    l.compose_mails(&[mail_for(&expected, "other.example")], &[]).await.unwrap();
+    assert_eq!(l.open_notification_count().await.unwrap(), 0);
+    let mail = l.mail(&expected).await.unwrap().unwrap();
+    assert_eq!((mail.status, mail.domain.as_str()), (ledger::MailStatus::Pending, "lemgo.example"));
+    assert_eq!(l.notifications_of_mail(&expected).await.unwrap().len(), 1);
+
+    // A notification that gets no email says why.
+    let (other, other_n) = rejected_request(&*l, "inbox:demo:n2").await;
+    l.compose_mails(&[], &[(other_n.clone(), "no address".into())]).await.unwrap();
+    assert_eq!(l.notifications_of_request(other).await.unwrap()[0].skipped.as_deref(), Some("no address"));
+    assert!(l.open_notifications(10).await.unwrap().is_empty());
+}
+
+async fn an_email_is_claimed_by_one_sender_and_its_outcome_recorded((l, _): Ctx) {
+    use ledger::{MailMark, MailStatus};
+    let (_, n) = rejected_request(&*l, "inbox:demo:c1").await;
+    l.compose_mails(&[mail_for(&n, "lemgo.example")], &[]).await.unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::minutes(5);
+    let a = l.claim_mails("notify-a-1", until, 10).await.unwrap();
+    assert_eq!(a.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [n.as_str()]);
+    assert_eq!(a[0].status, MailStatus::Claimed);
+    assert!(l.claim_mails("notify-b-2", until, 10).await.unwrap().is_empty(), "claimed by one sender only");
+    // Another sender's notes change nothing.
+    l.mark_mails("notify-b-2", vec![MailMark::HandOver { id: n.clone() }]).await.unwrap();
+    assert_eq!(l.mail(&n).await.unwrap().unwrap().status, MailStatus::Claimed);
+    l.mark_mails("notify-a-1", vec![MailMark::HandOver { id: n.clone() }]).await.unwrap();
+    assert_eq!(l.mail(&n).await.unwrap().unwrap().status, MailStatus::Sending);
+    l.mark_mails("notify-a-1", vec![MailMark::Accepted { id: n.clone() }]).await.unwrap();
+    let mail = l.mail(&n).await.unwrap().unwrap();
+    assert_eq!((mail.status, mail.claimed_by.as_deref()), (MailStatus::Accepted, None));
+    assert!(mail.accepted_at.is_some());
+    assert!(l.claim_mails("notify-a-1", until, 10).await.unwrap().is_empty(), "an accepted email is never claimed again");
+    assert!(!l.retry_mail(&n).await.unwrap(), "nor retried");
+    assert!(!l.discard_mail(&n).await.unwrap(), "nor discarded");
+    let counts = l.mail_counts().await.unwrap();
+    assert_eq!(counts.iter().find(|(s, _)| *s == MailStatus::Accepted).map(|(_, n)| *n), Some(1));
+}
+
+async fn a_deferred_email_makes_its_domain_wait_and_the_others_go_on((l, _): Ctx) {
+    use ledger::{MailMark, MailStatus};
+    let (_, x1) = rejected_request(&*l, "inbox:demo:d1").await;
+    let (_, x2) = rejected_request(&*l, "inbox:demo:d2").await;
+    let (_, y1) = rejected_request(&*l, "inbox:demo:d3").await;
+    l.compose_mails(&[mail_for(&x1, "down.example"), mail_for(&x2, "down.example"), mail_for(&y1, "up.example")], &[]).await.unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::minutes(5);
+    let first = l.claim_mails("notify-a-1", until, 1).await.unwrap();
+    assert_eq!(first[0].id, x1, "oldest first");
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    l.mark_mails("notify-a-1", vec![MailMark::Deferred { id: x1.clone(), error: "451 4.3.0 try later".into(), next_at: later }]).await.unwrap();
+    let x1_row = l.mail(&x1).await.unwrap().unwrap();
+    assert_eq!((x1_row.status, x1_row.attempts, x1_row.last_error.as_deref()), (MailStatus::Deferred, 1, Some("451 4.3.0 try later")));
+    // down.example waits; up.example goes on.
+    let next = l.claim_mails("notify-a-1", until, 10).await.unwrap();
+    assert_eq!(next.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [y1.as_str()]);
+    l.mark_mails("notify-a-1", vec![MailMark::Released { id: y1.clone() }]).await.unwrap();
+    assert_eq!(l.mail(&y1).await.unwrap().unwrap().status, MailStatus::Pending, "released, not tried: pending");
+    // An operator's retry lifts the domain's wait.
+    assert!(l.retry_mail(&x1).await.unwrap());
+    let all = l.claim_mails("notify-a-1", until, 10).await.unwrap();
+    let mut ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
+    ids.sort();
+    let mut expected = vec![x1.as_str(), x2.as_str(), y1.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    l.mark_mails("notify-a-1", vec![MailMark::Failed { id: x2.clone(), error: "550 5.1.1 no such user".into() }]).await.unwrap();
+    let failed = l.mails(true, 10).await.unwrap();
+    assert_eq!(failed.iter().map(|m| (m.id.as_str(), m.status)).collect::<Vec<_>>(), [(x2.as_str(), MailStatus::Failed)]);
+}
+
+async fn a_dead_senders_emails_are_let_go_claimed_again_sending_unconfirmed((l, _): Ctx) {
+    use ledger::{MailMark, MailStatus};
+    let (_, a) = rejected_request(&*l, "inbox:demo:g1").await;
+    let (_, b) = rejected_request(&*l, "inbox:demo:g2").await;
+    l.compose_mails(&[mail_for(&a, "lemgo.example"), mail_for(&b, "lemgo.example")], &[]).await.unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::minutes(5);
+    assert_eq!(l.claim_mails("notify-dead-7", until, 10).await.unwrap().len(), 2);
+    l.mark_mails("notify-dead-7", vec![MailMark::HandOver { id: b.clone() }]).await.unwrap();
+    assert_eq!(l.mails_in_hand().await.unwrap().len(), 2);
+    assert!(!l.let_go_of_mail(&a, "notify-other-8").await.unwrap(), "only the holder's claim is let go");
+    assert!(l.let_go_of_mail(&a, "notify-dead-7").await.unwrap());
+    assert!(l.let_go_of_mail(&b, "notify-dead-7").await.unwrap());
+    assert_eq!(l.mail(&a).await.unwrap().unwrap().status, MailStatus::Pending, "claimed, never handed over: sent again");
+    let unconfirmed = l.mail(&b).await.unwrap().unwrap();
+    assert_eq!(unconfirmed.status, MailStatus::Unconfirmed, "its content may have reached the server: not sent again by itself");
+    assert!(unconfirmed.last_error.as_deref().is_some_and(|e| e.contains("not sent again")));
+    let again = l.claim_mails("notify-new-9", until, 10).await.unwrap();
+    assert_eq!(again.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [a.as_str()]);
+    assert_eq!(l.mails(true, 10).await.unwrap().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [b.as_str()], "an operator sees it");
+    assert!(l.discard_mail(&b).await.unwrap());
+    assert_eq!(l.mail(&b).await.unwrap().unwrap().status, MailStatus::Discarded);
 }
