@@ -2,7 +2,7 @@
 //! says, the operators' overrides and their errors, HTML escaping, and the MIME message parsed
 //! back.
 
-use amtsbote::mail::render::{Rendered, TemplateError, Templates, build_message};
+use amtsbote::mail::render::{Rendered, Templates, build_message};
 use amtsbote::mail::{Authority, Debtor, Event, Item, MailContent, ReceivedInfo};
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -253,6 +253,18 @@ fn an_override_replaces_the_builtin_template() {
     // The HTML part was not overridden: the built-in one.
     assert!(r.html.contains("nicht angenommen"));
     assert!(templates.unknown_overrides().is_empty());
+}
+
+#[test]
+fn a_test_message_keeps_its_mark_when_an_override_forgets_it() {
+    let dir = override_dir(&[("posted.subject", "Brief zur Post: {{ item.aktenzeichen or \"?\" }}\n")]);
+    let templates = Templates::load(dir.path()).expect("load");
+    let mut item = item_of(Event::Posted);
+    let real = templates.render(&content(vec![item.clone()])).expect("render");
+    assert_eq!(real.subject, "Brief zur Post: VH-2026-0815");
+    item.test = true;
+    let test = templates.render(&content(vec![item])).expect("render");
+    assert_eq!(test.subject, "[Testnachricht] Brief zur Post: VH-2026-0815");
 }
 
 #[test]
