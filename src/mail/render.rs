@@ -298,10 +298,14 @@ impl Templates {
                 files.push((name, file));
             }
         }
-        let templates = Templates { env, files, unknown_overrides: unknown_files(&dir)? };
+        // Debug mode while checking: an error then carries the span of the failing expression,
+        // which its message quotes.
+        env.set_debug(true);
+        let mut templates = Templates { env, files, unknown_overrides: unknown_files(&dir)? };
         for content in samples() {
             templates.render(&content)?;
         }
+        templates.env.set_debug(false);
         Ok(templates)
     }
 
@@ -364,10 +368,18 @@ fn refuse_none(
 }
 
 fn template_error(file: &str, e: &minijinja::Error) -> TemplateError {
-    let message = match e.detail() {
+    let mut message = match e.detail() {
         Some(detail) => format!("{}: {detail}", e.kind()),
         None => e.kind().to_string(),
     };
+    // A syntax error's span is where the parser stopped, not an expression.
+    let failing = (e.kind() != ErrorKind::SyntaxError)
+        .then(|| e.template_source().zip(e.range()).and_then(|(source, range)| source.get(range)))
+        .flatten();
+    if let Some(expression) = failing.map(str::trim).filter(|x| !x.is_empty() && !x.contains('\n') && !message.contains(*x)) {
+        let shown: String = expression.chars().take(60).collect();
+        message.push_str(&format!(" in `{shown}`"));
+    }
     TemplateError::Template { file: file.to_owned(), line: e.line().unwrap_or(0), message }
 }
 
@@ -565,6 +577,12 @@ mod tests {
         for bad in ["", "n42", "@host", "n42@", "a@b@c", "a b@c", "<a@b>", "a@b\r\n", "ä@b"] {
             assert!(!valid_message_id(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn templates_can_be_shared_between_tasks() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<Templates>();
     }
 
     #[test]
