@@ -2,7 +2,7 @@
 //! says, the operators' overrides and their errors, HTML escaping, and the MIME message parsed
 //! back.
 
-use amtsbote::mail::render::{Rendered, Templates, build_message};
+use amtsbote::mail::render::{Rendered, TemplateError, Templates, build_message};
 use amtsbote::mail::{Authority, Debtor, Event, Item, MailContent, ReceivedInfo};
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -219,6 +219,11 @@ fn values_are_html_escaped_in_the_html_part_only() {
     assert!(!r.html.contains("<script>") && !r.html.contains("<b>"), "{}", r.html);
     assert!(r.html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt; &amp; Co"), "{}", r.html);
     assert!(r.text.contains("<script>alert(1)</script> & Co"), "{}", r.text);
+}
+
+#[test]
+fn content_without_items_is_refused() {
+    assert!(matches!(builtin().render(&content(Vec::new())), Err(TemplateError::NoItems)));
 }
 
 // --- Overrides -------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ pub enum TemplateError {
     Template { file: String, line: usize, message: String },
     #[error("{file}: {message}")]
     Subject { file: String, message: String },
+    #[error("a notification needs at least one item")]
+    NoItems,
 }
 
 /// A rendered notification that cannot be made into a message.
@@ -318,6 +320,7 @@ impl Templates {
     /// One item: its event's templates; several: the digest's.
     pub fn render(&self, content: &MailContent) -> Result<Rendered, TemplateError> {
         let base = match content.items.as_slice() {
+            [] => return Err(TemplateError::NoItems),
             [one] => one.event.as_str(),
             _ => DIGEST,
         };
