@@ -75,6 +75,9 @@ pub fn notifier(app: &crate::app::App, jobs: JobConfig) -> anyhow::Result<Notifi
     use anyhow::Context as _;
     let config = &app.config;
     let templates = Templates::load(&config.data_dir).context("the email templates (templates/mail, overridable in <data_dir>/templates/mail)")?;
+    for unknown in templates.unknown_overrides() {
+        tracing::warn!(file = %unknown.display(), "notify: this file in the templates folder replaces no email template (templates/mail/README.md lists the names); it is not used");
+    }
     let transport: Arc<dyn Transport> = Arc::new(super::transport::EmlFiles::new(config.data_dir.join("mail")));
     Ok(Notifier {
         ledger: app.ledger.clone(),
