@@ -306,6 +306,7 @@ fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: 
     } else {
         out.push_str(&format!("  XTA              {}\n", redact(&started.xta_url)));
     }
+    out.push_str(&format!("  email            {}  (amtsbote notifications)\n", started.mail_transport));
     out.push_str("Next: drop examples/messages/ersuchen.xml into an inbox, then `amtsbote requests` and `amtsbote request show ID`.\n");
     out.push_str("Stop with Ctrl-C.\n");
     eprint!("{out}");
