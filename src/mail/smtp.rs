@@ -38,11 +38,10 @@ use crate::config::SmtpConfig;
 pub enum Outcome {
     /// The server took it (2xx after DATA), or the `.eml` file is on disk.
     Accepted,
-    /// Try again later: a 4xx answer, no connection, a timeout, a failed TLS handshake, an
-    /// error writing the file. One line for operators: the code and the server's text.
+    /// Try again later: a 4xx answer, no connection, a timeout, a failed TLS handshake (the
+    /// certificate, no STARTTLS offered), an error writing the file. One line for operators: the code and the server's text.
     Transient(String),
-    /// Do not try again: a 5xx answer (unknown mailbox, refused credentials), or a message
-    /// this server can never take.
+    /// Do not try again: the server's 5xx answer (unknown mailbox, refused credentials).
     Permanent(String),
 }
 
@@ -72,7 +71,20 @@ enum Way {
     Files { dir: PathBuf },
     /// One pooled transport; `permits` holds the sends in flight to `pool_size` (lettre's
     /// pool caps the idle connections it keeps, not the ones it opens).
-    Smtp { transport: AsyncSmtpTransport<Tokio1Executor>, permits: Semaphore, overall: Duration, server: String },
+    /// `transport` is `None` only while the mailer is dropped (see `Drop`).
+    Smtp { transport: Option<AsyncSmtpTransport<Tokio1Executor>>, permits: Semaphore, overall: Duration, server: String },
+}
+
+/// lettre's pool spawns a task when it is dropped, which panics outside a tokio runtime:
+/// there (the end of `main`, after the runtime) it is left to the process's exit instead.
+impl Drop for Mailer {
+    fn drop(&mut self) {
+        if let Way::Smtp { transport, .. } = &mut self.way
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            std::mem::forget(transport.take());
+        }
+    }
 }
 
 /// The TLS modes of `smtp.url`.
@@ -139,7 +151,7 @@ impl Mailer {
         // Each step (connect, greeting, STARTTLS, AUTH, MAIL, RCPT, DATA) has `timeout`; the
         // whole send is bounded too, so a server that answers by the drop cannot hold a task.
         let overall = timeout * 4;
-        Ok(Mailer { way: Way::Smtp { transport: builder.build(), permits: Semaphore::new(cfg.pool_size as usize), overall, server }, description })
+        Ok(Mailer { way: Way::Smtp { transport: Some(builder.build()), permits: Semaphore::new(cfg.pool_size as usize), overall, server }, description })
     }
 
     /// For the start-up log: where emails go, how, and as whom (never the password).
@@ -153,7 +165,7 @@ impl Mailer {
         match &self.way {
             Way::Files { dir } => write_eml(dir, id, message.formatted()).await,
             Way::Smtp { transport, permits, overall, server } => {
-                let Ok(_permit) = permits.acquire().await else {
+                let (Ok(_permit), Some(transport)) = (permits.acquire().await, transport.as_ref()) else {
                     return Outcome::Transient("the mailer is shutting down".into());
                 };
                 let sent = tokio::time::timeout(*overall, transport.send_raw(message.envelope(), &message.formatted())).await;
@@ -173,10 +185,11 @@ impl Mailer {
     }
 }
 
-/// Accepted, transient or permanent, from lettre's error: the server's 4xx and 5xx as they
-/// are; TLS, connection, network and unreadable answers transient (they may pass, or an
-/// operator fixes the setting while the retries go on); a message the client itself refuses
-/// (a non-ASCII address the server cannot take) permanent.
+/// Transient or permanent, from lettre's error: only the server's own 5xx is permanent.
+/// Its 4xx, and everything on the way — no connection, a timeout, a refused certificate, no
+/// STARTTLS offered, no AUTH mechanism in common, an unreadable answer — is transient: it
+/// may pass, or an operator fixes a setting while the retries go on (and give up after
+/// their time, like any transient fault).
 fn classify(e: &lettre::transport::smtp::Error, server: &str) -> Outcome {
     let detail = one_line(e);
     if let Some(code) = e.status() {
@@ -184,13 +197,28 @@ fn classify(e: &lettre::transport::smtp::Error, server: &str) -> Outcome {
         let why = format!("{server} answered {code}: {}", one_line_text(&text));
         return if e.is_permanent() { Outcome::Permanent(why) } else { Outcome::Transient(why) };
     }
-    if e.is_tls() {
+    if e.is_tls() || is_tls_failure(e) {
         return Outcome::Transient(format!("TLS with {server} failed: {detail} (is smtp.ca_file the CA that signs the server's certificate, and does it name this host?)"));
     }
-    if e.is_client() {
-        return Outcome::Permanent(format!("{server}: {detail}"));
-    }
     Outcome::Transient(format!("{server}: {detail}"))
+}
+
+/// Whether a rustls error is among the causes (lettre reports a refused certificate as a
+/// connection error; the io::Error it wraps holds the rustls error).
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(s) = next {
+        if s.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        next = s.source();
+    }
+    false
 }
 
 trait SourceText {
@@ -216,7 +244,14 @@ fn one_line(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    one_line_text(&text)
+    // lettre nests its errors: "Connection error: Connection error: …" said once.
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split(": ") {
+        if parts.last().is_none_or(|last| !last.eq_ignore_ascii_case(part)) {
+            parts.push(part);
+        }
+    }
+    one_line_text(&parts.join(": "))
 }
 
 /// Control characters (the server's line breaks) as spaces, at most 300 characters.
