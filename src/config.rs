@@ -337,7 +337,9 @@ pub struct SmtpConfig {
     pub ca_file: Option<PathBuf>,
     /// Connections to the server at once (and emails in flight). Default 4.
     pub pool_size: u32,
-    /// Time for each step of a send (connect, each command and its answer). Default 30 s.
+    /// Time for one email: connecting (TLS and AUTH included, when no pooled connection is
+    /// free) and sending it until the server's answer; longer is a transient failure.
+    /// Default 30 s.
     pub timeout_secs: u64,
 }
 

@@ -21,17 +21,28 @@
 //! (webpki-roots), which need no system store and work offline.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::config::SmtpConfig;
+
+/// A pooled connection idle this long is asked with NOOP whether it still stands before it
+/// is used; one idle longer than [`IDLE_MAX`] is closed instead.
+const NOOP_AFTER: Duration = Duration::from_secs(5);
+const IDLE_MAX: Duration = Duration::from_secs(60);
 
 /// What became of one email.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +50,8 @@ pub enum Outcome {
     /// The server took it (2xx after DATA), or the `.eml` file is on disk.
     Accepted,
     /// Try again later: a 4xx answer, no connection, a timeout, a failed TLS handshake (the
-    /// certificate, no STARTTLS offered), an error writing the file. One line for operators: the code and the server's text.
+    /// certificate, no STARTTLS offered), an error writing the file. One line for operators:
+    /// the code and the server's text, never the message.
     Transient(String),
     /// Do not try again: the server's 5xx answer (unknown mailbox, refused credentials).
     Permanent(String),
@@ -56,8 +68,6 @@ pub enum MailError {
     Tls { host: String, why: String },
     #[error("smtp.pool_size and smtp.timeout_secs must be at least 1")]
     Limits,
-    #[error("the mailer must be built inside the tokio runtime (lettre's connection pool starts a task)")]
-    NoRuntime,
 }
 
 /// Sends emails; one per process, shared by the notify stage's tasks.
@@ -69,22 +79,7 @@ pub struct Mailer {
 enum Way {
     /// The embedded default: one `.eml` file per id in this folder.
     Files { dir: PathBuf },
-    /// One pooled transport; `permits` holds the sends in flight to `pool_size` (lettre's
-    /// pool caps the idle connections it keeps, not the ones it opens).
-    /// `transport` is `None` only while the mailer is dropped (see `Drop`).
-    Smtp { transport: Option<AsyncSmtpTransport<Tokio1Executor>>, permits: Semaphore, overall: Duration, server: String },
-}
-
-/// lettre's pool spawns a task when it is dropped, which panics outside a tokio runtime:
-/// there (the end of `main`, after the runtime) it is left to the process's exit instead.
-impl Drop for Mailer {
-    fn drop(&mut self) {
-        if let Way::Smtp { transport, .. } = &mut self.way
-            && tokio::runtime::Handle::try_current().is_err()
-        {
-            std::mem::forget(transport.take());
-        }
-    }
+    Smtp(Pool),
 }
 
 /// The TLS modes of `smtp.url`.
@@ -97,9 +92,10 @@ enum TlsMode {
 }
 
 impl Mailer {
-    /// The mailer `cfg` asks for. With a url it builds the pooled transport (no connection
-    /// is opened yet: a server that is down shows on the first send, as a transient
-    /// outcome); without, it sends into `<data_dir>/mail/`, created on the first send.
+    /// The mailer `cfg` asks for. With a url it reads the CA file and sets up TLS (no
+    /// connection is opened yet: a server that is down shows on the first send, as a
+    /// transient outcome); without, it sends into `<data_dir>/mail/`, created on the first
+    /// send.
     pub fn from_config(cfg: &SmtpConfig, data_dir: &Path) -> Result<Mailer, MailError> {
         if cfg.pool_size == 0 || cfg.timeout_secs == 0 {
             return Err(MailError::Limits);
@@ -109,33 +105,8 @@ impl Mailer {
             let description = format!("emails are written as .eml files into {} (no smtp.url set)", dir.display());
             return Ok(Mailer { way: Way::Files { dir }, description });
         };
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(MailError::NoRuntime);
-        }
         let target = Target::parse(url)?;
-        let tls = match target.mode {
-            TlsMode::None => Tls::None,
-            mode => {
-                let params = tls_parameters(&target.host, cfg.ca_file.as_deref())?;
-                match mode {
-                    TlsMode::Opportunistic => Tls::Opportunistic(params),
-                    TlsMode::StartTls => Tls::Required(params),
-                    _ => Tls::Wrapper(params),
-                }
-            }
-        };
-        let timeout = Duration::from_secs(cfg.timeout_secs);
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(target.host.clone())
-            .port(target.port)
-            .tls(tls)
-            .timeout(Some(timeout))
-            .pool_config(PoolConfig::new().max_size(cfg.pool_size));
-        if let Some(name) = hello_name() {
-            builder = builder.hello_name(name);
-        }
-        if let Some((user, password)) = &target.credentials {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone())).authentication(vec![Mechanism::Plain, Mechanism::Login]);
-        }
+        let trust = Trust::load(&target.host, cfg.ca_file.as_deref(), target.mode)?;
         let server = format!("{}://{}:{}", target.scheme, target.host_for_display(), target.port);
         let mut description = format!("emails go to {server} ({}", target.mode.describe());
         if let Some((user, _)) = &target.credentials {
@@ -147,11 +118,18 @@ impl Mailer {
                 None => description.push_str(", trusting the built-in Mozilla roots"),
             }
         }
-        description.push_str(&format!("; up to {} connections, {} s timeout)", cfg.pool_size, cfg.timeout_secs));
-        // Each step (connect, greeting, STARTTLS, AUTH, MAIL, RCPT, DATA) has `timeout`; the
-        // whole send is bounded too, so a server that answers by the drop cannot hold a task.
-        let overall = timeout * 4;
-        Ok(Mailer { way: Way::Smtp { transport: Some(builder.build()), permits: Semaphore::new(cfg.pool_size as usize), overall, server }, description })
+        description.push_str(&format!("; up to {} connections, {} s a send)", cfg.pool_size, cfg.timeout_secs));
+        let pool = Pool {
+            credentials: target.credentials.as_ref().map(|(user, password)| Credentials::new(user.clone(), password.clone())),
+            target,
+            trust,
+            hello: hello_name().unwrap_or_default(),
+            timeout: Duration::from_secs(cfg.timeout_secs),
+            idle: std::sync::Mutex::new(Vec::new()),
+            permits: Semaphore::new(cfg.pool_size as usize),
+            server,
+        };
+        Ok(Mailer { way: Way::Smtp(pool), description })
     }
 
     /// For the start-up log: where emails go, how, and as whom (never the password).
@@ -160,20 +138,13 @@ impl Mailer {
     }
 
     /// Sends `message`, whose stable id is `id` (the notification's; it names the `.eml`
-    /// file and appears in log lines, never the content). Safe to call concurrently.
+    /// file and appears in log lines, never the content). Safe to call concurrently: at most
+    /// `smtp.pool_size` sends are on the way at once, the others wait their turn.
     pub async fn send(&self, message: &lettre::Message, id: &str) -> Outcome {
         match &self.way {
             Way::Files { dir } => write_eml(dir, id, message.formatted()).await,
-            Way::Smtp { transport, permits, overall, server } => {
-                let (Ok(_permit), Some(transport)) = (permits.acquire().await, transport.as_ref()) else {
-                    return Outcome::Transient("the mailer is shutting down".into());
-                };
-                let sent = tokio::time::timeout(*overall, transport.send_raw(message.envelope(), &message.formatted())).await;
-                let outcome = match sent {
-                    Ok(Ok(_)) => Outcome::Accepted,
-                    Ok(Err(e)) => classify(&e, server),
-                    Err(_) => Outcome::Transient(format!("{server}: no answer within {} s", overall.as_secs())),
-                };
+            Way::Smtp(pool) => {
+                let outcome = pool.send(message.envelope(), &message.formatted()).await;
                 match &outcome {
                     Outcome::Accepted => tracing::debug!(id, "email accepted"),
                     Outcome::Transient(why) => tracing::debug!(id, why, "email deferred"),
@@ -183,6 +154,198 @@ impl Mailer {
             }
         }
     }
+}
+
+/// The connections to the SMTP server: at most `permits` in use, the idle ones kept for the
+/// next send. Our own rather than lettre's pool, which (0.11) sends NOOP before every reuse,
+/// caps only the idle connections (not the ones it opens) and hands a connection back in a
+/// spawned task; and lettre's own connections leave Nagle's algorithm on, so the end of each
+/// message (`.` in a write of its own) waits for the server's delayed ACK — 40 ms an email
+/// on Linux. Here every connection is opened by us with TCP_NODELAY and handed to lettre's
+/// `AsyncSmtpConnection`, which speaks SMTP on it.
+struct Pool {
+    target: Target,
+    trust: Trust,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    /// For one send: connecting (TLS and AUTH included) and the email until its answer.
+    timeout: Duration,
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    permits: Semaphore,
+    /// `smtp://host:port`, for reasons.
+    server: String,
+}
+
+/// How the server's certificate is checked: lettre's parameters for STARTTLS, a rustls
+/// configuration for implicit TLS (its handshake is ours); both from the same roots.
+enum Trust {
+    None,
+    StartTls(TlsParameters),
+    Implicit(tokio_rustls::TlsConnector, ServerName<'static>),
+}
+
+impl Pool {
+    async fn send(&self, envelope: &Envelope, email: &[u8]) -> Outcome {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Outcome::Transient("the mailer is shutting down".into());
+        };
+        match tokio::time::timeout(self.timeout, self.send_on_a_connection(envelope, email)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Transient(format!("{}: no answer within {} s (smtp.timeout_secs)", self.server, self.timeout.as_secs())),
+        }
+    }
+
+    async fn send_on_a_connection(&self, envelope: &Envelope, email: &[u8]) -> Outcome {
+        let mut conn = match self.idle_connection().await {
+            Some(conn) => conn,
+            None => match self.connect().await {
+                Ok(conn) => conn,
+                Err(outcome) => return outcome,
+            },
+        };
+        match conn.send(envelope, email).await {
+            Ok(_) => {
+                self.park(conn);
+                Outcome::Accepted
+            }
+            // lettre closes the connection on every error (QUIT): it is not kept.
+            Err(e) => classify(&e, &self.server),
+        }
+    }
+
+    /// The most recently used idle connection that still stands.
+    async fn idle_connection(&self) -> Option<AsyncSmtpConnection> {
+        loop {
+            let (mut conn, since) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            let idle = since.elapsed();
+            if idle > IDLE_MAX || conn.has_broken() {
+                continue;
+            }
+            if idle < NOOP_AFTER || conn.test_connected().await {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn park(&self, conn: AsyncSmtpConnection) {
+        if !conn.has_broken() {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((conn, Instant::now()));
+        }
+    }
+
+    /// A new connection: TCP (no Nagle), implicit TLS or STARTTLS, EHLO, AUTH.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, Outcome> {
+        let server = &self.server;
+        let tcp = TcpStream::connect((self.target.host.as_str(), self.target.port)).await.map_err(|e| Outcome::Transient(format!("cannot connect to {server}: {e}")))?;
+        tcp.set_nodelay(true).map_err(|e| Outcome::Transient(format!("{server}: {e}")))?;
+        let stream: Box<dyn AsyncTokioStream> = match &self.trust {
+            Trust::Implicit(connector, name) => match connector.connect(name.clone(), tcp).await {
+                Ok(tls) => Box::new(ImplicitTls(tls)),
+                Err(e) => return Err(tls_failure(&e, server)),
+            },
+            _ => Box::new(tcp),
+        };
+        let lettre_err = |e: lettre::transport::smtp::Error| classify(&e, server);
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await.map_err(lettre_err)?;
+        if let Trust::StartTls(params) = &self.trust
+            && (self.target.mode == TlsMode::StartTls || conn.can_starttls())
+        {
+            conn.starttls(params.clone(), &self.hello).await.map_err(lettre_err)?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials).await.map_err(lettre_err)?;
+        }
+        Ok(conn)
+    }
+}
+
+/// A TLS stream from the first byte, for lettre (which wants its own trait on the stream).
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl Trust {
+    /// Only the CAs of `ca_file` when it is given, else the compiled-in Mozilla roots.
+    fn load(host: &str, ca_file: Option<&Path>, mode: TlsMode) -> Result<Trust, MailError> {
+        let tls_err = |why: String| MailError::Tls { host: host.to_string(), why };
+        let pem = match ca_file {
+            Some(path) if mode != TlsMode::None => {
+                let ca_err = |why: String| MailError::CaFile { path: path.to_path_buf(), why };
+                let pem = std::fs::read(path).map_err(|e| ca_err(format!("cannot be read: {e}")))?;
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return Err(ca_err("holds no PEM certificate (-----BEGIN CERTIFICATE-----): name the PEM file of the CA(s) that sign the SMTP server's certificate".into()));
+                }
+                Some((path, pem))
+            }
+            _ => None,
+        };
+        match mode {
+            TlsMode::None => Ok(Trust::None),
+            TlsMode::StartTls | TlsMode::Opportunistic => {
+                let mut builder = TlsParameters::builder(host.to_string());
+                match &pem {
+                    Some((path, pem)) => {
+                        let certificate = Certificate::from_pem(pem).map_err(|e| MailError::CaFile { path: path.to_path_buf(), why: format!("is not a usable PEM certificate bundle: {e}") })?;
+                        builder = builder.certificate_store(CertificateStore::None).add_root_certificate(certificate);
+                    }
+                    None => builder = builder.certificate_store(CertificateStore::WebpkiRoots),
+                }
+                Ok(Trust::StartTls(builder.build_rustls().map_err(|e| tls_err(one_line(&e)))?))
+            }
+            TlsMode::Implicit => {
+                let mut roots = rustls::RootCertStore::empty();
+                match &pem {
+                    Some((path, pem)) => {
+                        let ca_err = |why: String| MailError::CaFile { path: path.to_path_buf(), why };
+                        for cert in CertificateDer::pem_slice_iter(pem) {
+                            let cert = cert.map_err(|_| ca_err("is not a readable PEM certificate bundle".into()))?;
+                            roots.add(cert).map_err(|e| ca_err(format!("a CA certificate is not usable as a trust anchor: {e}")))?;
+                        }
+                    }
+                    None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+                }
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| tls_err(e.to_string()))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                let name = ServerName::try_from(host.to_string()).map_err(|e| tls_err(format!("not a host name for TLS: {e}")))?;
+                Ok(Trust::Implicit(tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+            }
+        }
+    }
+}
+
+/// A failed implicit-TLS handshake: transient, with what to check.
+fn tls_failure(e: &std::io::Error, server: &str) -> Outcome {
+    let detail = match crate::xta::tls::find_rustls_error(e) {
+        Some(rustls_error) => rustls_error.to_string(),
+        None => one_line(e),
+    };
+    Outcome::Transient(format!("TLS with {server} failed: {detail} (is smtp.ca_file the CA that signs the server's certificate, and does it name this host?)"))
 }
 
 /// Transient or permanent, from lettre's error: only the server's own 5xx is permanent.
@@ -206,19 +369,7 @@ fn classify(e: &lettre::transport::smtp::Error, server: &str) -> Outcome {
 /// Whether a rustls error is among the causes (lettre reports a refused certificate as a
 /// connection error; the io::Error it wraps holds the rustls error).
 fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(e);
-    while let Some(s) = next {
-        if s.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
-        {
-            return true;
-        }
-        next = s.source();
-    }
-    false
+    crate::xta::tls::find_rustls_error(e).is_some()
 }
 
 trait SourceText {
@@ -262,26 +413,6 @@ fn one_line_text(text: &str) -> String {
         Some((i, _)) => format!("{}…", &flat[..i]),
         None => flat,
     }
-}
-
-/// The trust for the server's certificate: only `ca_file` when it is given, else the
-/// compiled-in Mozilla roots.
-fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters, MailError> {
-    let tls_err = |why: String| MailError::Tls { host: host.to_string(), why };
-    let mut builder = TlsParameters::builder(host.to_string());
-    match ca_file {
-        Some(path) => {
-            let ca_err = |why: String| MailError::CaFile { path: path.to_path_buf(), why };
-            let pem = std::fs::read(path).map_err(|e| ca_err(format!("cannot be read: {e}")))?;
-            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-                return Err(ca_err("holds no PEM certificate (-----BEGIN CERTIFICATE-----): name the PEM file of the CA(s) that sign the SMTP server's certificate".into()));
-            }
-            let certificate = Certificate::from_pem(&pem).map_err(|e| ca_err(format!("is not a usable PEM certificate bundle: {e}")))?;
-            builder = builder.certificate_store(CertificateStore::None).add_root_certificate(certificate);
-        }
-        None => builder = builder.certificate_store(CertificateStore::WebpkiRoots),
-    }
-    builder.build_rustls().map_err(|e| tls_err(one_line(&e)))
 }
 
 /// The EHLO name: the machine's host name when it can be read, else lettre's `[127.0.0.1]`.
