@@ -203,6 +203,9 @@ async fn many_sends_at_once_over_the_pool_arrive_once_each() {
     assert_eq!(counts.len(), 200);
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
     assert!((0..200).all(|i| counts.contains_key(&format!("n-{i}-transmitted@amtsbote.test"))));
+    // At most pool_size connections, kept and reused: not one a send.
+    let opened = server.connections_opened();
+    assert!((1..=4).contains(&opened), "{opened} connections for 200 sends over a pool of 4");
 }
 
 #[test]

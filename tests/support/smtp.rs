@@ -212,6 +212,11 @@ impl SmtpServer {
         }
     }
 
+    /// How many connections it accepted (over all its starts).
+    pub fn connections_opened(&self) -> usize {
+        std::fs::read_to_string(self.store.path().join("connections")).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+    }
+
     pub fn store(&self) -> &Path {
         self.store.path()
     }

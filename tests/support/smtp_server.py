@@ -13,6 +13,7 @@ under a temporary name and renamed, so a reader never sees half a file):
     {"message_id": the Message-ID header without <>, or "" when it has none,
      "mail_from": the envelope sender, "rcpt": [envelope recipients], "raw": base64 of DATA}
 A message stored is a message accepted: counting files by message_id counts deliveries.
+DIR/connections holds the number of connections accepted since the store was made.
 
 TLS: "starttls" offers STARTTLS and refuses MAIL before it (530); "implicit" speaks TLS from
 the first byte. --auth USER:PASSWORD requires AUTH (PLAIN or LOGIN) before MAIL (530 without,
@@ -72,6 +73,15 @@ class Store:
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, os.path.join(self.path, name))
+
+    def connection_opened(self):
+        path = os.path.join(self.path, "connections")
+        try:
+            with open(path) as f:
+                count = int(f.read() or 0)
+        except (OSError, ValueError):
+            count = 0
+        self.write_atomically("connections", str(count + 1).encode())
 
     def attempt(self, key: str) -> int:
         """Counts one more attempt for key; returns the count."""
@@ -152,10 +162,14 @@ def main():
 
     handler = Handler(store)
 
+    def new_connection():
+        store.connection_opened()
+        return SMTP(handler, **smtp_options)
+
     async def serve():
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: SMTP(handler, **smtp_options),
+            new_connection,
             host="127.0.0.1",
             port=args.port,
             ssl=context if args.tls == "implicit" else None,
