@@ -10,7 +10,7 @@ use std::path::Path;
 
 use amtsbote::config::SmtpConfig;
 use amtsbote::mail::smtp::{Mailer, Outcome};
-use smtp::{Options, SmtpServer, Tls};
+use smtp::{Options, Security, SmtpServer};
 
 fn message(id: &str, to: &str) -> lettre::Message {
     lettre::Message::builder()
@@ -137,7 +137,7 @@ async fn starttls_is_required_unless_tls_none() {
 
 #[tokio::test]
 async fn auth_with_the_right_password_is_accepted_and_a_wrong_one_permanent() {
-    let server = SmtpServer::with(Options { tls: Tls::StartTls, auth: true });
+    let server = SmtpServer::with(Options { tls: Security::StartTls, auth: true });
     let good = mailer(&server.config());
     assert!(good.describe().contains(&format!("auth as user {}", smtp::USER)), "{}", good.describe());
     assert!(!good.describe().contains(smtp::PASSWORD), "{}", good.describe());

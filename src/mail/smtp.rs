@@ -79,7 +79,7 @@ pub struct Mailer {
 enum Way {
     /// The embedded default: one `.eml` file per id in this folder.
     Files { dir: PathBuf },
-    Smtp(Pool),
+    Smtp(Box<Pool>),
 }
 
 /// The TLS modes of `smtp.url`.
@@ -129,7 +129,7 @@ impl Mailer {
             permits: Semaphore::new(cfg.pool_size as usize),
             server,
         };
-        Ok(Mailer { way: Way::Smtp(pool), description })
+        Ok(Mailer { way: Way::Smtp(Box::new(pool)), description })
     }
 
     /// For the start-up log: where emails go, how, and as whom (never the password).

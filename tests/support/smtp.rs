@@ -25,16 +25,16 @@ pub const PASSWORD: &str = "geheim:123 %";
 
 /// How the server talks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Tls {
+pub enum Security {
     #[default]
-    None,
+    Plain,
     StartTls,
     Implicit,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
-    pub tls: Tls,
+    pub tls: Security,
     /// AUTH required, with [`USER`] and [`PASSWORD`].
     pub auth: bool,
 }
@@ -77,18 +77,18 @@ impl SmtpServer {
     }
 
     pub fn starttls() -> SmtpServer {
-        SmtpServer::with(Options { tls: Tls::StartTls, auth: false })
+        SmtpServer::with(Options { tls: Security::StartTls, auth: false })
     }
 
     pub fn implicit_tls() -> SmtpServer {
-        SmtpServer::with(Options { tls: Tls::Implicit, auth: false })
+        SmtpServer::with(Options { tls: Security::Implicit, auth: false })
     }
 
     /// Started on a free port; returns once it accepts connections.
     pub fn with(options: Options) -> SmtpServer {
         let store = tempfile::tempdir().expect("a temp dir for the SMTP store");
         let pki_dir = tempfile::tempdir().expect("a temp dir for the certificates");
-        let pki = (options.tls != Tls::None).then(|| make_pki(pki_dir.path()));
+        let pki = (options.tls != Security::Plain).then(|| make_pki(pki_dir.path()));
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let mut server = SmtpServer { port, options, store, pki, _pki_dir: pki_dir, child: None };
         server.start_again();
@@ -104,9 +104,9 @@ impl SmtpServer {
     pub fn url_as(&self, user: &str, password: &str) -> String {
         let credentials = if self.options.auth { format!("{}:{}@", encode(user), encode(password)) } else { String::new() };
         match self.options.tls {
-            Tls::None => format!("smtp://{credentials}127.0.0.1:{}?tls=none", self.port),
-            Tls::StartTls => format!("smtp://{credentials}127.0.0.1:{}", self.port),
-            Tls::Implicit => format!("smtps://{credentials}127.0.0.1:{}", self.port),
+            Security::Plain => format!("smtp://{credentials}127.0.0.1:{}?tls=none", self.port),
+            Security::StartTls => format!("smtp://{credentials}127.0.0.1:{}", self.port),
+            Security::Implicit => format!("smtps://{credentials}127.0.0.1:{}", self.port),
         }
     }
 
@@ -132,7 +132,7 @@ impl SmtpServer {
         let mut command = Command::new(PYTHON);
         command.arg(SCRIPT).arg("--port").arg(self.port.to_string()).arg("--store").arg(self.store.path());
         if let Some(pki) = &self.pki {
-            let mode = if self.options.tls == Tls::StartTls { "starttls" } else { "implicit" };
+            let mode = if self.options.tls == Security::StartTls { "starttls" } else { "implicit" };
             command.args(["--tls", mode]).arg("--cert").arg(&pki.cert).arg("--key").arg(&pki.key);
         }
         if self.options.auth {
