@@ -30,6 +30,7 @@ pub struct Config {
     pub xta: XtaConfig,
     pub print: PrintConfig,
     pub mail: MailConfig,
+    pub smtp: SmtpConfig,
     /// The authorities using this installation. Empty: one sample tenant, `demo`.
     pub tenants: Vec<Tenant>,
 }
@@ -364,6 +365,42 @@ impl MailConfig {
     }
 }
 
+/// Where notification emails go (src/mail/smtp.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// The SMTP server: `smtp://host[:port]` (port 587, STARTTLS required; `?tls=none` plain,
+    /// for a relay on loopback; `?tls=opportunistic` STARTTLS when offered), `smtps://host[:port]`
+    /// (implicit TLS, port 465); `user:password@` before the host for AUTH (percent-encoded).
+    /// Unset: the embedded default, every email written as an `.eml` file into
+    /// `<data_dir>/mail/` (nothing leaves the machine). `config check` shows the password
+    /// as `***`.
+    #[serde(serialize_with = "url_without_password")]
+    pub url: Option<String>,
+    /// A PEM bundle of the CA(s) that sign the server's certificate; then only these are
+    /// trusted. Unset: the Mozilla roots built into amtsbote (no system store is read).
+    pub ca_file: Option<PathBuf>,
+    /// Connections to the server at once (and emails in flight). Default 4.
+    pub pool_size: u32,
+    /// Time for one email: connecting (TLS and AUTH included, when no pooled connection is
+    /// free) and sending it until the server's answer; longer is a transient failure.
+    /// Default 30 s.
+    pub timeout_secs: u64,
+}
+
+fn url_without_password<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_some(&crate::mail::smtp::redact(url)),
+        None => s.serialize_none(),
+    }
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig { url: None, ca_file: None, pool_size: 4, timeout_secs: 30 }
+    }
+}
+
 /// A tenant (Mandant): an authority using amtsbote, with its folders.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -435,13 +472,14 @@ impl Default for Config {
             xta: XtaConfig::default(),
             print: PrintConfig::default(),
             mail: MailConfig::default(),
+            smtp: SmtpConfig::default(),
             tenants: Vec::new(),
         }
     }
 }
 
 /// Sections that environment variables can address.
-const SECTIONS: [&str; 7] = ["messages", "intake", "ledger", "queue", "http", "xta", "print"];
+const SECTIONS: [&str; 9] = ["messages", "intake", "ledger", "queue", "http", "xta", "print", "mail", "smtp"];
 
 /// What an environment variable's text is read as: the type of its setting, never a guess
 /// from the text (`AMTSBOTE_MESSAGES_MIN_AMOUNT=50.00` is the string "50.00", not a float).
@@ -505,6 +543,10 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("mail.contact", Kind::Text),
     ("mail.message_id_domain", Kind::Text),
     ("mail.give_up_hours", Kind::Number),
+    ("smtp.url", Kind::Text),
+    ("smtp.ca_file", Kind::Text),
+    ("smtp.pool_size", Kind::Number),
+    ("smtp.timeout_secs", Kind::Number),
 ];
 
 impl Config {
@@ -600,6 +642,9 @@ impl Config {
         }
         if self.print.letters_per_file == 0 {
             bail!("print.letters_per_file must be at least 1");
+        }
+        if self.smtp.pool_size == 0 || self.smtp.timeout_secs == 0 {
+            bail!("smtp.pool_size and smtp.timeout_secs must be at least 1");
         }
         Ok(())
     }
@@ -838,5 +883,29 @@ mod tests {
         // Plain http needs none of it.
         let c = Config::load_with(None, &env(&[("AMTSBOTE_XTA_URL", "http://127.0.0.1:8480")])).unwrap();
         assert!(c.xta.client_tls().is_none());
+    }
+
+    #[test]
+    fn smtp_settings_from_file_and_environment() {
+        let c = Config::load_with(None, &[]).unwrap();
+        assert_eq!(c.smtp, SmtpConfig { url: None, ca_file: None, pool_size: 4, timeout_secs: 30 });
+        let c = Config::load_with(
+            None,
+            &env(&[("AMTSBOTE_SMTP_URL", "smtp://u:geheim@mail.example:587"), ("AMTSBOTE_SMTP_CA_FILE", "/etc/amtsbote/smtp-ca.pem"), ("AMTSBOTE_SMTP_POOL_SIZE", "8"), ("AMTSBOTE_SMTP_TIMEOUT_SECS", "5")]),
+        )
+        .unwrap();
+        assert_eq!(c.smtp.url.as_deref(), Some("smtp://u:geheim@mail.example:587"));
+        assert_eq!((c.smtp.ca_file.as_deref(), c.smtp.pool_size, c.smtp.timeout_secs), (Some(Path::new("/etc/amtsbote/smtp-ca.pem")), 8, 5));
+        // `config check` prints the configuration: never the password.
+        let shown = toml::to_string_pretty(&c).unwrap();
+        assert!(shown.contains("mail.example") && !shown.contains("geheim"), "{shown}");
+        assert!(!toml::to_string_pretty(&Config::load_with(None, &[]).unwrap()).unwrap().contains("url = \"smtp"));
+        let e = Config::load_with(None, &env(&[("AMTSBOTE_SMTP_POOL_SIZE", "0")])).unwrap_err().to_string();
+        assert!(e.contains("smtp.pool_size"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("amtsbote.toml");
+        std::fs::write(&file, "[smtp]\nurl = \"smtps://mail.example\"\npool = 3\n").unwrap();
+        let e = Config::load_with(Some(&file), &[]).unwrap_err().to_string();
+        assert!(e.contains("pool"), "{e}");
     }
 }

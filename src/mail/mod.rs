@@ -10,6 +10,7 @@
 //!
 //! This file holds what the parts share: the events and what an email says about them.
 
+pub mod smtp;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;

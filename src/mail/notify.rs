@@ -78,7 +78,7 @@ pub fn notifier(app: &crate::app::App, jobs: JobConfig) -> anyhow::Result<Notifi
     for unknown in templates.unknown_overrides() {
         tracing::warn!(file = %unknown.display(), "notify: this file in the templates folder replaces no email template (templates/mail/README.md lists the names); it is not used");
     }
-    let transport: Arc<dyn Transport> = Arc::new(super::transport::EmlFiles::new(config.data_dir.join("mail")));
+    let transport: Arc<dyn Transport> = Arc::new(super::smtp::Mailer::from_config(&config.smtp, &config.data_dir).context("the smtp settings")?);
     Ok(Notifier {
         ledger: app.ledger.clone(),
         tenants: config.tenants.iter().map(|t| (t.id.clone(), t.clone())).collect(),
@@ -342,7 +342,7 @@ impl Notifier {
             }
         }
         let Some(s) = session.as_mut() else { return Ok(MailMark::Released { id }) };
-        if let Err(refused) = s.begin(&id, &from, &mail.recipients).await {
+        if let Err(refused) = s.begin(&id, &from, &mail.recipients, &content).await {
             return Ok(self.refused(mail, refused));
         }
         notes.push(MailMark::HandOver { id: id.clone() });
