@@ -79,6 +79,9 @@ pub fn notifier(app: &crate::app::App, jobs: JobConfig) -> anyhow::Result<Notifi
         tracing::warn!(file = %unknown.display(), "notify: this file in the templates folder replaces no email template (templates/mail/README.md lists the names); it is not used");
     }
     let transport: Arc<dyn Transport> = Arc::new(super::smtp::Mailer::from_config(&config.smtp, &config.data_dir).context("the smtp settings")?);
+    let owner = owner_name();
+    let log_dir = config.data_dir.join("mail/senders");
+    let log = SendLog::open(&log_dir, &owner).context("the notify stage's send log")?;
     Ok(Notifier {
         ledger: app.ledger.clone(),
         tenants: config.tenants.iter().map(|t| (t.id.clone(), t.clone())).collect(),
@@ -87,8 +90,10 @@ pub fn notifier(app: &crate::app::App, jobs: JobConfig) -> anyhow::Result<Notifi
         templates: Arc::new(templates),
         transport,
         reader: app.checker.reader.clone(),
-        owner: owner_name(),
+        owner,
         counters: Arc::default(),
+        log_dir,
+        log,
     })
 }
 
@@ -107,6 +112,89 @@ pub struct Notifier {
     /// This process in claims: `notify-<host>-<pid>`.
     pub owner: String,
     pub counters: Arc<MailCounters>,
+    /// Where the senders' logs are (`<data_dir>/mail/senders/`), and this process's.
+    pub log_dir: std::path::PathBuf,
+    pub log: SendLog,
+}
+
+/// What a sender noted about an email in its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// Its content goes to the server now.
+    Sending,
+    /// The server accepted it.
+    Accepted,
+    /// The server refused the content (it did not take it).
+    Refused,
+}
+
+impl Marker {
+    fn letter(self) -> char {
+        match self {
+            Marker::Sending => 'S',
+            Marker::Accepted => 'A',
+            Marker::Refused => 'R',
+        }
+    }
+}
+
+/// A sender's log: one line per step (`S <id>`, `A <id>`, `R <id>`), appended with a plain
+/// write, not synced. It is what tells, after a crash, whether an email's content had begun
+/// to go: a note in the ledger would cost a sync, and a note that is durable before the
+/// content goes leaves exactly that long a window in which a crash strands an email that
+/// never went. A write survives the process (the kernel has it); a power cut may lose the
+/// newest lines, and then an email may go twice. One file per process
+/// (`<data_dir>/mail/senders/<owner>.log`), emptied when the stage starts and removed once
+/// another process has read it after this one died.
+pub struct SendLog {
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl SendLog {
+    /// This process's log (appended to; [`SendLog::clear`] empties it).
+    pub fn open(dir: &std::path::Path, owner: &str) -> std::io::Result<SendLog> {
+        std::fs::create_dir_all(dir)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{owner}.log")))?;
+        Ok(SendLog { file: std::sync::Mutex::new(file) })
+    }
+
+    /// Empty: nothing this process noted is held any more.
+    pub fn clear(&self) -> std::io::Result<()> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner()).set_len(0)
+    }
+
+    pub fn note(&self, marker: Marker, id: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let line = format!("{} {id}\n", marker.letter());
+        self.file.lock().unwrap_or_else(|e| e.into_inner()).write_all(line.as_bytes())
+    }
+
+    /// The last note per email in `owner`'s log (none: nothing noted, or no log).
+    pub fn read(dir: &std::path::Path, owner: &str) -> std::io::Result<HashMap<String, Marker>> {
+        let text = match std::fs::read_to_string(dir.join(format!("{owner}.log"))) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(e) => return Err(e),
+        };
+        let mut last = HashMap::new();
+        // A line cut off by the crash has no newline: it is not counted.
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            let marker = match line.as_bytes().first() {
+                Some(b'S') => Marker::Sending,
+                Some(b'A') => Marker::Accepted,
+                Some(b'R') => Marker::Refused,
+                _ => continue,
+            };
+            if let Some(id) = line.get(2..).map(str::trim_end) {
+                last.insert(id.to_owned(), marker);
+            }
+        }
+        Ok(last)
+    }
+
+    fn remove(dir: &std::path::Path, owner: &str) {
+        let _ = std::fs::remove_file(dir.join(format!("{owner}.log")));
+    }
 }
 
 /// This process's name in the claims of emails.
@@ -119,6 +207,7 @@ pub async fn run(notifier: Arc<Notifier>, stop: watch::Receiver<bool>) -> anyhow
     // What this process held before a restart of the stage is let go first: its senders are
     // gone.
     notifier.let_go(true).await?;
+    notifier.log.clear()?;
     let wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(compose_loop(notifier.clone(), wake.clone(), stop.clone()));
@@ -282,15 +371,52 @@ impl Notifier {
 
     /// Gives back what senders that are gone held: at start (`mine`: also this process's
     /// own, from before the stage restarted) and every half minute.
+    ///
+    /// A sender of this machine left its send log (see [`SendLog`]): an email it noted as
+    /// accepted is accepted; one whose content it had begun to send and no answer noted is
+    /// unconfirmed (most likely accepted: never sent again by itself); any other is due again.
+    /// A sender of another machine whose claim ran out left no log here: its emails are
+    /// unconfirmed, so that none goes twice.
     pub async fn let_go(&self, mine: bool) -> anyhow::Result<()> {
         let now = Utc::now();
+        let mut logs: HashMap<String, HashMap<String, Marker>> = HashMap::new();
+        let mut gone_here = Vec::new();
         for mail in self.ledger.mails_in_hand().await? {
-            let Some(owner) = mail.claimed_by.as_deref() else { continue };
-            let gone = (mine && owner == self.owner) || crate::owner_gone_here(owner) || mail.claimed_until.is_some_and(|until| until < now);
-            if gone && self.ledger.let_go_of_mail(&mail.id, owner).await? && mail.status == crate::ledger::MailStatus::Sending {
-                self.counters.unconfirmed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(mail = %mail.id, "notify: an email was being handed to the server when its sender stopped; it is unconfirmed and not sent again (amtsbote notifications --failed)");
+            let Some(owner) = mail.claimed_by.clone() else { continue };
+            let here = (mine && owner == self.owner) || crate::owner_gone_here(&owner);
+            let expired = mail.claimed_until.is_some_and(|until| until < now);
+            if !here && !expired {
+                continue;
             }
+            let marker = if here {
+                if !logs.contains_key(&owner) {
+                    logs.insert(owner.clone(), SendLog::read(&self.log_dir, &owner)?);
+                    if owner != self.owner {
+                        gone_here.push(owner.clone());
+                    }
+                }
+                logs[&owner].get(&mail.id).copied()
+            } else {
+                Some(Marker::Sending)
+            };
+            match marker {
+                Some(Marker::Accepted) => {
+                    self.ledger.mark_mails(&owner, vec![MailMark::Accepted { id: mail.id.clone() }]).await?;
+                }
+                Some(Marker::Sending) => {
+                    self.ledger.mark_mails(&owner, vec![MailMark::HandOver { id: mail.id.clone() }]).await?;
+                    if self.ledger.let_go_of_mail(&mail.id, &owner).await? {
+                        self.counters.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(mail = %mail.id, "notify: an email was being handed to the server when its sender stopped; it is unconfirmed and not sent again (amtsbote notifications --failed)");
+                    }
+                }
+                Some(Marker::Refused) | None => {
+                    self.ledger.let_go_of_mail(&mail.id, &owner).await?;
+                }
+            }
+        }
+        for owner in gone_here {
+            SendLog::remove(&self.log_dir, &owner);
         }
         Ok(())
     }
@@ -302,14 +428,15 @@ impl Notifier {
         let until = Utc::now() + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::hours(1));
         let mails = self.ledger.claim_mails(&self.owner, until, u32::try_from(batch).unwrap_or(u32::MAX)).await?;
         let tried = mails.len();
-        // Notes waiting to be written: committed with the next "sending" note, or at the end.
+        // The outcomes, written to the ledger together at the end of the batch (until then
+        // the send log has them).
         let mut notes: Vec<MailMark> = Vec::new();
         for mail in mails {
             if *stop.borrow() {
                 notes.push(MailMark::Released { id: mail.id.clone() });
                 continue;
             }
-            let note = self.hand_over(&mail, session, &mut notes).await;
+            let note = self.hand_over(&mail, session).await;
             match note {
                 Ok(note) => notes.push(note),
                 Err(e) => {
@@ -325,9 +452,9 @@ impl Notifier {
         Ok(tried)
     }
 
-    /// One email: render, begin, note "sending" (with the notes before it), content. The
-    /// outcome note is returned for the caller to write.
-    async fn hand_over(&self, mail: &Mail, session: &mut Option<Box<dyn Session>>, notes: &mut Vec<MailMark>) -> anyhow::Result<MailMark> {
+    /// One email: render, begin (MAIL, RCPT, DATA), the note in the send log, the content.
+    /// The outcome's note for the ledger is returned; the batch writes them together.
+    async fn hand_over(&self, mail: &Mail, session: &mut Option<Box<dyn Session>>) -> anyhow::Result<MailMark> {
         let id = mail.id.clone();
         let content = match self.content_of(mail).await {
             Ok(content) => content,
@@ -345,14 +472,19 @@ impl Notifier {
         if let Err(refused) = s.begin(&id, &from, &mail.recipients, &content).await {
             return Ok(self.refused(mail, refused));
         }
-        notes.push(MailMark::HandOver { id: id.clone() });
-        self.ledger.mark_mails(&self.owner, std::mem::take(notes)).await?;
+        // The note that the content goes now: written (not synced) right before it goes, so a
+        // crash after it leaves the email unconfirmed and one before it leaves it unsent.
+        self.log.note(Marker::Sending, &id)?;
         match s.finish(&content).await {
             Ok(()) => {
+                self.log.note(Marker::Accepted, &id)?;
                 self.counters.accepted.fetch_add(1, Ordering::Relaxed);
                 Ok(MailMark::Accepted { id })
             }
-            Err(refused) => Ok(self.refused(mail, refused)),
+            Err(refused) => {
+                self.log.note(Marker::Refused, &id)?;
+                Ok(self.refused(mail, refused))
+            }
         }
     }
 
