@@ -284,8 +284,21 @@ async fn every_route_refuses_a_missing_bad_unknown_revoked_or_foreign_token() {
     assert_eq!((foreign.status, absent.status), (404, 404));
     assert_eq!(foreign.json()["error"], absent.json()["error"]);
 
-    // Unknown paths stay 404 (no endpoint), and the use of a token is noted.
-    assert_eq!(server.send(&Method::GET, "/nope", None, None).await.status, 404);
+    // A path no route has, or a method a route does not take: 401 without a valid token,
+    // like every endpoint but /healthz (the API's shape is not probed anonymously); with
+    // any valid token 404 and 405.
+    for (method, path, known) in [(Method::GET, "/nope", 404), (Method::POST, "/api/v1/admin", 404), (Method::DELETE, "/metrics", 405), (Method::PUT, "/api/v1/requests", 405)] {
+        for authorization in [None, Some(format!("Bearer {}", unknown.expose())), Some(format!("Bearer {revoked}"))] {
+            let reply = server.send(&method, path, authorization.as_deref(), None).await;
+            assert_eq!(reply.status, 401, "{method} {path} with {authorization:?}: {reply:?}");
+            assert!(reply.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{reply:?}");
+            assert!(!reply.body.contains(path), "the 401 says nothing of the path: {}", reply.body);
+        }
+        for token in [&admin, &operator, &koeln] {
+            assert_eq!(server.as_token(token, &method, path, None).await.status, known, "{method} {path}");
+        }
+    }
+    // The use of a token is noted.
     let start = Instant::now();
     while server.ledger.tokens().await.unwrap().iter().find(|t| t.name == "lemgo").unwrap().last_used_at.is_none() {
         assert!(start.elapsed() < Duration::from_secs(10), "the last use of a token is noted");
