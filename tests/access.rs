@@ -494,3 +494,55 @@ async fn https_with_the_configured_certificate_and_no_plain_http() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("http.tls_key") && err.contains("http.tls_cert"), "{err}");
 }
+
+/// `amtsbote queues` reads an HTTPS serve's `/metrics` (with the machine's local token),
+/// trusting the configured `http.tls_cert` alone: a certificate that names neither
+/// `localhost` nor the listen address is fine, another certificate is not trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_reads_the_metrics_of_an_https_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let made = rcgen::generate_simple_self_signed(vec!["amtsbote.example".into()]).unwrap();
+    let (cert, key) = (root.join("http.pem"), root.join("http.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["amtsbote.example".into()]).unwrap();
+    std::fs::write(root.join("other.pem"), other.cert.pem()).unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let command = |args: &[&str], cert: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_amtsbote"));
+        c.args(args)
+            .env("AMTSBOTE_DATA_DIR", root)
+            .env("AMTSBOTE_HTTP_LISTEN", &listen)
+            .env("AMTSBOTE_HTTP_TLS_CERT", cert)
+            .env("AMTSBOTE_HTTP_TLS_KEY", &key)
+            .env("AMTSBOTE_LOG", "warn")
+            .env_remove("AMTSBOTE_CONFIG")
+            .env_remove("AMTSBOTE_LEDGER_URL");
+        c
+    };
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _serve = Killed(command(&["serve"], &cert).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap());
+    let queues = |cert: &Path| {
+        let out = command(&["queues"], cert).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let start = Instant::now();
+    let mut shown = queues(&cert);
+    while !shown.contains("as counted by the serve at https://") {
+        assert!(start.elapsed() < Duration::from_secs(60), "queues never read the HTTPS serve's /metrics: {shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shown = queues(&cert);
+    }
+    assert!(shown.contains("run p50") && shown.contains("route"), "{shown}");
+    // Another certificate configured (not the one the serve presents): nothing is read.
+    let refused = queues(&root.join("other.pem"));
+    assert!(!refused.contains("as counted") && refused.contains("no serve answers at https://"), "{refused}");
+}
