@@ -64,6 +64,9 @@ pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Resu
         if let Some(name) = &request.file_name {
             println!("  file      {}", crate::intake::inbox::shown_str(name));
         }
+        if !request.sha256.is_empty() {
+            println!("  sha256    {}", request.sha256);
+        }
         if let Some(d) = &request.state_detail {
             println!("  detail    {}", crate::intake::inbox::shown_str(d));
         }
