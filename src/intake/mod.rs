@@ -117,6 +117,7 @@ impl Intake {
         // No look-up first: recording is idempotent by `source` (the database decides), and
         // a redelivery after a crash is rare enough to pay for one more check.
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        crate::memory::note_large(bytes.len());
         if let Some(reason) = self.tenant_refusal(tenant) {
             let delivery = Delivery { tenant, source, file_name, sha256, payload: bytes };
             return self.reject(delivery, "refused", vec![reason]).await;
