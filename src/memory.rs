@@ -5,7 +5,7 @@
 //! remedy, in two parts:
 //!
 //! - [`note_large`]: whoever handles a large payload (intake, routing, transmitting) says so;
-//! - [`run_trimmer`]: a task of `serve` that, every [`TRIM_EVERY`] for ten seconds after
+//! - [`run_trimmer`]: a task of `serve` that, every [`TRIM_EVERY`] for a minute after
 //!   such work, calls `malloc_trim(0)` on the blocking pool, which hands every free page of every arena
 //!   back to the system (glibc ≥ 2.8 also releases pages in the middle of a heap).
 //!
@@ -22,8 +22,9 @@ pub const LARGE: usize = 1 << 20;
 /// How often the trimmer looks whether large work was done.
 pub const TRIM_EVERY: Duration = Duration::from_secs(2);
 
-/// Ticks with a trim after the last large payload was noted (10 s).
-const TRIMS_AFTER_LARGE_WORK: u32 = 5;
+/// Ticks with a trim after the last large payload was noted (a minute: a payload may be
+/// freed long after it was noted, e.g. a 38 MB message sent to a slow XTA server).
+const TRIMS_AFTER_LARGE_WORK: u32 = 30;
 
 static LARGE_WORK_DONE: AtomicBool = AtomicBool::new(false);
 
