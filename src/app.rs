@@ -80,7 +80,7 @@ impl App {
 
     /// The intake over this ledger, refusing tenants that may not deliver.
     pub fn intake(&self) -> Intake {
-        Intake::new(self.ledger.clone(), self.checker.clone()).with_tenants(self.config.tenants.clone())
+        Intake::new(self.ledger.clone(), self.checker.clone()).with_tenants(self.config.tenants.clone()).with_keep_rejected_bytes(self.config.intake.keep_rejected_bytes)
     }
 
     /// The routing stage over this ledger and directory.

@@ -187,11 +187,14 @@ pub struct IntakeConfig {
     /// An error reading a claimed file that may pass (permission denied, too many open
     /// files, I/O error) is retried this long before the file is rejected as unreadable.
     pub read_retry_secs: u64,
+    /// The bytes of a rejected message kept in the ledger (its first ones); the rest is
+    /// dropped, its size and SHA-256 recorded.
+    pub keep_rejected_bytes: usize,
 }
 
 impl Default for IntakeConfig {
     fn default() -> Self {
-        IntakeConfig { poll_interval_ms: 200, settle_ms: 100, patterns: vec!["*.xml".into()], incomplete_wait_secs: 600, read_retry_secs: 600 }
+        IntakeConfig { poll_interval_ms: 200, settle_ms: 100, patterns: vec!["*.xml".into()], incomplete_wait_secs: 600, read_retry_secs: 600, keep_rejected_bytes: 64 * 1024 }
     }
 }
 
@@ -525,6 +528,7 @@ const ENV_SETTINGS: &[(&str, Kind)] = &[
     ("intake.patterns", Kind::List),
     ("intake.incomplete_wait_secs", Kind::Number),
     ("intake.read_retry_secs", Kind::Number),
+    ("intake.keep_rejected_bytes", Kind::Number),
     ("xta.url", Kind::Text),
     ("xta.connect_timeout_ms", Kind::Number),
     ("xta.response_timeout_ms", Kind::Number),

@@ -29,6 +29,7 @@ pub mod directory;
 pub mod intake;
 pub mod ledger;
 pub mod mail;
+pub mod memory;
 pub mod print;
 pub mod queue;
 pub mod route;

@@ -119,6 +119,7 @@ impl Router {
     /// Routes one request that is `from` (validated, or unroutable when re-routing).
     pub async fn route(&self, id: RequestId, from: RequestState, actor: &Actor) -> Result<RequestState, LedgerError> {
         let payload = self.ledger.payload(id).await?;
+        crate::memory::note_large(payload.len());
         let (to, detail, routed) = match self.checker.check(&payload) {
             Ok(message) => match decide(&message, &self.directory.get(), crate::directory::today()) {
                 Routing::Routed { detail, to, .. } => (RequestState::Routed, detail, Some(to)),

@@ -62,6 +62,8 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         Some(tls) => state.with_tls(tls),
         None => state,
     };
+    // Memory freed after large messages goes back to the system (see crate::memory).
+    tokio::spawn(crate::memory::run_trimmer(stop_rx.clone()));
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(crate::web::serve(listener, state, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;

@@ -284,8 +284,21 @@ async fn every_route_refuses_a_missing_bad_unknown_revoked_or_foreign_token() {
     assert_eq!((foreign.status, absent.status), (404, 404));
     assert_eq!(foreign.json()["error"], absent.json()["error"]);
 
-    // Unknown paths stay 404 (no endpoint), and the use of a token is noted.
-    assert_eq!(server.send(&Method::GET, "/nope", None, None).await.status, 404);
+    // A path no route has, or a method a route does not take: 401 without a valid token,
+    // like every endpoint but /healthz (the API's shape is not probed anonymously); with
+    // any valid token 404 and 405.
+    for (method, path, known) in [(Method::GET, "/nope", 404), (Method::POST, "/api/v1/admin", 404), (Method::DELETE, "/metrics", 405), (Method::PUT, "/api/v1/requests", 405)] {
+        for authorization in [None, Some(format!("Bearer {}", unknown.expose())), Some(format!("Bearer {revoked}"))] {
+            let reply = server.send(&method, path, authorization.as_deref(), None).await;
+            assert_eq!(reply.status, 401, "{method} {path} with {authorization:?}: {reply:?}");
+            assert!(reply.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{reply:?}");
+            assert!(!reply.body.contains(path), "the 401 says nothing of the path: {}", reply.body);
+        }
+        for token in [&admin, &operator, &koeln] {
+            assert_eq!(server.as_token(token, &method, path, None).await.status, known, "{method} {path}");
+        }
+    }
+    // The use of a token is noted.
     let start = Instant::now();
     while server.ledger.tokens().await.unwrap().iter().find(|t| t.name == "lemgo").unwrap().last_used_at.is_none() {
         assert!(start.elapsed() < Duration::from_secs(10), "the last use of a token is noted");
@@ -480,4 +493,56 @@ async fn https_with_the_configured_certificate_and_no_plain_http() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("http.tls_key") && err.contains("http.tls_cert"), "{err}");
+}
+
+/// `amtsbote queues` reads an HTTPS serve's `/metrics` (with the machine's local token),
+/// trusting the configured `http.tls_cert` alone: a certificate that names neither
+/// `localhost` nor the listen address is fine, another certificate is not trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_reads_the_metrics_of_an_https_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let made = rcgen::generate_simple_self_signed(vec!["amtsbote.example".into()]).unwrap();
+    let (cert, key) = (root.join("http.pem"), root.join("http.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["amtsbote.example".into()]).unwrap();
+    std::fs::write(root.join("other.pem"), other.cert.pem()).unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let command = |args: &[&str], cert: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_amtsbote"));
+        c.args(args)
+            .env("AMTSBOTE_DATA_DIR", root)
+            .env("AMTSBOTE_HTTP_LISTEN", &listen)
+            .env("AMTSBOTE_HTTP_TLS_CERT", cert)
+            .env("AMTSBOTE_HTTP_TLS_KEY", &key)
+            .env("AMTSBOTE_LOG", "warn")
+            .env_remove("AMTSBOTE_CONFIG")
+            .env_remove("AMTSBOTE_LEDGER_URL");
+        c
+    };
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _serve = Killed(command(&["serve"], &cert).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap());
+    let queues = |cert: &Path| {
+        let out = command(&["queues"], cert).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let start = Instant::now();
+    let mut shown = queues(&cert);
+    while !shown.contains("as counted by the serve at https://") {
+        assert!(start.elapsed() < Duration::from_secs(60), "queues never read the HTTPS serve's /metrics: {shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shown = queues(&cert);
+    }
+    assert!(shown.contains("run p50") && shown.contains("route"), "{shown}");
+    // Another certificate configured (not the one the serve presents): nothing is read.
+    let refused = queues(&root.join("other.pem"));
+    assert!(!refused.contains("as counted") && refused.contains("no serve answers at https://"), "{refused}");
 }

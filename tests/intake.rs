@@ -588,3 +588,48 @@ async fn a_cut_off_file_nobody_writes_to_any_more_is_rejected_after_the_wait() {
     s.stop.send(true).unwrap();
     s.task.await.unwrap().unwrap();
 }
+
+/// A rejected message keeps only its first `intake.keep_rejected_bytes` in the ledger (a
+/// hostile 2 MB body is not stored forever); its SHA-256 is the whole message's, and the
+/// request's detail (and `request show`) says how much was kept of how many bytes. A small
+/// rejected message is kept whole; an accepted one always is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_message_keeps_only_the_first_bytes_of_its_payload() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ledger = ledger::open(&format!("sqlite:{}", root.join("ledger.sqlite").display())).await.unwrap();
+    ledger.migrate().await.unwrap();
+    let intake = Intake::new(ledger.clone(), Arc::new(Checker::with_defaults()));
+    assert_eq!(intake.keep_rejected_bytes, 64 * 1024, "the default");
+    // A family name of 2 MB: refused by length.
+    let hostile = request(1).replacen("Mustermann", &"x".repeat(2 * 1024 * 1024), 1).into_bytes();
+    let size = hostile.len();
+    let sha = hex::encode(sha2::Sha256::digest(&hostile));
+    let amtsbote::intake::Outcome::Rejected { id, .. } = intake.accept("demo", "http:demo:big", None, hostile.clone()).await.unwrap() else { panic!("rejected") };
+    let stored = ledger.payload(id).await.unwrap();
+    assert_eq!(stored.len(), 64 * 1024);
+    assert_eq!(stored[..], hostile[..64 * 1024], "the first bytes");
+    let recorded = ledger.get(id).await.unwrap().unwrap();
+    assert_eq!(recorded.sha256, sha, "the hash of the whole message");
+    let detail = recorded.state_detail.unwrap();
+    assert!(detail.contains(&format!("the first 65536 of {size} bytes")), "{detail}");
+    let shown = Command::new(env!("CARGO_BIN_EXE_amtsbote")).args(["request", "show", &id.to_string()]).env("AMTSBOTE_DATA_DIR", root).env_remove("AMTSBOTE_CONFIG").env_remove("AMTSBOTE_LEDGER_URL").output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(&format!("payload kept: the first 65536 of {size} bytes")) && shown.contains(&sha), "{shown}");
+    // Posted again: the same request, by the same source.
+    assert!(matches!(intake.accept("demo", "http:demo:big", None, hostile).await.unwrap(), amtsbote::intake::Outcome::AlreadyRecorded { id: again, .. } if again == id));
+
+    // Small and rejected: kept whole. Configurable.
+    let small = request(2).replacen("Mustermann", "Muster\u{202E}mann", 1).into_bytes();
+    let amtsbote::intake::Outcome::Rejected { id, .. } = intake.accept("demo", "http:demo:small", None, small.clone()).await.unwrap() else { panic!("rejected") };
+    assert_eq!(ledger.payload(id).await.unwrap(), small);
+    assert!(!ledger.get(id).await.unwrap().unwrap().state_detail.unwrap().contains("payload kept"));
+    let tight = intake.clone().with_keep_rejected_bytes(100);
+    let amtsbote::intake::Outcome::Rejected { id, .. } = tight.accept("demo", "http:demo:tight", None, request(3).replacen("Mustermann", "Muster\u{202E}mann", 1).into_bytes()).await.unwrap() else { panic!("rejected") };
+    assert_eq!(ledger.payload(id).await.unwrap().len(), 100);
+    // Accepted messages are kept whole, whatever their size.
+    let valid = request(4).into_bytes();
+    let amtsbote::intake::Outcome::Accepted { id } = tight.accept("demo", "http:demo:valid", None, valid.clone()).await.unwrap() else { panic!("accepted") };
+    assert_eq!(ledger.payload(id).await.unwrap(), valid);
+}

@@ -390,6 +390,57 @@ fn characters_xml_forbids_are_refused_by_code_point_and_position() {
     check(fine.as_bytes()).unwrap();
 }
 
+/// Attribute values are held as texts are: the Char production (also through references),
+/// a length limit and the DIN 91379 type, refused by attribute, length and code point,
+/// never quoted — also for the attributes read as values (`test`, `auskunftssperre`).
+#[test]
+fn hostile_attribute_values_are_refused_without_the_value() {
+    let text = example_text("ersuchen.xml");
+    let attrs = [
+        ("produkt=\"avviso\"", "produkt", "avviso"),
+        ("produktversion=\"5.2\"", "produktversion", "5.2"),
+        ("listURI=\"urn:xoev-de:xamtshilfe:codeliste:nachrichtentyp\"", "listURI", "urn:xoev-de:xamtshilfe:codeliste:nachrichtentyp"),
+        ("listVersionID=\"1.1.1\"", "listVersionID", "1.1.1"),
+        ("auskunftssperre=\"false\"", "auskunftssperre", "false"),
+        ("waehrung=\"EUR\"", "waehrung", "EUR"),
+        ("dateiname=\"bescheid.pdf\"", "dateiname", "bescheid.pdf"),
+        ("mimeType=\"application/pdf\"", "mimeType", "application/pdf"),
+    ];
+    let with = |at: &str, name: &str, value: &str| {
+        let doc = text.replacen(at, &format!("{name}=\"{value}\""), 1);
+        assert_ne!(doc, text, "{at}");
+        doc
+    };
+    let huge = "x".repeat(2 * 1024 * 1024);
+    for (at, name, value) in attrs {
+        // A control character through a reference, raw or as a reference to it.
+        let e = unreadable(with(at, name, &format!("{value}&#x1;")).as_bytes()).to_string();
+        assert!(e.contains("U+0001"), "{name}: {e}");
+        // 2 MB: refused by length, the value not quoted.
+        let doc = with(at, name, &huge);
+        let e = quickly(|| unreadable(doc.as_bytes())).to_string();
+        assert!(e.contains(&format!("attribute `{name}`")) && e.contains("characters long") && e.contains("limit"), "{name}: {e}");
+        assert!(!e.contains("xxxx") && e.len() < 300, "{name}: {e}");
+        // A right-to-left override (raw and as a reference) and a zero-width space: refused
+        // by code point, the value not quoted.
+        for (inserted, code) in [("\u{202E}", "U+202E"), ("&#x202E;", "U+202E"), ("\u{200B}", "U+200B")] {
+            let hostile = format!("{}{inserted}{}", &value[..1], &value[1..]);
+            let e = unreadable(with(at, name, &hostile).as_bytes()).to_string();
+            assert!(e.contains(&format!("attribute `{name}`")) && e.contains(code), "{name} with {inserted}: {e}");
+            assert!(!e.contains(&value[1..]) || value.len() < 4, "{name}: the value is not quoted: {e}");
+            assert!(!e.contains('\u{202E}') && !e.contains('\u{200B}'), "{name}: {e}");
+        }
+    }
+    // On the root: namespace declarations are held to a length too.
+    let doc = text.replacen("xmlns:xamt=\"xAmtshilfe110\"", &format!("xmlns:xamt=\"xAmtshilfe110\" xmlns:big=\"{huge}\""), 1);
+    let e = quickly(|| unreadable(doc.as_bytes())).to_string();
+    assert!(e.contains("characters long") && !e.contains("xxxx"), "{e}");
+    // A file name with an umlaut (decomposed or not) and the sample's values are fine.
+    check(with("dateiname=\"bescheid.pdf\"", "dateiname", "Bescheid-Müller.pdf").as_bytes()).unwrap();
+    check(with("dateiname=\"bescheid.pdf\"", "dateiname", "Bescheid-Mu\u{308}ller.pdf").as_bytes()).unwrap();
+    check(text.as_bytes()).unwrap();
+}
+
 #[test]
 fn nothing_but_a_byte_order_mark_precedes_the_declaration() {
     let text = example_text("ersuchen.xml");

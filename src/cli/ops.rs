@@ -82,6 +82,9 @@ pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Resu
         if let Some(name) = &request.file_name {
             println!("  file      {}", crate::intake::inbox::shown_str(name));
         }
+        if !request.sha256.is_empty() {
+            println!("  sha256    {}", request.sha256);
+        }
         if let Some(d) = &request.state_detail {
             println!("  detail    {}", crate::intake::inbox::shown_str(d));
         }
@@ -203,9 +206,25 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
     // What the workers did, how long jobs ran and waited: counted by the serve process,
     // read from its /metrics.
     println!();
-    match read_metrics(&config.http.listen, crate::access::read_local_token(&config.data_dir)).await {
+    // An HTTPS serve is read trusting its own certificate (http.tls_cert) alone.
+    let tls = match config.http.server_tls() {
+        Some(server) => match crate::xta::tls::pinned_client_config(&server.identity.cert_chain) {
+            Ok(client) => Some(std::sync::Arc::new(client)),
+            Err(e) => {
+                eprintln!("cannot read the serve's certificate to reach it over HTTPS: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    let scheme = if config.http.server_tls().is_some() { "https" } else { "http" };
+    let metrics = match (config.http.server_tls(), tls) {
+        (Some(_), None) => None,
+        (_, tls) => read_metrics(&config.http.listen, crate::access::read_local_token(&config.data_dir), tls).await,
+    };
+    match metrics {
         Some(text) => {
-            println!("as counted by the serve at http://{} since it started:", config.http.listen);
+            println!("as counted by the serve at {scheme}://{} since it started:", config.http.listen);
             println!("{:<10} {:>8} {:>8} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10}", "queue", "done", "retried", "dead", "aborted", "run p50", "run p95", "lag p50", "lag p95");
             for c in &counts {
                 let q = c.queue.name();
@@ -242,12 +261,8 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        None if config.http.server_tls().is_some() => println!(
-            "run times, lag and outcomes: not read, the serve at {} speaks HTTPS (http.tls_cert); see its /metrics with an operator token",
-            config.http.listen
-        ),
         None => println!(
-            "run times, lag and outcomes: no serve answers at http://{} (http.listen); they are counted by a running serve (/metrics)",
+            "run times, lag and outcomes: no serve answers at {scheme}://{} (http.listen); they are counted by a running serve (/metrics)",
             config.http.listen
         ),
     }
@@ -275,22 +290,43 @@ pub async fn queues(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The text of `GET /metrics` from a serve at `listen`, if one answers within a second. It
-/// shows the machine's local token, which `serve` wrote into the data directory and accepts
-/// with an operator's rights (`crate::access::local_token`).
-async fn read_metrics(listen: &str, token: Option<crate::access::Token>) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// The text of `GET /metrics` from a serve at `listen`, if one answers within a second
+/// (two over HTTPS, for the handshake). It shows the machine's local token, which `serve`
+/// wrote into the data directory and accepts with an operator's rights
+/// (`crate::access::local_token`). With `tls` it speaks HTTPS.
+async fn read_metrics(listen: &str, token: Option<crate::access::Token>, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Option<String> {
     let authorization = token.map(|t| format!("Authorization: Bearer {}\r\n", t.expose())).unwrap_or_default();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {listen}\r\n{authorization}Connection: close\r\n\r\n");
+    let limit = std::time::Duration::from_secs(if tls.is_some() { 2 } else { 1 });
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(listen).await.ok()?;
-        stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {listen}\r\n{authorization}Connection: close\r\n\r\n").as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.ok()?;
+        let stream = tokio::net::TcpStream::connect(listen).await.ok()?;
+        let raw = match tls {
+            None => exchange(stream, &request).await?,
+            Some(config) => {
+                // The pinned verifier looks at the certificate, not at the name.
+                let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
+                let stream = tokio_rustls::TlsConnector::from(config).connect(name, stream).await.ok()?;
+                exchange(stream, &request).await?
+            }
+        };
         let text = String::from_utf8(raw).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
         head.starts_with("HTTP/1.1 200").then(|| body.to_string())
     };
-    tokio::time::timeout(std::time::Duration::from_secs(1), attempt).await.ok().flatten()
+    tokio::time::timeout(limit, attempt).await.ok().flatten()
+}
+
+/// Writes `request` and reads the answer to its end. A TLS peer that closes without
+/// `close_notify` ends the read with an error after the whole answer: what arrived counts.
+async fn exchange(mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, request: &str) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw).await {
+        Ok(_) => Some(raw),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Some(raw),
+        Err(_) => None,
+    }
 }
 
 /// The value of one series (`name{labels}`) in a Prometheus text.

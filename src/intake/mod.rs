@@ -13,6 +13,11 @@
 //! author (`nachrichtenkopf.g2g/autor/kennung`) and, for a request, its
 //! `ersuchendeBehoerde/kennung` are the tenant's kennung; otherwise it is rejected with a
 //! reason naming both kennungen (authority identifiers, no personal data).
+//!
+//! A rejected message keeps only the first `intake.keep_rejected_bytes` (64 KiB) of its
+//! payload in the ledger, so a hostile 40 MB body is not stored forever; the request's
+//! `sha256` stays that of the whole message, and its detail says how much was kept of how
+//! many bytes ([`KEPT_NOTE`]).
 
 pub mod inbox;
 
@@ -44,11 +49,23 @@ pub struct Intake {
     /// When set, deliveries for tenants not in it, deactivated or outside their validity
     /// dates are rejected with that reason.
     pub tenants: Option<Arc<Vec<crate::config::Tenant>>>,
+    /// The bytes of a rejected message's payload kept in the ledger (`intake.keep_rejected_bytes`).
+    pub keep_rejected_bytes: usize,
 }
+
+/// How the detail of a rejected request whose payload was cut says so: appended to the
+/// reasons as ` [payload kept: the first N of M bytes; sha256 is of all M]`.
+pub const KEPT_NOTE: &str = " [payload kept: ";
 
 impl Intake {
     pub fn new(ledger: Arc<dyn Ledger>, checker: Arc<Checker>) -> Self {
-        Intake { ledger, checker, tenants: None }
+        Intake { ledger, checker, tenants: None, keep_rejected_bytes: crate::config::IntakeConfig::default().keep_rejected_bytes }
+    }
+
+    /// Keeps at most `bytes` of a rejected message's payload (`intake.keep_rejected_bytes`).
+    pub fn with_keep_rejected_bytes(mut self, bytes: usize) -> Self {
+        self.keep_rejected_bytes = bytes;
+        self
     }
 
     /// Refuses deliveries for tenants that are not (or no longer) active.
@@ -100,6 +117,7 @@ impl Intake {
         // No look-up first: recording is idempotent by `source` (the database decides), and
         // a redelivery after a crash is rare enough to pay for one more check.
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        crate::memory::note_large(bytes.len());
         if let Some(reason) = self.tenant_refusal(tenant) {
             let delivery = Delivery { tenant, source, file_name, sha256, payload: bytes };
             return self.reject(delivery, "refused", vec![reason]).await;
@@ -153,8 +171,15 @@ impl Intake {
 
     /// Records a delivery as rejected with its reasons. A rejected message holds no
     /// Nachrichten-UUID in the ledger: the corrected message may come again under the same one.
-    async fn reject(&self, d: Delivery<'_>, kind: &str, reasons: Vec<String>) -> Result<Outcome, LedgerError> {
-        let detail = format!("rejected: {}", reasons.join("; "));
+    async fn reject(&self, mut d: Delivery<'_>, kind: &str, reasons: Vec<String>) -> Result<Outcome, LedgerError> {
+        let mut detail = format!("rejected: {}", reasons.join("; "));
+        let size = d.payload.len();
+        if size > self.keep_rejected_bytes {
+            // The hash stays the whole message's (d.sha256 was taken before).
+            d.payload.truncate(self.keep_rejected_bytes);
+            d.payload.shrink_to_fit();
+            detail.push_str(&format!("{KEPT_NOTE}the first {} of {size} bytes; sha256 is of all {size}]", self.keep_rejected_bytes));
+        }
         let new = NewRequest {
             tenant: d.tenant.to_string(),
             source: d.source.to_string(),

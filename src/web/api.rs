@@ -144,6 +144,7 @@ fn rejected(id: RequestId, reasons: Vec<String>) -> ApiError {
 fn recorded_reasons(detail: Option<&str>) -> Vec<String> {
     let Some(detail) = detail else { return Vec::new() };
     let detail = detail.strip_prefix("rejected: ").unwrap_or(detail);
+    let detail = detail.split_once(crate::intake::KEPT_NOTE).map_or(detail, |(reasons, _)| reasons);
     detail.split("; ").filter(|r| !r.is_empty()).map(str::to_string).collect()
 }
 

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 401, `WWW-Authenticate: Bearer` | no `Authorization` header, not `Bearer <token>`, not a token's form, a token the ledger does not know, a revoked token |
 //! | 403 | a token whose role the route does not admit, or a tenant token for another tenant (`?tenant=`) or a tenant no longer configured |
-//! | 404 | a tenant token asking for another tenant's request: the same answer as for an id that does not exist, so ids cannot be probed |
+//! | 404 | a tenant token asking for another tenant's request: the same answer as for an id that does not exist, so ids cannot be probed; a path no route has, with a valid token (without one: 401, so the API's shape cannot be probed anonymously; a method a path does not take is 405 likewise) |
 //!
 //! A token is looked up by its SHA-256 and the stored hash then compared with the presented
 //! one's in constant time (`access::hashes_equal`). Its last use is written about once a
@@ -125,8 +125,8 @@ pub(crate) async fn enforce(State(guard): State<Guard>, mut request: Request, ne
 }
 
 /// The caller a request's `Authorization` header names, or 401 (503 when the ledger does
-/// not answer).
-async fn authenticate(state: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError> {
+/// not answer). Also asked by the answers to unknown paths and methods ([`super::error`]).
+pub(crate) async fn authenticate(state: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauthorized(false, "no token: send `Authorization: Bearer <token>` (made with `amtsbote token create`)"));
     };

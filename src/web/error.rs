@@ -2,10 +2,12 @@
 //! plus fields of the case (`id`, `existing`, `location`, …).
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use super::Shared;
 use crate::ledger::LedgerError;
 
 /// An error answer. Build with [`ApiError::new`], add fields with [`ApiError::with`].
@@ -72,10 +74,16 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub(crate) async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not found", vec![format!("no such endpoint: {}", uri.path())])
+/// A path no route has: 401 without a valid token (so the API's shape cannot be probed
+/// anonymously), else 404.
+pub(crate) async fn not_found(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Result<ApiError, ApiError> {
+    super::auth::authenticate(&state, &headers).await?;
+    Ok(ApiError::new(StatusCode::NOT_FOUND, "not found", vec![format!("no such endpoint: {}", uri.path())]))
 }
 
-pub(crate) async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", vec![])
+/// A route's path with a method it does not take: 401 without a valid token, like
+/// [`not_found`], else 405.
+pub(crate) async fn method_not_allowed(State(state): State<Shared>, headers: HeaderMap) -> Result<ApiError, ApiError> {
+    super::auth::authenticate(&state, &headers).await?;
+    Ok(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", vec![]))
 }

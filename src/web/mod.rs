@@ -11,7 +11,8 @@
 //!   [`routes`] (the router is built from it alone, so no route goes without a rule).
 //!
 //! Every route but `/healthz` answers 401 without a valid bearer token and 403 to a role it
-//! does not admit (see [`auth`]):
+//! does not admit (see [`auth`]); so do paths no route has and methods a path does not take
+//! (404 and 405 only with a valid token of any role):
 //!
 //! | route | who | answers |
 //! |---|---|---|

@@ -18,7 +18,7 @@ use quick_xml::events::{BytesStart, Event};
 
 use unicode_normalization::{IsNormalized, UnicodeNormalization};
 
-use super::fields::{FIELDS, Repeated, field_index, repeated};
+use super::fields::{Attribute, FIELDS, ROOT_EXTRA, Repeated, attribute_of, field_index, repeated};
 use super::model::*;
 use super::read::{Limits, ReadError};
 use super::values::clip;
@@ -434,17 +434,42 @@ fn attributes<'e, const N: usize>(el: &'e Element<'_>, names: [&str; N], lenient
                 if let Some(code_point) = super::read::forbidden_ref_in(&attr.value) {
                     return Err(Failure::new(format!("attribute `{}`: a character reference to U+{code_point:04X}, which XML 1.0 does not allow", names[i])));
                 }
-                out[i] = Some(attr.unescape_value().map_err(|e| Failure::new(format!("attribute `{}`: {e}", names[i])))?);
+                let value = attr.unescape_value().map_err(|e| Failure::new(format!("attribute `{}`: {e}", names[i])))?;
+                let rule = attribute_of(names[i]).unwrap_or(&ROOT_EXTRA);
+                check_attribute(names[i], &value, rule)?;
+                out[i] = Some(value);
             }
             None if lenient && (key == b"xmlns" || key.starts_with(b"xmlns:") || key.starts_with(b"xsi:")) => {
                 if let Some(code_point) = super::read::forbidden_ref_in(&attr.value) {
                     return Err(Failure::new(format!("a character reference to U+{code_point:04X}, which XML 1.0 does not allow")));
                 }
+                let value = attr.unescape_value().map_err(|e| Failure::new(format!("attributes: {e}")))?;
+                check_attribute(&clip(&String::from_utf8_lossy(key)), &value, &ROOT_EXTRA)?;
             }
             None => return Err(Failure::new(format!("unknown attribute `{}`", clip(&String::from_utf8_lossy(key))))),
         }
     }
     Ok(out)
+}
+
+/// An attribute's value within its length and of its DIN 91379 type ([`ATTRIBUTES`]), as
+/// [`Cursor::field`] holds texts: reasons name the attribute, lengths and code points, never
+/// the value.
+fn check_attribute(name: &str, value: &str, rule: &Attribute) -> Result<()> {
+    // The characters first: a short typed value with a right-to-left override in it is
+    // named for that, not for its length.
+    let nfc: Cow<'_, str> = if value.is_ascii() || unicode_normalization::is_nfc_quick(value.chars()) == IsNormalized::Yes { Cow::Borrowed(value) } else { Cow::Owned(value.nfc().collect()) };
+    if let Some(code_point) = super::din91379::first_disallowed(&nfc, rule.din) {
+        return Err(Failure::new(format!("attribute `{name}`: character U+{code_point:04X} is not allowed in {}", rule.din.describe())));
+    }
+    let max = rule.max_chars as usize;
+    if nfc.len() > max {
+        let chars = nfc.chars().count();
+        if chars > max {
+            return Err(Failure::new(format!("attribute `{name}` is {chars} characters long; the limit is {max}")));
+        }
+    }
+    Ok(())
 }
 
 fn required_attr<T>(value: Option<T>, name: &str) -> Result<T> {

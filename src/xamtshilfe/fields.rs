@@ -57,6 +57,51 @@ pub const FIELDS: [Field; 24] = [
     field("bic", "Type.BIC", 11, DinType::B),
 ];
 
+/// One attribute of the messages: its maximum length in characters and the DIN 91379 type
+/// of its characters. Checked on every attribute value as on texts (after character
+/// references are resolved; the Char production is the reader's), before it is parsed or
+/// kept, so a 2 MB `listURI` or a right-to-left override in a `dateiname` is refused by
+/// length or code point, never quoted. Attributes read as values (`test`, `auskunftssperre`,
+/// `bis`) are held to the length of their longest valid form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribute {
+    pub name: &'static str,
+    pub max_chars: u32,
+    pub din: DinType,
+}
+
+const fn attribute(name: &'static str, max_chars: u32, din: DinType) -> Attribute {
+    Attribute { name, max_chars, din }
+}
+
+/// Every attribute the reader takes. Lengths: the XSD's `maxLength` where it has one
+/// (`dateiname` 255), else XÖV habits (product names 200, versions 50, URIs 255, currency
+/// codes 3 as ISO 4217). Namespace declarations and `xsi:*` on the root: [`ROOT_EXTRA`].
+pub const ATTRIBUTES: [Attribute; 13] = [
+    attribute("produkt", 200, DinType::B),
+    attribute("produkthersteller", 200, DinType::B),
+    attribute("produktversion", 50, DinType::B),
+    attribute("standard", 200, DinType::B),
+    attribute("version", 50, DinType::B),
+    attribute("test", 5, DinType::B),
+    attribute("listURI", 255, DinType::B),
+    attribute("listVersionID", 50, DinType::B),
+    attribute("waehrung", 3, DinType::B),
+    attribute("bis", 10, DinType::B),
+    attribute("auskunftssperre", 5, DinType::B),
+    attribute("dateiname", 255, DinType::B),
+    attribute("mimeType", 100, DinType::B),
+];
+
+/// The limit of namespace declarations and `xsi:*` attributes on a root
+/// (`xsi:schemaLocation` may name a few URI pairs).
+pub const ROOT_EXTRA: Attribute = attribute("xmlns, xsi:*", 1000, DinType::B);
+
+/// The attribute `name` of [`ATTRIBUTES`].
+pub fn attribute_of(name: &str) -> Option<&'static Attribute> {
+    ATTRIBUTES.iter().find(|a| a.name == name)
+}
+
 const fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {

@@ -6,7 +6,8 @@
 //! ([`ClientTls`]: trusts only the configured CA — no webpki or system roots — and presents
 //! its client certificate) and the simulator's ([`ServerTls`]: its certificate; with a client
 //! CA, every connection must present a certificate signed by it, or the handshake is
-//! refused). It also says what a failed handshake means for an operator
+//! refused), and the client with which `amtsbote queues` reads the local serve over HTTPS
+//! ([`pinned_client_config`]: it trusts `http.tls_cert` alone). It also says what a failed handshake means for an operator
 //! ([`client_handshake_failure`]).
 //!
 //! Every error names the setting and the path of the file, never any key material.
@@ -172,6 +173,60 @@ impl Identity {
             rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch { cert: self.cert_chain.clone(), key: self.key.clone() },
             e => TlsError::Unusable { file: self.key.clone(), reason: e.to_string() },
         }
+    }
+}
+
+/// A client that trusts exactly one server certificate: the first of `cert_chain` (the
+/// HTTP server's own `http.tls_cert`), whatever name it carries. For `amtsbote queues`
+/// reading the local serve's `/metrics`: the command runs on the machine whose certificate
+/// it reads, so pinning that certificate is the strongest trust there is, and it works for
+/// a self-signed certificate, for one signed by a CA not in the file, and for any
+/// `http.listen` address (the certificate need not name it).
+pub fn pinned_client_config(cert_chain: &PemFile) -> Result<rustls::ClientConfig, TlsError> {
+    let leaf = certificates(cert_chain)?.swap_remove(0);
+    let verifier = PinnedServer { leaf, algorithms: provider().signature_verification_algorithms };
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Rustls)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+/// Accepts the one pinned certificate (compared whole, byte for byte) and the handshake
+/// signatures made with its key; refuses every other certificate.
+#[derive(Debug)]
+struct PinnedServer {
+    leaf: CertificateDer<'static>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+        }
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 

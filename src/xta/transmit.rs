@@ -152,6 +152,7 @@ impl TransmitStage {
         }
 
         let payload = self.ledger.payload(id).await.map_err(retry)?;
+        crate::memory::note_large(payload.len());
         let metadata = MessageMetaData::xamtshilfe(author, reader, message_id.clone(), service, request.kind.clone(), request.test, Some(payload.len() as u64));
         let container = ContentContainer {
             message: Content { content_type: "application/xml".into(), filename: request.file_name.clone(), data: payload },
