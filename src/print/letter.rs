@@ -1322,7 +1322,10 @@ mod tests {
         // Each face's widths name exactly the glyphs the pages used.
         let fonts = Fonts::get().expect("fonts");
         let regular: std::collections::BTreeSet<u16> = "Łódź, Straße".chars().map(|c| fonts.glyph(Style::Regular, c)).collect();
-        let font = doc.objects.values().filter_map(|o| o.as_dict().ok()).find(|d| d.get(b"Subtype").and_then(|s| s.as_name()).is_ok_and(|n| n == b"CIDFontType2") && d.get(b"BaseFont").and_then(|s| s.as_name()).is_ok_and(|n| n == b"DejaVuSans")).expect("the regular face");
+        let page = *doc.get_pages().get(&1).expect("page 1");
+        let fonts_of_page = doc.get_page_fonts(page).expect("the page's fonts");
+        let type0 = fonts_of_page.get(&FONT_REGULAR.as_bytes().to_vec()).expect("F1");
+        let font = type0.get(b"DescendantFonts").and_then(|d| d.as_array()).ok().and_then(|d| d.first()).and_then(|d| d.as_dict().ok()).expect("its CID font");
         let w = font.get(b"W").and_then(|w| w.as_array()).expect("/W");
         let mut listed = std::collections::BTreeSet::new();
         for pair in w.chunks(2) {

@@ -160,7 +160,8 @@ impl<W: Write> PdfFile<W> {
     }
 
     /// Writes the objects of `scratch` (a document an attachment's pages were imported into,
-    /// numbered from 1) behind the file's own; returns what `form` (of `scratch`) became.
+    /// numbered from 1) behind the file's own; returns the number added to each of them
+    /// (object n of `scratch` is object n + base of the file).
     pub fn attachment(&mut self, scratch: &lopdf::Document, version: &str) -> Result<u32, PdfError> {
         let base = self.offsets.len() as u32;
         let count = scratch.max_id;
@@ -172,14 +173,13 @@ impl<W: Write> PdfFile<W> {
             body.clear();
             match scratch.objects.get(&(id, 0)) {
                 Some(lopdf::Object::Stream(s)) => {
-                    let (dict, data) = if s.dict.get(b"Filter").is_err() && s.allows_compression {
+                    let (mut dict, data) = if s.dict.get(b"Filter").is_err() && s.allows_compression {
                         let mut dict = s.dict.clone();
                         dict.set("Filter", lopdf::Object::Name(b"FlateDecode".to_vec()));
                         (dict, deflate(&s.content, CONTENT_LEVEL)?)
                     } else {
                         (s.dict.clone(), s.content.clone())
                     };
-                    let mut dict = dict;
                     dict.remove(b"Length");
                     dict.set("Length", lopdf::Object::Integer(data.len() as i64));
                     lopdf_object(&mut body, &lopdf::Object::Dictionary(dict), base);
