@@ -1324,7 +1324,7 @@ mod tests {
         let regular: std::collections::BTreeSet<u16> = "Łódź, Straße".chars().map(|c| fonts.glyph(Style::Regular, c)).collect();
         let page = *doc.get_pages().get(&1).expect("page 1");
         let fonts_of_page = doc.get_page_fonts(page).expect("the page's fonts");
-        let type0 = fonts_of_page.get(&FONT_REGULAR.as_bytes().to_vec()).expect("F1");
+        let type0 = fonts_of_page.get(FONT_REGULAR.as_bytes()).expect("F1");
         let font = type0.get(b"DescendantFonts").and_then(|d| d.as_array()).ok().and_then(|d| d.first()).and_then(|d| d.as_dict().ok()).expect("its CID font");
         let w = font.get(b"W").and_then(|w| w.as_array()).expect("/W");
         let mut listed = std::collections::BTreeSet::new();
