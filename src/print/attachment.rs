@@ -1,6 +1,7 @@
 //! Attached PDFs of a printed letter: each `anhang` of the request checked once, when the letter
-//! is composed ([`check`]), and the pages of those that pass imported into the letter's file as
-//! Form XObjects after printpdf built it ([`Importer`], used by `print::letter::render_file`).
+//! is composed ([`check`]), and the pages of those that pass imported as Form XObjects
+//! ([`Importer`], into a scratch document that `print::letter::LetterFile` writes into the
+//! letter's file, just before the sheets that show them).
 //!
 //! An attachment is printed when it is a PDF that lopdf reads, is not encrypted, has at least
 //! one and at most [`MAX_PAGES`] pages, and every page has a usable page box and content within

@@ -22,12 +22,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use sha2::Digest as _;
 
 use crate::config::Config;
 use crate::directory::SharedDirectory;
 use crate::ledger::{Actor, Ledger, LedgerError, ListFilter, Request, RequestId, RequestState};
-use crate::print::letter::{self, LetterError, LetterInput, Recipient, Sender, Templates};
+use crate::print::letter::{self, LetterError, Recipient, Sender, Templates};
 
 /// Why a batch could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -333,26 +332,19 @@ impl FileJob {
     /// names, and renames them into the folder.
     fn make(self) -> Result<Made, BatchError> {
         let FileJob { batch_id, date, dir, name, templates, letters } = self;
-        let mut inputs: Vec<LetterInput> = Vec::with_capacity(letters.len());
-        // Attachments that are not printed: a warning now (position only, the file name may
-        // name the debtor), the journal when the letter moves to printed.
-        let mut notes = Vec::new();
-        for l in &letters {
-            let input = letter::compose(&l.payload, &l.sender, &l.recipient, date, &templates, &batch_id, l.number, l.test)
-                .map_err(|source| BatchError::Letter { letter_number: l.number, request: l.id, source })?;
-            for a in &input.attachments {
-                if let (letter::AttachmentOutcome::NotPrinted { fault, .. }, Some(note)) = (&a.outcome, a.journal_note()) {
-                    tracing::warn!(request = %l.id, letter = l.number, attachment = a.position, reason = %fault, "attachment not printed: the letter goes out with a note instead");
-                    notes.push((l.id, note));
-                }
-            }
-            inputs.push(input);
-        }
-        let first = letters.first().map_or((0, RequestId(0)), |l| (l.number, l.id));
-        let (pdf, rendered) = letter::render_file(&inputs).map_err(|source| BatchError::Letter { letter_number: first.0, request: first.1, source })?;
-        drop(inputs);
-        let sha256 = hex::encode(sha2::Sha256::digest(&pdf));
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let pdf_name = format!("{name}.pdf");
+        // The PDF is written under its temporary name as its letters are laid out (the
+        // print centre ignores dotfiles and `.part`); a failed file leaves nothing behind.
+        let tmp = dir.join(format!(".{pdf_name}.part"));
+        let written = write_pdf(&tmp, &batch_id, date, &templates, &letters);
+        let (sha256, rendered, notes) = match written {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         let pages: u64 = rendered.iter().map(|r| u64::from(r.pages)).sum();
         let sheets: u64 = rendered.iter().map(|r| u64::from(r.sheets)).sum();
         let rows: Vec<serde_json::Value> = rendered
@@ -382,27 +374,65 @@ impl FileJob {
         for row in &rows {
             csv.push_str(&format!("{};{};{};{};{};{};{}\n", row["letter_number"], row["request_id"], row["postcode"].as_str().unwrap_or_default(), row["first_page"], row["pages"], row["sheets"], "DL"));
         }
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        // Everything under temporary names first (the print centre ignores dotfiles and
-        // `.part`), then the PDF renamed, then its manifests: a manifest in the folder means
-        // its file is complete.
-        let parts = [
-            (pdf_name.clone(), pdf),
+        // The manifests under temporary names too, then the PDF renamed, then its
+        // manifests: a manifest in the folder means its file is complete.
+        let manifests = [
             (format!("{name}.manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap_or_default()),
             (format!("{name}.manifest.csv"), csv.into_bytes()),
         ];
-        for (name, bytes) in &parts {
+        for (name, bytes) in &manifests {
             let tmp = dir.join(format!(".{name}.part"));
             let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
             f.write_all(bytes).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
         }
-        for (name, _) in &parts {
+        for name in std::iter::once(&pdf_name).chain(manifests.iter().map(|(n, _)| n)) {
             let (tmp, to) = (dir.join(format!(".{name}.part")), dir.join(name));
             std::fs::rename(&tmp, &to).map_err(io(&to))?;
         }
         std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
         Ok(Made { pdf_name, sha256, pages, notes })
+    }
+}
+
+/// What writing a file's PDF gave: its SHA-256 (hex), its letters, and the journal notes
+/// of attachments not printed.
+type WrittenPdf = (String, Vec<letter::RenderedLetter>, Vec<(RequestId, String)>);
+
+/// Composes each letter and writes it into the PDF at `tmp` at once (one letter laid out
+/// in memory at a time); the file synced.
+fn write_pdf(tmp: &Path, batch_id: &str, date: NaiveDate, templates: &Templates, letters: &[ToCompose]) -> Result<WrittenPdf, BatchError> {
+    let f = std::fs::File::create(tmp).map_err(io(tmp))?;
+    let mut file = letter::LetterFile::new(std::io::BufWriter::with_capacity(1 << 18, f)).map_err(|e| pdf_error(tmp, letters.first(), e))?;
+    // Attachments that are not printed: a warning now (position only, the file name may
+    // name the debtor), the journal when the letter moves to printed.
+    let mut notes = Vec::new();
+    for l in letters {
+        let failed = |source| BatchError::Letter { letter_number: l.number, request: l.id, source };
+        let input = letter::compose(&l.payload, &l.sender, &l.recipient, date, templates, batch_id, l.number, l.test).map_err(failed)?;
+        for a in &input.attachments {
+            if let (letter::AttachmentOutcome::NotPrinted { fault, .. }, Some(note)) = (&a.outcome, a.journal_note()) {
+                tracing::warn!(request = %l.id, letter = l.number, attachment = a.position, reason = %fault, "attachment not printed: the letter goes out with a note instead");
+                notes.push((l.id, note));
+            }
+        }
+        file.add(&input).map_err(|e| pdf_error(tmp, Some(l), e))?;
+    }
+    let (out, sha, rendered) = file.finish().map_err(|e| pdf_error(tmp, letters.first(), e))?;
+    let f = out.into_inner().map_err(|e| BatchError::Io { path: tmp.to_path_buf(), source: e.into_error() })?;
+    f.sync_all().map_err(io(tmp))?;
+    Ok((hex::encode(sha), rendered, notes))
+}
+
+/// A failure writing the PDF: the disk's as an I/O error of the file, any other as the
+/// letter's (the file's first when no letter is to blame).
+fn pdf_error(tmp: &Path, letter: Option<&ToCompose>, e: LetterError) -> BatchError {
+    match e {
+        LetterError::File(crate::print::pdf::PdfError::Io(source)) => BatchError::Io { path: tmp.to_path_buf(), source },
+        source => {
+            let (letter_number, request) = letter.map_or((0, RequestId(0)), |l| (l.number, l.id));
+            BatchError::Letter { letter_number, request, source }
+        }
     }
 }
 

@@ -84,6 +84,34 @@ pub enum Style {
 pub struct Fonts {
     pub regular: ParsedFont,
     pub bold: ParsedFont,
+    /// Per face (regular, bold): its cmap and advances as flat tables.
+    tables: [Table; 2],
+}
+
+/// A face's cmap for the Basic Multilingual Plane and its advance widths, as flat tables:
+/// measuring and encoding text look a character up once per glyph set, and printpdf's
+/// maps are trees.
+#[derive(Debug)]
+struct Table {
+    /// Glyph id by code point below U+10000 (0: the face has none).
+    gid: Vec<u16>,
+    /// Advance width in font units by glyph id.
+    advance: Vec<u16>,
+}
+
+impl Table {
+    fn of(face: &ParsedFont) -> Table {
+        let mut gid = vec![0u16; 0x10000];
+        for (&c, &g) in face.codepoint_to_glyph.range(..0x10000) {
+            gid[c as usize] = g;
+        }
+        let glyphs = face.glyph_widths.keys().next_back().map_or(0, |&g| usize::from(g) + 1);
+        let mut advance = vec![0u16; glyphs];
+        for (&g, &w) in &face.glyph_widths {
+            advance[usize::from(g)] = w;
+        }
+        Table { gid, advance }
+    }
 }
 
 /// The compiled-in faces could not be parsed (only a broken build can cause this).
@@ -100,7 +128,8 @@ impl Fonts {
                 let mut warnings = Vec::new();
                 let regular = ParsedFont::from_bytes(REGULAR_TTF, 0, &mut warnings)?;
                 let bold = ParsedFont::from_bytes(BOLD_TTF, 0, &mut warnings)?;
-                Some(Fonts { regular, bold })
+                let tables = [Table::of(&regular), Table::of(&bold)];
+                Some(Fonts { regular, bold, tables })
             })
             .as_ref()
             .ok_or(FontError)
@@ -113,30 +142,49 @@ impl Fonts {
         }
     }
 
+    fn table(&self, style: Style) -> &Table {
+        match style {
+            Style::Regular => &self.tables[0],
+            Style::Bold => &self.tables[1],
+        }
+    }
+
+    /// The glyph id of `c` in `style` (0, the missing glyph, when the face has none), as
+    /// printpdf looks it up.
+    pub fn glyph(&self, style: Style, c: char) -> u16 {
+        let code = u32::from(c);
+        match self.table(style).gid.get(code as usize) {
+            Some(&g) => g,
+            None => self.face(style).lookup_glyph_index(code).unwrap_or(0),
+        }
+    }
+
+    /// The advance width of glyph `gid` in font units (0 for a glyph the face lacks).
+    pub fn glyph_advance(&self, style: Style, gid: u16) -> u16 {
+        self.table(style).advance.get(usize::from(gid)).copied().unwrap_or(0)
+    }
+
+    /// The number of glyph ids of `style` that have an advance (its highest id plus one).
+    pub fn glyph_count(&self, style: Style) -> usize {
+        self.table(style).advance.len()
+    }
+
     /// Width of `text` set in `style` at `size` points, in points.
     pub fn width(&self, style: Style, text: &str, size: f32) -> f32 {
-        let face = self.face(style);
-        let units: u32 = text
-            .chars()
-            .map(|c| {
-                let gid = face.lookup_glyph_index(u32::from(c)).unwrap_or(0);
-                u32::from(face.get_glyph_width(gid).unwrap_or(0))
-            })
-            .sum();
-        units as f32 * size / f32::from(face.units_per_em.max(1))
+        let units: u32 = text.chars().map(|c| u32::from(self.glyph_advance(style, self.glyph(style, c)))).sum();
+        units as f32 * size / f32::from(self.face(style).units_per_em.max(1))
     }
 
     /// The first character of `text` that `style` has no glyph for (control characters
     /// included), if any.
     pub fn missing(&self, style: Style, text: &str) -> Option<char> {
-        let face = self.face(style);
-        text.chars().find(|&c| c.is_control() || face.lookup_glyph_index(u32::from(c)).is_none_or(|g| g == 0))
+        text.chars().find(|&c| c.is_control() || self.glyph(style, c) == 0)
     }
 
     /// The ink box of `c`'s glyph in font units (x min, y min, x max, y max), read from the
     /// face's `glyf` table; None for an empty glyph or one the face lacks.
     pub fn ink(&self, style: Style, c: char) -> Option<[i16; 4]> {
-        let gid = self.face(style).lookup_glyph_index(u32::from(c))?;
+        let gid = Some(self.glyph(style, c)).filter(|&g| g != 0)?;
         let ttf = match style {
             Style::Regular => REGULAR_TTF,
             Style::Bold => BOLD_TTF,
@@ -205,9 +253,7 @@ impl Fonts {
     }
 
     fn advance(&self, style: Style, c: char) -> i32 {
-        let face = self.face(style);
-        let gid = face.lookup_glyph_index(u32::from(c)).unwrap_or(0);
-        i32::from(face.get_glyph_width(gid).unwrap_or(0))
+        i32::from(self.glyph_advance(style, self.glyph(style, c)))
     }
 
     /// `text` broken into lines no wider than `max` points, at spaces; a word wider than a

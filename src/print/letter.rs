@@ -2,9 +2,11 @@
 //! portrait, for a DL window envelope) and sets many letters into one PDF file.
 //!
 //! Owns the letter's content ([`compose`]: what the request says, in the texts of
-//! `templates/letters/`) and its page geometry ([`render_file`]): where the window, the fold and
-//! hole marks, the franking strip and the areas kept free for the inserter's marks lie. The
-//! batch around it (ledger, sorting, files, manifest) lives in `print::batch`.
+//! `templates/letters/`) and its page geometry ([`LetterFile`], [`render_file`]): where the
+//! window, the fold and hole marks, the franking strip and the areas kept free for the
+//! inserter's marks lie, as printpdf page operations, which `print::pdf` writes into the file
+//! a page at a time. The batch around it (ledger, sorting, files, manifest) lives in
+//! `print::batch`.
 //!
 //! Geometry, in millimetres from the top-left corner of the sheet (PDF's origin is bottom-left;
 //! [`pt_x`]/[`pt_y`] convert):
@@ -34,14 +36,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use printpdf::{
-    Color, FontId, Greyscale, Line, LinePoint, Op, PdfDocument, PdfFont, PdfFontHandle, PdfPage, PdfSaveOptions,
-    Point, Pt, TextItem, TextMatrix,
-};
+use printpdf::{Color, FontId, Greyscale, Line, LinePoint, Op, PdfFontHandle, Point, Pt, TextItem, TextMatrix};
 
 use super::attachment::{self, AttachedPdf, AttachmentFault, FormPage, Importer};
 use super::font::{FontError, Fonts, Piece, Style};
 use super::marks::{self, MarkError};
+use super::pdf::{PdfError, PdfFile};
 use crate::xamtshilfe::model::{Anschrift, Ersuchen, Schuldner};
 use crate::xamtshilfe::read::{ReaderConfig, parse};
 use crate::xamtshilfe::values::Cents;
@@ -93,8 +93,8 @@ const BODY_SIZE: f32 = 10.0;
 const BODY_LEADING: f32 = 4.4;
 const SMALL_LEADING: f32 = 3.6;
 
-const FONT_REGULAR: &str = "F1";
-const FONT_BOLD: &str = "F2";
+const FONT_REGULAR: &str = super::pdf::FONT_NAMES[0];
+const FONT_BOLD: &str = super::pdf::FONT_NAMES[1];
 
 fn mm_to_pt(mm: f32) -> f32 {
     mm * 72.0 / 25.4
@@ -288,6 +288,8 @@ pub enum LetterError {
     Font(#[from] FontError),
     #[error("the inserter marks: {0}")]
     Marks(#[from] MarkError),
+    #[error(transparent)]
+    File(#[from] PdfError),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -680,106 +682,96 @@ pub fn amount(c: Cents, waehrung: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Rendering.
 
-/// Renders `letters` into one PDF (simplex: sheets = pages), in the given order.
+/// Renders `letters` into one PDF (simplex: sheets = pages), in the given order, in memory
+/// (the batch writes its files with [`LetterFile`] straight to disk).
 pub fn render_file(letters: &[LetterInput]) -> Result<(Vec<u8>, Vec<RenderedLetter>), LetterError> {
     if letters.is_empty() {
         return Err(LetterError::NoLetters);
     }
-    let fonts = Fonts::get()?;
-    let mut doc = PdfDocument::new("Vollstreckungshilfeersuchen");
-    // The file's dates are the batch's date (midnight UTC), not the time of writing: the same
-    // letters give the same bytes, whenever and however often they are rendered.
-    let first = &letters[0];
-    let midnight = first.date.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp());
-    let date = printpdf::OffsetDateTime::from_unix_timestamp(midnight).map_err(|e| LetterError::Pdf(e.to_owned()))?;
-    let info = &mut doc.metadata.info;
-    (info.creation_date, info.modification_date, info.metadata_date) = (date, date, date);
-    info.identifier = first.batch_id.clone();
-    // Fixed resource names (printpdf would make random ones): the same letters give the same
-    // content streams.
-    doc.resources.fonts.map.insert(FontId(FONT_REGULAR.to_owned()), PdfFont::new(fonts.regular.clone()));
-    doc.resources.fonts.map.insert(FontId(FONT_BOLD.to_owned()), PdfFont::new(fonts.bold.clone()));
-
-    let mut pages = Vec::new();
-    let mut rendered = Vec::with_capacity(letters.len());
-    // The printed attachments with the index (0-based, in the file) of their first sheet.
-    let mut attached: Vec<(usize, &AttachedPdf)> = Vec::new();
+    let mut file = LetterFile::new(Vec::new())?;
     for letter in letters {
-        check_glyphs(letter)?;
-        let letter_pages = layout(fonts, letter)?;
-        let count = u32::try_from(letter_pages.len()).map_err(|_| LetterError::Pdf("too many pages".into()))?;
-        let attachment_pages: usize = letter.attachments.iter().map(|a| a.pages() as usize).sum();
-        let mut at = pages.len() + letter_pages.len() - attachment_pages;
-        for a in &letter.attachments {
-            if let AttachmentOutcome::Printed(pdf) = &a.outcome {
-                attached.push((at, pdf));
-                at += pdf.pages as usize;
-            }
-        }
-        rendered.push(RenderedLetter {
-            letter_number: letter.letter_number,
-            first_page: u32::try_from(pages.len()).unwrap_or(u32::MAX).saturating_add(1),
-            pages: count,
-            sheets: count,
-        });
-        pages.extend(letter_pages.into_iter().map(|ops| PdfPage::new(printpdf::Mm(PAGE_WIDTH), printpdf::Mm(PAGE_HEIGHT), ops)));
+        file.add(letter)?;
     }
-    doc.with_pages(pages);
-    // Full fonts: printpdf subsets only with its "text_layout" feature, a whole layout engine.
-    // Embedded once per file, about 1.4 MB.
-    let options = PdfSaveOptions { subset_fonts: false, ..PdfSaveOptions::default() };
-    let bytes = save(doc, &options, &attached)?;
-    if bytes.is_empty() {
-        return Err(LetterError::Pdf("printpdf produced no bytes".into()));
-    }
-    let bytes = fixed_document_id(bytes)?;
+    let (bytes, _, rendered) = file.finish()?;
     Ok((bytes, rendered))
 }
 
-/// Draws each attachment's pages, as Form XObjects scaled into [`ATTACHMENT_AREA`], under the
-/// content of the sheets `layout` made for them.
-fn draw_attachments(lo: &mut lopdf::Document, attached: &[(usize, &AttachedPdf)]) -> Result<(), LetterError> {
-    use lopdf::Object;
-    let page_ids: Vec<lopdf::ObjectId> = lo.page_iter().collect();
-    let (left, right) = (pt_x(ATTACHMENT_AREA.left).0, pt_x(ATTACHMENT_AREA.right).0);
-    let (bottom, top) = (pt_y(ATTACHMENT_AREA.bottom).0, pt_y(ATTACHMENT_AREA.top).0);
-    for (first, pdf) in attached {
+/// A print file being written: letters are laid out and written one after the other, each
+/// page as soon as it is laid out, so what a file holds in memory is one letter, not the
+/// file (`print::pdf`). The file's dates are those of its first letter (midnight UTC), not
+/// the time of writing: the same letters give the same bytes, whenever and however often
+/// they are rendered.
+pub struct LetterFile<W: std::io::Write> {
+    pdf: PdfFile<W>,
+    /// The first letter's date, as a Unix time.
+    created: Option<i64>,
+    rendered: Vec<RenderedLetter>,
+}
+
+impl<W: std::io::Write> LetterFile<W> {
+    /// Starts a file on `out`.
+    pub fn new(out: W) -> Result<LetterFile<W>, LetterError> {
+        Ok(LetterFile { pdf: PdfFile::new(out)?, created: None, rendered: Vec::new() })
+    }
+
+    /// Lays out `letter` and writes its sheets, its attachments' pages among them.
+    pub fn add(&mut self, letter: &LetterInput) -> Result<RenderedLetter, LetterError> {
+        let fonts = Fonts::get()?;
+        check_glyphs(letter)?;
+        let pages = layout(fonts, letter)?;
+        let count = u32::try_from(pages.len()).map_err(|_| LetterError::Pdf("too many pages".into()))?;
+        let first_page = u32::try_from(self.pdf.page_count()).unwrap_or(u32::MAX).saturating_add(1);
+        // The printed attachments' pages, imported before the sheets that show them.
+        let mut forms: Vec<(u32, [f32; 6])> = Vec::new();
+        for a in &letter.attachments {
+            if let AttachmentOutcome::Printed(pdf) = &a.outcome {
+                forms.extend(self.attachment(pdf)?);
+            }
+        }
+        let own = pages.len().checked_sub(forms.len()).ok_or_else(|| LetterError::Pdf("an attachment's sheet is missing".into()))?;
+        for (i, ops) in pages.iter().enumerate() {
+            let form = i.checked_sub(own).and_then(|k| forms.get(k)).copied();
+            self.pdf.page(ops, form)?;
+        }
+        if self.created.is_none() {
+            self.created = Some(letter.date.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp()));
+        }
+        let rendered = RenderedLetter { letter_number: letter.letter_number, first_page, pages: count, sheets: count };
+        self.rendered.push(rendered);
+        Ok(rendered)
+    }
+
+    /// Writes an attachment's pages as Form XObjects; each with the matrix that draws it
+    /// scaled into [`ATTACHMENT_AREA`].
+    fn attachment(&mut self, pdf: &AttachedPdf) -> Result<Vec<(u32, [f32; 6])>, LetterError> {
+        let (left, right) = (pt_x(ATTACHMENT_AREA.left).0, pt_x(ATTACHMENT_AREA.right).0);
+        let (bottom, top) = (pt_y(ATTACHMENT_AREA.bottom).0, pt_y(ATTACHMENT_AREA.top).0);
         // Checked when the letter was composed; the same bytes read the same way again.
         let importer = Importer::new(pdf).map_err(|e| LetterError::Pdf(format!("an attachment checked before: {e}")))?;
         let version = importer.version().to_owned();
-        if version.len() == 3 && version.as_bytes()[1] == b'.' && version > lo.version {
-            lo.version = version;
-        }
-        for (i, form) in importer.import(lo).into_iter().enumerate() {
-            let page_id = *page_ids.get(first + i).ok_or_else(|| LetterError::Pdf("an attachment's sheet is missing".into()))?;
-            let form = upright(form);
-            let (w, h) = form.size();
-            let scale = ((right - left) / w).min((top - bottom) / h);
-            let (x, y) = (left + (right - left - w * scale) / 2.0, bottom + (top - bottom - h * scale) / 2.0);
-            let m = form.matrix(scale, x, y);
-            let content = format!("q {:.5} {:.5} {:.5} {:.5} {:.3} {:.3} cm /Anlage Do Q\n", m[0], m[1], m[2], m[3], m[4], m[5]);
-            let content_id = lo.add_object(lopdf::Stream::new(lopdf::Dictionary::new(), content.into_bytes()));
-            let broken = || LetterError::Pdf("printpdf wrote a page without its resources".into());
-            let page = lo.get_dictionary(page_id).map_err(|_| broken())?;
-            let resources_id = page.get(b"Resources").and_then(Object::as_reference).map_err(|_| broken())?;
-            let old_contents = page.get(b"Contents").map_err(|_| broken())?.clone();
-            // The page's XObjects: printpdf's (the file's, shared) and this one.
-            let resources = lo.get_dictionary(resources_id).map_err(|_| broken())?;
-            let mut xobjects = match resources.get(b"XObject") {
-                Ok(o) => lo.dereference(o).ok().and_then(|(_, o)| o.as_dict().ok()).cloned().unwrap_or_default(),
-                Err(_) => lopdf::Dictionary::new(),
-            };
-            xobjects.set("Anlage", Object::Reference(form.form));
-            lo.get_dictionary_mut(resources_id).map_err(|_| broken())?.set("XObject", Object::Dictionary(xobjects));
-            let mut contents = vec![Object::Reference(content_id)];
-            match old_contents {
-                Object::Array(items) => contents.extend(items),
-                other => contents.push(other),
-            }
-            lo.get_dictionary_mut(page_id).map_err(|_| broken())?.set("Contents", Object::Array(contents));
-        }
+        let mut scratch = lopdf::Document::new();
+        let forms = importer.import(&mut scratch);
+        let base = self.pdf.attachment(&scratch, &version)?;
+        Ok(forms
+            .into_iter()
+            .map(|form| {
+                let form = upright(form);
+                let (w, h) = form.size();
+                let scale = ((right - left) / w).min((top - bottom) / h);
+                let (x, y) = (left + (right - left - w * scale) / 2.0, bottom + (top - bottom - h * scale) / 2.0);
+                (form.form.0 + base, form.matrix(scale, x, y))
+            })
+            .collect())
     }
-    Ok(())
+
+    /// Ends the file: returns the output, the SHA-256 of the file and its letters.
+    pub fn finish(self) -> Result<(W, [u8; 32], Vec<RenderedLetter>), LetterError> {
+        if self.rendered.is_empty() {
+            return Err(LetterError::NoLetters);
+        }
+        let (out, sha) = self.pdf.finish(self.created.unwrap_or(0), "Vollstreckungshilfeersuchen")?;
+        Ok((out, sha, self.rendered))
+    }
 }
 
 /// A landscape page turned a quarter to the left, so it fills the portrait sheet (a portrait
@@ -787,84 +779,6 @@ fn draw_attachments(lo: &mut lopdf::Document, attached: &[(usize, &AttachedPdf)]
 fn upright(form: FormPage) -> FormPage {
     let (w, h) = form.size();
     if w > h { form.turned() } else { form }
-}
-
-/// What printpdf's `doc.save` does (the lopdf document, its streams compressed, written
-/// out), with the attachments' pages drawn in between and the font programs compressed once
-/// per process instead of once per file: the same bytes. The document is dropped before its
-/// streams are compressed.
-fn save(doc: PdfDocument, options: &PdfSaveOptions, attached: &[(usize, &AttachedPdf)]) -> Result<Vec<u8>, LetterError> {
-    let mut warnings = Vec::new();
-    let mut pdf = doc.to_lopdf_document(options, &mut warnings);
-    drop(doc);
-    if !attached.is_empty() {
-        draw_attachments(&mut pdf, attached)?;
-    }
-    embed_compressed_fonts(&mut pdf);
-    if options.optimize {
-        pdf.compress();
-    }
-    let mut bytes = Vec::new();
-    pdf.save_to(&mut bytes).map_err(|e| LetterError::Pdf(e.to_string()))?;
-    Ok(bytes)
-}
-
-/// The embedded font programs (both faces), each with its zlib stream as lopdf's
-/// `Stream::compress` makes it (best level): made once per process. Compressing 1.4 MB of
-/// font again for every file of a batch took as long as laying out a hundred letters.
-fn compressed_font_programs() -> &'static [(&'static [u8], Vec<u8>)] {
-    static PROGRAMS: std::sync::OnceLock<Vec<(&'static [u8], Vec<u8>)>> = std::sync::OnceLock::new();
-    PROGRAMS.get_or_init(|| {
-        use std::io::Write as _;
-        super::font::PROGRAMS
-            .iter()
-            .filter_map(|program| {
-                let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-                z.write_all(program).ok()?;
-                Some((*program, z.finish().ok()?))
-            })
-            .collect()
-    })
-}
-
-/// Puts the compressed font programs into `pdf` as lopdf would have compressed them (it
-/// leaves a stream that has a filter alone): its font file streams are those whose
-/// content is a whole program.
-fn embed_compressed_fonts(pdf: &mut lopdf::Document) {
-    let programs = compressed_font_programs();
-    for object in pdf.objects.values_mut() {
-        let lopdf::Object::Stream(stream) = object else { continue };
-        if !stream.allows_compression || stream.dict.get(b"Filter").is_ok() {
-            continue;
-        }
-        if let Some((_, z)) = programs.iter().find(|(program, _)| stream.content.as_slice() == *program)
-            && z.len() + 19 < stream.content.len()
-        {
-            stream.dict.set("Filter", "FlateDecode");
-            stream.set_content(z.clone());
-        }
-    }
-}
-
-/// printpdf writes a random document ID into the trailer (`/ID[(…)(…)]`, two strings of 32
-/// characters). Replaced, in place and at the same length (the cross-reference offsets stay
-/// right), by the first 16 bytes of the SHA-256 of everything before the trailer in hex: the
-/// same content gives the same ID, other content another.
-fn fixed_document_id(mut bytes: Vec<u8>) -> Result<Vec<u8>, LetterError> {
-    use sha2::Digest as _;
-    const KEY: &[u8] = b"/ID[(";
-    let missing = || LetterError::Pdf("printpdf wrote no document ID where one was expected".into());
-    let trailer = bytes.windows(7).rposition(|w| w == b"trailer").ok_or_else(missing)?;
-    let at = trailer + bytes[trailer..].windows(KEY.len()).position(|w| w == KEY).ok_or_else(missing)? + KEY.len();
-    let (first, between, second, close) = (at..at + 32, at + 32..at + 34, at + 34..at + 66, at + 66..at + 68);
-    if bytes.len() < close.end || &bytes[between.clone()] != b")(" || &bytes[close] != b")]" {
-        return Err(missing());
-    }
-    let digest = sha2::Sha256::digest(&bytes[..trailer]);
-    let id = hex::encode_upper(&digest[..16]);
-    bytes[first].copy_from_slice(id.as_bytes());
-    bytes[second].copy_from_slice(id.as_bytes());
-    Ok(bytes)
 }
 
 /// The page operations of one letter.
@@ -1391,21 +1305,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn saving_with_the_fonts_compressed_once_gives_printpdfs_bytes() {
-        let fonts = Fonts::get().expect("fonts");
-        let mut doc = PdfDocument::new("t");
-        doc.resources.fonts.map.insert(FontId(FONT_REGULAR.to_owned()), PdfFont::new(fonts.regular.clone()));
-        doc.resources.fonts.map.insert(FontId(FONT_BOLD.to_owned()), PdfFont::new(fonts.bold.clone()));
+    fn a_file_is_written_page_by_page_and_reads_back() {
+        use sha2::Digest as _;
         let mut ops = Vec::new();
         text_ops(&mut ops, TEXT_LEFT, 100.0, Style::Regular, BODY_SIZE, "Łódź, Straße");
-        text_ops(&mut ops, TEXT_LEFT, 110.0, Style::Bold, BODY_SIZE, "Vollstreckungshilfeersuchen");
-        doc.with_pages(vec![PdfPage::new(printpdf::Mm(PAGE_WIDTH), printpdf::Mm(PAGE_HEIGHT), ops)]);
-        let options = PdfSaveOptions { subset_fonts: false, ..PdfSaveOptions::default() };
-        // printpdf's random document ID aside (fixed_document_id replaces it in both).
-        let theirs = fixed_document_id(doc.save(&options, &mut Vec::new())).expect("an ID");
-        let ours = fixed_document_id(save(doc, &options, &[]).expect("saved")).expect("an ID");
-        assert!(ours == theirs, "{} bytes against printpdf's {}", ours.len(), theirs.len());
-        assert!(ours.len() < 1_400_000, "the fonts are compressed: {} bytes", ours.len());
+        text_ops(&mut ops, TEXT_LEFT, 110.0, Style::Bold, BODY_SIZE, "C\u{328}\u{306}ernik");
+        marks::draw(&mut ops, "B20261201", 1, 1, 2).expect("marks");
+        let mut pdf = PdfFile::new(Vec::new()).expect("a file");
+        pdf.page(&ops, None).expect("page 1");
+        pdf.page(&ops, None).expect("page 2");
+        let (bytes, sha) = pdf.finish(1_796_083_200, "t").expect("finished");
+        assert_eq!(sha, <[u8; 32]>::from(sha2::Sha256::digest(&bytes)), "the hash is of the whole file");
+        assert!(bytes.len() < 1_400_000, "the fonts are compressed: {} bytes", bytes.len());
+        let doc = lopdf::Document::load_mem(&bytes).expect("lopdf reads it");
+        assert_eq!(doc.get_pages().len(), 2);
+        // Each face's widths name exactly the glyphs the pages used.
+        let fonts = Fonts::get().expect("fonts");
+        let regular: std::collections::BTreeSet<u16> = "Łódź, Straße".chars().map(|c| fonts.glyph(Style::Regular, c)).collect();
+        let page = *doc.get_pages().get(&1).expect("page 1");
+        let fonts_of_page = doc.get_page_fonts(page).expect("the page's fonts");
+        let type0 = fonts_of_page.get(FONT_REGULAR.as_bytes()).expect("F1");
+        let font = type0.get(b"DescendantFonts").and_then(|d| d.as_array()).ok().and_then(|d| d.first()).and_then(|d| d.as_dict().ok()).expect("its CID font");
+        let w = font.get(b"W").and_then(|w| w.as_array()).expect("/W");
+        let mut listed = std::collections::BTreeSet::new();
+        for pair in w.chunks(2) {
+            let first = pair[0].as_i64().expect("a glyph id") as u16;
+            for (k, _) in pair[1].as_array().expect("widths").iter().enumerate() {
+                listed.insert(first + k as u16);
+            }
+        }
+        assert_eq!(listed, regular);
+        // Written twice, the same bytes.
+        let mut again = PdfFile::new(Vec::new()).expect("a file");
+        again.page(&ops, None).expect("page 1");
+        again.page(&ops, None).expect("page 2");
+        assert!(again.finish(1_796_083_200, "t").expect("finished").0 == bytes);
     }
 
     #[test]

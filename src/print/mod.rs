@@ -4,6 +4,7 @@
 //! - [`attachment`]: the request's attached PDFs, checked and imported into the letter's file.
 //! - [`font`]: the embedded letter font (DejaVu Sans) and text measuring.
 //! - [`marks`]: the inserter's marks on every sheet (OMR code, DataMatrix).
+//! - [`pdf`]: the print file's PDF, written object by object as its letters are laid out.
 //! - [`batch`]: the nightly batch — one per date, decided in the ledger; letters sorted by
 //!   postcode into PDF files with their manifests, handed off, moved to printed.
 //! - [`feedback`]: the print centre's feedback file — letters handed over to the post
@@ -15,3 +16,4 @@ pub mod feedback;
 pub mod font;
 pub mod letter;
 pub mod marks;
+pub mod pdf;
