@@ -692,6 +692,9 @@ impl Ledger for DownLedger {
     async fn notifications_of_request(&self, _: RequestId) -> Result<Vec<ledger::Notification>, LedgerError> {
         down()
     }
+    async fn mails_of_notification(&self, _: &str) -> Result<Vec<ledger::Mail>, LedgerError> {
+        down()
+    }
     async fn retry_mail(&self, _: &str) -> Result<bool, LedgerError> {
         down()
     }

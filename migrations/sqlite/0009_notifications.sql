@@ -15,7 +15,7 @@ CREATE TABLE notifications (
     received_message_id TEXT    REFERENCES received_messages (message_id),
     -- When the event happened.
     at                  TEXT    NOT NULL,
-    -- The email that carries it, once the notify stage composed one ...
+    -- The (first) email that carries it, once the notify stage composed one ...
     mail_id             TEXT,
     -- ... or why none is sent (the tenant does not want this event, no address).
     skipped             TEXT,
@@ -75,6 +75,15 @@ CREATE TABLE mails (
 CREATE INDEX mails_due ON mails (next_attempt_at, id) WHERE status IN ('pending', 'deferred');
 CREATE INDEX mails_in_hand ON mails (claimed_until) WHERE status IN ('claimed', 'sending');
 CREATE INDEX mails_status ON mails (status, updated_at);
+
+-- Which notifications an email carries. One notification goes in several emails when its
+-- recipients are of several domains (one email per domain).
+CREATE TABLE mail_notifications (
+    mail         TEXT NOT NULL REFERENCES mails (id),
+    notification TEXT NOT NULL REFERENCES notifications (id),
+    PRIMARY KEY (mail, notification)
+) STRICT;
+CREATE INDEX mail_notifications_notification ON mail_notifications (notification);
 
 -- A receiving domain that answered "try later" (or whose server could not be reached): its
 -- emails wait until next_attempt_at, the others go on. Gone once the domain accepts again.

@@ -48,11 +48,14 @@ pub async fn request_show(config: &Config, id: &str, json: bool) -> anyhow::Resu
     // The notifications about it, each with the email that carries it (if composed yet).
     let mut notifications = Vec::new();
     for n in ledger.notifications_of_request(id).await? {
-        let mail = match &n.mail_id {
-            Some(m) => ledger.mail(m).await?,
-            None => None,
-        };
-        notifications.push((n, mail));
+        let mails = ledger.mails_of_notification(&n.id).await?;
+        if mails.is_empty() {
+            notifications.push((n, None));
+        } else {
+            for mail in mails {
+                notifications.push((n.clone(), Some(mail)));
+            }
+        }
     }
     if json {
         let mut value = request_json(&request);

@@ -361,12 +361,23 @@ macro_rules! mail_statements {
                 .execute(&mut *tx)
                 .await?;
                 for notification in &mail.notifications {
+                    // The first email of a notification marks it composed; every email of the
+                    // same composition (its other domains) is linked to it, none of another.
                     sqlx::query("UPDATE notifications SET mail_id = $1, composed_at = $2 WHERE id = $3 AND mail_id IS NULL AND skipped IS NULL")
                         .bind(&mail.id)
                         .bind(stamp(at))
                         .bind(notification)
                         .execute(&mut *tx)
                         .await?;
+                    sqlx::query(
+                        "INSERT INTO mail_notifications (mail, notification) \
+                         SELECT $1, id FROM notifications WHERE id = $2 AND composed_at = $3 ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&mail.id)
+                    .bind(notification)
+                    .bind(stamp(at))
+                    .execute(&mut *tx)
+                    .await?;
                 }
             }
             for (notification, why) in skipped {
@@ -529,12 +540,24 @@ macro_rules! mail_statements {
 
         async fn select_notifications_of_mail(pool: &Pool, mail_id: &str) -> $crate::ledger::Result<Vec<$crate::ledger::Notification>> {
             let rows = sqlx::query_as(concat!(
-                "SELECT ", $crate::ledger::mail::notification_columns!(), " FROM notifications WHERE mail_id = $1 ORDER BY at, id"
+                "SELECT ", $crate::ledger::mail::notification_columns!(),
+                " FROM notifications JOIN mail_notifications ON notification = id WHERE mail = $1 ORDER BY at, id"
             ))
             .bind(mail_id)
             .fetch_all(pool)
             .await?;
             $crate::ledger::mail::notifications_from_rows(rows)
+        }
+
+        async fn select_mails_of_notification(pool: &Pool, notification: &str) -> $crate::ledger::Result<Vec<$crate::ledger::Mail>> {
+            let rows = sqlx::query_as(concat!(
+                "SELECT ", $crate::ledger::mail::mail_columns!(),
+                " FROM mails JOIN mail_notifications ON mail = id WHERE notification = $1 ORDER BY id"
+            ))
+            .bind(notification)
+            .fetch_all(pool)
+            .await?;
+            $crate::ledger::mail::mails_from_rows(rows)
         }
 
         async fn select_notifications_of_request(pool: &Pool, request: $crate::ledger::RequestId) -> $crate::ledger::Result<Vec<$crate::ledger::Notification>> {

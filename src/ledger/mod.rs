@@ -1173,6 +1173,9 @@ pub trait Ledger: Send + Sync {
 
     async fn notifications_of_request(&self, id: RequestId) -> Result<Vec<Notification>>;
 
+    /// The emails that carry a notification (one per receiving domain).
+    async fn mails_of_notification(&self, id: &str) -> Result<Vec<Mail>>;
+
     /// An operator: send a failed, unconfirmed or deferred email now. False when it is in
     /// no such state.
     async fn retry_mail(&self, id: &str) -> Result<bool>;

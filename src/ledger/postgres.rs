@@ -394,6 +394,10 @@ impl Ledger for PostgresLedger {
         select_notifications_of_request(&self.pool, id).await
     }
 
+    async fn mails_of_notification(&self, id: &str) -> Result<Vec<Mail>> {
+        select_mails_of_notification(&self.pool, id).await
+    }
+
     async fn retry_mail(&self, id: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let done = update_mail_by_operator(&mut tx, id, false, now()).await?;

@@ -714,6 +714,10 @@ impl Ledger for SqliteLedger {
         select_notifications_of_request(&self.pool, id).await
     }
 
+    async fn mails_of_notification(&self, id: &str) -> Result<Vec<Mail>> {
+        select_mails_of_notification(&self.pool, id).await
+    }
+
     async fn retry_mail(&self, id: &str) -> Result<bool> {
         let (_guard, mut tx) = self.begin_write().await?;
         let done = update_mail_by_operator(&mut tx, id, false, now()).await?;

@@ -567,65 +567,6 @@ pub fn file_name_of(id: &str) -> String {
     name
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(url: &str) -> Result<Target, String> {
-        Target::parse(url).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn url_forms() {
-        let t = parse("smtp://mail.example").unwrap();
-        assert_eq!((t.scheme, t.host.as_str(), t.port, t.mode, t.credentials), ("smtp", "mail.example", 587, TlsMode::StartTls, None));
-        let t = parse("smtp://127.0.0.1:2525?tls=none").unwrap();
-        assert_eq!((t.port, t.mode), (2525, TlsMode::None));
-        assert_eq!(parse("smtp://mail.example?tls=opportunistic").unwrap().mode, TlsMode::Opportunistic);
-        let t = parse("smtps://mail.example").unwrap();
-        assert_eq!((t.port, t.mode), (465, TlsMode::Implicit));
-        let t = parse("smtp://amts%40bote:p%3Ass%20w@mail.example:587").unwrap();
-        assert_eq!(t.credentials, Some(("amts@bote".into(), "p:ss w".into())));
-        let t = parse("smtp://[::1]:25?tls=none").unwrap();
-        assert_eq!((t.host.as_str(), t.host_for_display()), ("::1", "[::1]".to_string()));
-    }
-
-    #[test]
-    fn urls_that_cannot_be_used_say_why_and_hide_the_password() {
-        let e = parse("http://mail.example").unwrap_err();
-        assert!(e.contains("smtps://"), "{e}");
-        let e = parse("smtp://mail.example?tls=maybe").unwrap_err();
-        assert!(e.contains("tls=starttls"), "{e}");
-        let e = parse("smtp://mail.example?port=25").unwrap_err();
-        assert!(e.contains("unknown parameter"), "{e}");
-        let e = parse("smtps://mail.example?tls=none").unwrap_err();
-        assert!(e.contains("implicit"), "{e}");
-        let e = parse("smtp://u:secret@mail.example?tls=none").unwrap_err();
-        assert!(e.contains("in clear") && !e.contains("secret"), "{e}");
-        // On loopback a plain AUTH is allowed (a local relay, the tests).
-        assert!(parse("smtp://u:secret@127.0.0.1:2525?tls=none").is_ok());
-        let e = parse("smtp://u:secret@/x").unwrap_err();
-        assert!(!e.contains("secret"), "{e}");
-    }
-
-    #[test]
-    fn file_names_are_safe_and_distinct() {
-        assert_eq!(file_name_of("n-42-transmitted"), "n-42-transmitted");
-        let a = file_name_of("../etc/passwd");
-        assert!(!a.contains('/') && !a.starts_with('.'), "{a}");
-        assert_ne!(file_name_of("a/b"), file_name_of("a_b"));
-        assert_ne!(file_name_of("a/b"), file_name_of("a\\b"));
-        assert!(!file_name_of("").is_empty());
-        assert!(file_name_of(&"x".repeat(1000)).len() < 200);
-    }
-
-    #[test]
-    fn server_text_becomes_one_short_line() {
-        assert_eq!(one_line_text("4.7.1 try\r\nlater  again"), "4.7.1 try later again");
-        assert!(one_line_text(&"y".repeat(1000)).chars().count() <= 301);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sessions for the notify stage: one email at a time in two steps (see mail::transport).
 
@@ -781,5 +722,64 @@ impl Session for SmtpSession {
 
     fn usable(&self) -> bool {
         !self.broken && !self.conn.has_broken()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<Target, String> {
+        Target::parse(url).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn url_forms() {
+        let t = parse("smtp://mail.example").unwrap();
+        assert_eq!((t.scheme, t.host.as_str(), t.port, t.mode, t.credentials), ("smtp", "mail.example", 587, TlsMode::StartTls, None));
+        let t = parse("smtp://127.0.0.1:2525?tls=none").unwrap();
+        assert_eq!((t.port, t.mode), (2525, TlsMode::None));
+        assert_eq!(parse("smtp://mail.example?tls=opportunistic").unwrap().mode, TlsMode::Opportunistic);
+        let t = parse("smtps://mail.example").unwrap();
+        assert_eq!((t.port, t.mode), (465, TlsMode::Implicit));
+        let t = parse("smtp://amts%40bote:p%3Ass%20w@mail.example:587").unwrap();
+        assert_eq!(t.credentials, Some(("amts@bote".into(), "p:ss w".into())));
+        let t = parse("smtp://[::1]:25?tls=none").unwrap();
+        assert_eq!((t.host.as_str(), t.host_for_display()), ("::1", "[::1]".to_string()));
+    }
+
+    #[test]
+    fn urls_that_cannot_be_used_say_why_and_hide_the_password() {
+        let e = parse("http://mail.example").unwrap_err();
+        assert!(e.contains("smtps://"), "{e}");
+        let e = parse("smtp://mail.example?tls=maybe").unwrap_err();
+        assert!(e.contains("tls=starttls"), "{e}");
+        let e = parse("smtp://mail.example?port=25").unwrap_err();
+        assert!(e.contains("unknown parameter"), "{e}");
+        let e = parse("smtps://mail.example?tls=none").unwrap_err();
+        assert!(e.contains("implicit"), "{e}");
+        let e = parse("smtp://u:secret@mail.example?tls=none").unwrap_err();
+        assert!(e.contains("in clear") && !e.contains("secret"), "{e}");
+        // On loopback a plain AUTH is allowed (a local relay, the tests).
+        assert!(parse("smtp://u:secret@127.0.0.1:2525?tls=none").is_ok());
+        let e = parse("smtp://u:secret@/x").unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        assert_eq!(file_name_of("n-42-transmitted"), "n-42-transmitted");
+        let a = file_name_of("../etc/passwd");
+        assert!(!a.contains('/') && !a.starts_with('.'), "{a}");
+        assert_ne!(file_name_of("a/b"), file_name_of("a_b"));
+        assert_ne!(file_name_of("a/b"), file_name_of("a\\b"));
+        assert!(!file_name_of("").is_empty());
+        assert!(file_name_of(&"x".repeat(1000)).len() < 200);
+    }
+
+    #[test]
+    fn server_text_becomes_one_short_line() {
+        assert_eq!(one_line_text("4.7.1 try\r\nlater  again"), "4.7.1 try later again");
+        assert!(one_line_text(&"y".repeat(1000)).chars().count() <= 301);
     }
 }

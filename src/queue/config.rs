@@ -472,7 +472,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("jobs")).unwrap();
         let notify = Queue::Notify
             .default_config()
-            .replace("max_attempts = 10", "max_attempts = 2");
+            .replace("max_attempts = 1000", "max_attempts = 2");
         std::fs::write(dir.path().join("jobs/notify.toml"), notify).unwrap();
         std::fs::write(dir.path().join("jobs/README"), "not a queue").unwrap();
         let configs = load_job_configs(Some(dir.path())).unwrap();
