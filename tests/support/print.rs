@@ -23,6 +23,12 @@ pub async fn awaiting_print(root: &Path, n: u32) -> (String, std::sync::Arc<dyn 
     };
     let sim = SimServer::start("127.0.0.1:0", config).await.unwrap();
     let url = format!("sqlite:{}", root.join("ledger.sqlite").display());
+    // No nightly batch in this serve: after 22:00 German time it would make the night's batch
+    // itself (catching up at start) before the test runs its own.
+    let jobs = root.join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    let shipped = amtsbote::queue::Queue::Print.default_config();
+    std::fs::write(jobs.join("print.toml"), &shipped[..shipped.find("[schedule]").unwrap()]).unwrap();
     let serve = Serve::new(root, &url).env("AMTSBOTE_XTA_URL", &sim.url());
     let mut child = serve.start_and_wait().await;
     drop_requests(root, &root.join("inbox/demo"), 0, n);
