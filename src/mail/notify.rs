@@ -296,12 +296,6 @@ pub struct Composed {
 /// Notifications read per composing pass.
 const COMPOSE_PAGE: u32 = 500;
 
-/// A notification with what composing needs.
-struct Open {
-    notification: Notification,
-    recipients: Result<Vec<String>, String>,
-}
-
 impl Notifier {
     /// One composing pass over the open notifications (see the module doc).
     pub async fn compose_once(&self, now: DateTime<Utc>) -> anyhow::Result<Composed> {
@@ -319,11 +313,10 @@ impl Notifier {
                 skipped.push((notification.id.clone(), format!("tenant {} does not want {} (notify_events)", tenant.id, notification.event)));
                 continue;
             }
-            let open = Open { recipients: self.recipients(tenant, &notification).await, notification };
-            match open.recipients {
-                Ok(to) if !to.is_empty() => groups.entry((tenant.id.clone(), to)).or_default().push(open.notification),
-                Ok(_) => skipped.push((open.notification.id.clone(), "no address: the tenant has no notify addresses and the message names no email".into())),
-                Err(why) => skipped.push((open.notification.id.clone(), why)),
+            match self.recipients(tenant, &notification).await {
+                Ok(to) if !to.is_empty() => groups.entry((tenant.id.clone(), to)).or_default().push(notification),
+                Ok(_) => skipped.push((notification.id.clone(), "no address: the tenant has no notify addresses and the message names no email".into())),
+                Err(why) => skipped.push((notification.id.clone(), why)),
             }
         }
         let mut mails = Vec::new();
@@ -596,7 +589,7 @@ impl Notifier {
         match n.event {
             Event::Transmitted | Event::Delivered => item.xta_message_id = request.xta_message_id.clone(),
             Event::Printed | Event::Posted => {
-                item.batch_date = request.print_batch.as_deref().and_then(batch_date);
+                item.batch_date = request.print_batch.as_deref().and_then(crate::print::batch::batch_date);
                 item.letter_number = request.letter_number;
             }
             _ => {}
@@ -619,11 +612,6 @@ impl Notifier {
     }
 }
 
-/// `B20261201` → 2026-12-01.
-fn batch_date(batch: &str) -> Option<chrono::NaiveDate> {
-    chrono::NaiveDate::parse_from_str(batch.strip_prefix('B')?, "%Y%m%d").ok()
-}
-
 /// A debtor as the email names it: the address only without Auskunftssperre.
 fn debtor(s: &crate::xamtshilfe::model::Schuldner) -> Debtor {
     let name = match (&s.firma, &s.vorname, &s.familienname) {
@@ -634,12 +622,7 @@ fn debtor(s: &crate::xamtshilfe::model::Schuldner) -> Debtor {
     };
     let address = (!s.auskunftssperre).then(|| {
         let a = &s.anschrift;
-        let street = match (&a.strasse, &a.hausnummer, &a.postfach) {
-            (Some(st), Some(nr), _) => format!("{st} {nr}, "),
-            (Some(st), None, _) => format!("{st}, "),
-            (None, _, Some(p)) => format!("Postfach {p}, "),
-            _ => String::new(),
-        };
+        let street = a.street_line().map(|line| format!("{line}, ")).unwrap_or_default();
         format!("{street}{} {}", a.postleitzahl, a.ort)
     });
     Debtor { name, address }
@@ -691,9 +674,4 @@ mod tests {
         assert_eq!(mail_id("m-demo-rueck meldung<1>.xml"), "m-demo-rueck_meldung_1_.xml");
     }
 
-    #[test]
-    fn batch_dates() {
-        assert_eq!(batch_date("B20261201"), chrono::NaiveDate::from_ymd_opt(2026, 12, 1));
-        assert_eq!(batch_date("X"), None);
-    }
 }

@@ -106,19 +106,14 @@ struct Planned<'a> {
 /// 100,000 letters is not held in memory.
 type Lean = (RequestId, bool);
 
-/// "Musterweg 3", or "Postfach 12 34".
-fn street_line(a: &crate::xamtshilfe::model::Anschrift) -> String {
-    match (&a.strasse, &a.hausnummer, &a.postfach) {
-        (Some(s), Some(n), _) => format!("{s} {n}"),
-        (Some(s), None, _) => s.clone(),
-        (None, _, Some(p)) => format!("Postfach {p}"),
-        (None, _, None) => String::new(),
-    }
-}
-
 /// `B20261201`.
 pub fn batch_id(date: NaiveDate) -> String {
     format!("B{}", date.format("%Y%m%d"))
+}
+
+/// The date of a batch id ([`batch_id`] backwards): `B20261201` → 2026-12-01.
+pub fn batch_date(batch_id: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(batch_id.strip_prefix('B')?, "%Y%m%d").ok()
 }
 
 impl BatchRunner {
@@ -127,7 +122,7 @@ impl BatchRunner {
         let routed = request.routed.as_ref()?;
         let directory = self.directory.get();
         let a = directory.authority(&routed.kennung)?;
-        Some(Recipient { name: a.name.clone(), street: street_line(&a.anschrift), postcode: a.anschrift.postleitzahl.clone(), city: a.anschrift.ort.clone() })
+        Some(Recipient { name: a.name.clone(), street: a.anschrift.street_line().unwrap_or_default(), postcode: a.anschrift.postleitzahl.clone(), city: a.anschrift.ort.clone() })
     }
 
     /// The sender of a tenant's letters: its directory entry, or its name alone.
@@ -135,7 +130,7 @@ impl BatchRunner {
         let t = self.config.tenants.iter().find(|t| t.id == tenant);
         let directory = self.directory.get();
         match t.and_then(|t| directory.authority(&t.kennung)) {
-            Some(a) => Sender { name: a.name.clone(), street: street_line(&a.anschrift), postcode: a.anschrift.postleitzahl.clone(), city: a.anschrift.ort.clone(), email: a.email.clone() },
+            Some(a) => Sender { name: a.name.clone(), street: a.anschrift.street_line().unwrap_or_default(), postcode: a.anschrift.postleitzahl.clone(), city: a.anschrift.ort.clone(), email: a.email.clone() },
             None => Sender { name: t.map_or(tenant.to_string(), |t| t.name.clone()), street: String::new(), postcode: String::new(), city: String::new(), email: None },
         }
     }
@@ -511,5 +506,18 @@ pub async fn run_nightly(runner: Arc<BatchRunner>, schedule: crate::queue::JobSc
         }
         let summary = runner.run(next.date_naive(), &nothing).await?;
         tracing::info!(batch = %summary.batch_id, letters = summary.letters, files = summary.files_written, "print batch made");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_ids_and_their_dates() {
+        let date = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        assert_eq!(batch_id(date), "B20261201");
+        assert_eq!(batch_date(&batch_id(date)), Some(date));
+        assert_eq!(batch_date("X"), None);
     }
 }

@@ -567,13 +567,7 @@ fn debtor(s: &Schuldner) -> Debtor {
 }
 
 fn anschrift_lines(a: &Anschrift) -> Vec<String> {
-    let mut lines = Vec::new();
-    match (&a.strasse, &a.hausnummer, &a.postfach) {
-        (Some(s), Some(n), _) => lines.push(format!("{s} {n}")),
-        (Some(s), None, _) => lines.push(s.clone()),
-        (None, _, Some(p)) => lines.push(format!("Postfach {p}")),
-        _ => {}
-    }
+    let mut lines: Vec<String> = a.street_line().into_iter().collect();
     lines.push(format!("{} {}", a.postleitzahl, a.ort));
     if let Some(staat) = a.staat.as_deref().filter(|s| !s.eq_ignore_ascii_case("DE")) {
         lines.push(staat.to_owned());

@@ -90,6 +90,19 @@ pub struct Anschrift {
     pub staat: Option<String>,
 }
 
+impl Anschrift {
+    /// The line above postcode and place: "Musterweg 3", "Musterweg", or "Postfach 12 34";
+    /// `None` when the address has neither street nor post-office box.
+    pub fn street_line(&self) -> Option<String> {
+        match (&self.strasse, &self.hausnummer, &self.postfach) {
+            (Some(s), Some(n), _) => Some(format!("{s} {n}")),
+            (Some(s), None, _) => Some(s.clone()),
+            (None, _, Some(p)) => Some(format!("Postfach {p}")),
+            (None, _, None) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sachbearbeiter {
