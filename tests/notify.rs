@@ -95,6 +95,22 @@ async fn every_email_of_a_burst_arrives_once_though_the_server_was_down_at_first
     assert!(counts.keys().all(|id| id.starts_with('r') && id.ends_with("-rejected@kasse.example")), "{:?}", counts.keys().next());
 }
 
+/// `smtp.pool_size` caps the connections to the server: with 1, a burst goes out over one
+/// connection, though `jobs/notify.toml` asks for 4 senders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stage_holds_no_more_connections_than_smtp_pool_size() {
+    let root = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start();
+    quick_notify_jobs(root.path(), 1.0);
+    let serve = serve_with_smtp(root.path(), &server, &["kasse@lemgo.example"], "").env("AMTSBOTE_SMTP_POOL_SIZE", "1");
+    let _child = serve.start_and_wait().await;
+    let ledger = open_ledger(root.path()).await;
+    drop_junk(&root.path().join("inbox/demo"), 0, 200);
+    wait_for(Duration::from_secs(120), "200 emails accepted", || async { mails_in(&*ledger, MailStatus::Accepted).await == 200 }).await;
+    assert_eq!(server.count_by_message_id().len(), 200);
+    assert_eq!(server.connections_opened(), 1, "one sender on one connection");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_killed_during_a_burst_loses_no_email_and_sends_none_twice() {
     let root = tempfile::tempdir().unwrap();

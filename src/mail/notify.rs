@@ -82,7 +82,10 @@ pub fn notifier(app: &crate::app::App, jobs: JobConfig) -> anyhow::Result<Notifi
     let owner = owner_name();
     let log_dir = config.data_dir.join("mail/senders");
     let log = SendLog::open(&log_dir, &owner).context("the notify stage's send log")?;
+    // One connection per sender, and never more than the server is said to take.
+    let senders = (jobs.concurrency.max(1)).min(config.smtp.pool_size.max(1) as usize);
     Ok(Notifier {
+        senders,
         ledger: app.ledger.clone(),
         tenants: config.tenants.iter().map(|t| (t.id.clone(), t.clone())).collect(),
         mail: config.mail.clone(),
@@ -105,6 +108,9 @@ pub struct Notifier {
     pub mail: MailConfig,
     /// `jobs/notify.toml`: senders, timeout, batch size, poll interval, backoff.
     pub jobs: JobConfig,
+    /// Senders run at once, each on its own connection: `concurrency` of
+    /// `jobs/notify.toml`, at most `smtp.pool_size`.
+    pub senders: usize,
     pub templates: Arc<Templates>,
     pub transport: Arc<dyn Transport>,
     /// How the stored messages are read back (the configured namespaces).
@@ -212,7 +218,7 @@ pub async fn run(notifier: Arc<Notifier>, stop: watch::Receiver<bool>) -> anyhow
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(compose_loop(notifier.clone(), wake.clone(), stop.clone()));
     tasks.spawn(keep_loop(notifier.clone(), stop.clone()));
-    for _ in 0..notifier.jobs.concurrency.max(1) {
+    for _ in 0..notifier.senders.max(1) {
         tasks.spawn(send_loop(notifier.clone(), wake.clone(), stop.clone()));
     }
     while let Some(done) = tasks.join_next().await {
