@@ -138,7 +138,11 @@ impl Router {
         // other stages) go on meanwhile. The message (and its model) is dropped there too.
         let (to, detail, routed) = if payload.len() > LARGE_CHECK {
             let checker = self.checker.clone();
-            tokio::task::spawn_blocking(move || route(&checker, &payload))
+            let slot = crate::memory::large_work_permit().await;
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                route(&checker, &payload)
+            })
                 .await
                 .map_err(|e| LedgerError::Corrupt(format!("routing task failed: {e}")))?
         } else {

@@ -45,7 +45,7 @@ async fn large_requests_whose_routing_outlasts_the_timeout_are_not_stuck() {
     // A test independent of the time of day: no nightly print batch in this serve.
     let shipped = Queue::Print.default_config();
     std::fs::write(jobs.join("print.toml"), &shipped[..shipped.find("[schedule]").unwrap()]).unwrap();
-    let route = quick_backoff(Queue::Route, 0.2).replace("timeout_secs = 30", "timeout_secs = 5");
+    let route = quick_backoff(Queue::Route, 0.2).replace("timeout_secs = 300", "timeout_secs = 5");
     assert!(route.contains("timeout_secs = 5\n"), "the shipped route.toml changed: {route}");
     std::fs::write(jobs.join("route.toml"), route).unwrap();
 
