@@ -8,8 +8,10 @@ Starts the given build of `amtsbote serve` on a free loopback port with a fresh 
 directory (embedded default: SQLite, the built-in XTA simulator), makes an admin token,
 waits for /healthz, reads VmRSS, posts the messages at once (each with its own UUID;
 `http.max_bytes_in_flight` and `http.body_timeout_ms` raised so that all of them are in
-flight together, as in the probe of issue 13, also on a slow debug build), waits until every request has left `validated` (routed, transmitted to
-the simulator), then reads VmRSS 5 s later. The peak is VmHWM. Prints one line per figure.
+flight together, as in the probe of issue 13, also on a slow debug build), waits until
+every request has left `validated`, `routed` and `transmitting` (sent to the simulator),
+then reads VmRSS 5 s later. The peak is VmHWM. Prints one line per figure, and the job
+queues' states (a dead route job would leave its request in `validated`).
 """
 import argparse
 import base64
@@ -102,9 +104,14 @@ def main():
             try:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
                 c.request("GET", "/api/v1/requests?limit=200", headers={"Authorization": f"Bearer {token}"})
-                listed = json.loads(c.getresponse().read())["requests"]
-            except OSError:
+                answer = json.loads(c.getresponse().read())
+            except (OSError, ValueError):
+                time.sleep(0.5)
                 continue  # a busy debug build: ask again
+            if "requests" not in answer:
+                time.sleep(0.5)
+                continue  # an error answer (busy): ask again
+            listed = answer["requests"]
             waiting = [r["state"] for r in listed if r["state"] in ("validated", "routed", "transmitting")]
             if not waiting and len(listed) >= statuses.count(202):
                 break
@@ -117,6 +124,11 @@ def main():
         after = status_kib(server.pid, "VmRSS")
         peak = status_kib(server.pid, "VmHWM")
         print(f"{args.posts} posts of {len(message(0, args.mb)) / 1e6:.1f} MB: answers {sorted(set(statuses))} in {answered:.1f} s; settled after {settled:.1f} s: {states}")
+        import sqlite3
+        q = sqlite3.connect(os.path.join(data, "queue.sqlite"))
+        jobs = q.execute("SELECT job_type, status, COUNT(*), MAX(attempts) FROM Jobs GROUP BY 1, 2").fetchall()
+        q.close()
+        print("jobs (queue, status, count, most attempts): " + ", ".join(f"{t} {st} {n} {a}" for t, st, n, a in jobs))
         print(f"RSS before: {before / 1024:.0f} MB")
         print(f"RSS peak (VmHWM): {peak / 1024:.0f} MB")
         print(f"RSS 5 s after the last request settled: {after / 1024:.0f} MB")

@@ -5,6 +5,9 @@
 //! remedy, in two parts:
 //!
 //! - [`note_large`]: whoever handles a large payload (intake, routing, transmitting) says so;
+//! - [`large_work_permit`]: at most one large payload per core is read (parsed, checked) by
+//!   the route stage at a time, so 16 of them do not take 16 copies and their models at
+//!   once, nor starve each other of CPU until every attempt times out;
 //! - [`run_trimmer`]: a task of `serve` that, every [`TRIM_EVERY`] for a minute after
 //!   such work, calls `malloc_trim(0)` on the blocking pool, which hands every free page of every arena
 //!   back to the system (glibc ≥ 2.8 also releases pages in the middle of a heap).
@@ -14,7 +17,10 @@
 //! calls do nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A payload at least this large marks the process for a trim.
 pub const LARGE: usize = 1 << 20;
@@ -27,6 +33,17 @@ pub const TRIM_EVERY: Duration = Duration::from_secs(2);
 const TRIMS_AFTER_LARGE_WORK: u32 = 30;
 
 static LARGE_WORK_DONE: AtomicBool = AtomicBool::new(false);
+
+static LARGE_WORK: OnceLock<Arc<Semaphore>> = OnceLock::new();
+
+/// A slot to read one large payload: one per core in the process. Hold it for as long as
+/// the work runs — move it into the blocking task, so that an attempt that timed out (its
+/// future dropped, the blocking work still running) keeps its slot until the work ends.
+pub async fn large_work_permit() -> OwnedSemaphorePermit {
+    let slots = LARGE_WORK.get_or_init(|| Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))));
+    // Never closed: acquiring cannot fail.
+    slots.clone().acquire_owned().await.expect("the large-work semaphore is never closed")
+}
 
 /// A payload of `bytes` passed through this process: large ones get their memory trimmed
 /// back soon after.

@@ -29,6 +29,9 @@ use crate::queue::stage::{StageError, StageHandler};
 use crate::queue::{Queue, StageJob};
 use crate::xamtshilfe::{Checker, Message};
 
+/// A payload larger than this is read on the blocking pool.
+const LARGE_CHECK: usize = 256 * 1024;
+
 /// Where a request went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Routing {
@@ -120,14 +123,30 @@ impl Router {
     pub async fn route(&self, id: RequestId, from: RequestState, actor: &Actor) -> Result<RequestState, LedgerError> {
         let payload = self.ledger.payload(id).await?;
         crate::memory::note_large(payload.len());
-        let (to, detail, routed) = match self.checker.check(&payload) {
-            Ok(message) => match decide(&message, &self.directory.get(), crate::directory::today()) {
+        let directory = self.directory.get();
+        let route = move |checker: &Checker, payload: &[u8]| match checker.check(payload) {
+            Ok(message) => match decide(&message, &directory, crate::directory::today()) {
                 Routing::Routed { detail, to, .. } => (RequestState::Routed, detail, Some(to)),
                 Routing::Unroutable { detail } => (RequestState::Unroutable, detail, None),
                 Routing::Rejected { detail } => (RequestState::Rejected, detail, None),
             },
             // Checked at intake; a changed code list or limit may refuse it now.
             Err(rejection) => (RequestState::Rejected, format!("no longer valid: {}", rejection.reasons().join("; ")), None),
+        };
+        // Reading a 40 MB message again is seconds of CPU on a debug build: on the
+        // blocking pool, as the intake does, so the runtime's threads (timers, HTTP, the
+        // other stages) go on meanwhile. The message (and its model) is dropped there too.
+        let (to, detail, routed) = if payload.len() > LARGE_CHECK {
+            let checker = self.checker.clone();
+            let slot = crate::memory::large_work_permit().await;
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                route(&checker, &payload)
+            })
+                .await
+                .map_err(|e| LedgerError::Corrupt(format!("routing task failed: {e}")))?
+        } else {
+            route(&self.checker, &payload)
         };
         match routed {
             Some(routed) => self.ledger.route(id, from, &routed, actor, Some(&detail)).await?,

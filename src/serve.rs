@@ -116,7 +116,12 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
             }
             // What it accepted is kept under the data directory: after a restart it still
             // answers the transport reports of what the last run sent.
-            let sim_config = crate::xta::sim::SimConfig { state_file: Some(config.data_dir.join("xta-sim/accepted.jsonl")), ..crate::xta::sim::SimConfig::default() };
+            // The messages in its boxes are kept in files, not in memory (issue 13).
+            let sim_config = crate::xta::sim::SimConfig {
+                state_file: Some(config.data_dir.join("xta-sim/accepted.jsonl")),
+                box_dir: Some(config.data_dir.join("xta-sim/boxes")),
+                ..crate::xta::sim::SimConfig::default()
+            };
             let sim = crate::xta::sim::SimServer::start("127.0.0.1:0", sim_config)
                 .await
                 .context("cannot start the built-in XTA simulator")?;

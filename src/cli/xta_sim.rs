@@ -43,6 +43,10 @@ pub struct XtaSimArgs {
     /// restarted simulator still answers transport reports and still counts re-sends.
     #[arg(long, value_name = "FILE")]
     state_file: Option<PathBuf>,
+    /// Keeps the content of the messages in its boxes in files of this directory (emptied
+    /// at start), not in memory.
+    #[arg(long, value_name = "DIR")]
+    box_dir: Option<PathBuf>,
     /// Milliseconds until a transport report turns green (status 0 before).
     #[arg(long, default_value_t = 2_000, value_name = "MS")]
     report_delay_ms: u64,
@@ -80,6 +84,7 @@ pub async fn run(args: XtaSimArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         record: args.record,
         state_file: args.state_file,
+        box_dir: args.box_dir,
         mtom: args.mtom,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => {

@@ -40,7 +40,13 @@
 //! # use amtsbote::queue::*;
 //! # use apalis::prelude::*;
 //! # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct Transmit { request: String }
-//! # async fn transmit(job: Transmit) -> Result<(), BoxDynError> { Ok(()) }
+//! # async fn send(job: &Transmit) -> Result<(), BoxDynError> { Ok(()) }
+//! # async fn transmit(job: Transmit) -> Result<(), BoxDynError> {
+//! #     let timeout = std::time::Duration::from_secs(600);
+//! // The attempt's timeout inside the job, as stage::run_worker does: apalis' own
+//! // `.timeout()` layer leaves a timed-out job `Running` for good.
+//! tokio::time::timeout(timeout, send(&job)).await.map_err(|_| "timed out")?
+//! # }
 //! # async fn run(store: QueueStore) -> Result<(), Box<dyn std::error::Error>> {
 //! let queue = Queue::Transmit;
 //! let cfg = store.configs().get(queue);
@@ -49,7 +55,6 @@
 //!     .layer(store.backoff_layer(queue))            // failed attempt: run_at += backoff
 //!     .catch_panic()
 //!     .concurrency(cfg.concurrency)
-//!     .timeout(cfg.timeout())
 //!     .build(transmit);
 //! worker.run().await?;
 //! # Ok(()) }

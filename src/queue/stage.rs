@@ -7,6 +7,14 @@
 //! whether to try again ([`StageError::Retry`]: after the queue's backoff, kept in the
 //! database, until `max_attempts`) or to give up ([`StageError::Abort`]). The harness
 //! counts every attempt's outcome, run time and lag ([`super::metrics`]).
+//!
+//! The queue's `timeout_secs` is enforced here, around the handler, not by apalis'
+//! `timeout` layer: that layer drops the job's future from outside apalis' task lifecycle,
+//! so the attempt is acknowledged with its status still `Running` ("request timed out")
+//! and no worker ever fetches it again — its request waited in `validated` (or
+//! `transmitting`) for good, and the sweeper, seeing a job, left it alone (issue 13: 38 MB
+//! requests whose routing took longer than 30 s on a loaded machine). An attempt that runs
+//! too long is an ordinary failure: retried after the backoff, dead after `max_attempts`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +50,25 @@ struct Context {
     handler: Arc<dyn StageHandler>,
     metrics: Arc<StageMetrics>,
     max_attempts: usize,
+    /// The longest run of one attempt (`timeout_secs`).
+    timeout: std::time::Duration,
+}
+
+/// The stall tests set `AMTSBOTE_TEST_STALL` to `<queue>:<ms>`: the first attempt of each
+/// job of that queue waits that long before its handler runs, as a 38 MB message on a loaded
+/// machine does, so that a test can make an attempt outlast its timeout without depending
+/// on the machine's speed. Unset in production: a no-op.
+async fn stall_point(queue: Queue, attempt: usize) {
+    if attempt > 1 {
+        return;
+    }
+    let Ok(v) = std::env::var("AMTSBOTE_TEST_STALL") else { return };
+    if let Some((q, ms)) = v.split_once(':')
+        && q == queue.name()
+        && let Ok(ms) = ms.parse::<u64>()
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 async fn run_job(job: StageJob, cx: Data<Arc<Context>>, id: TaskId, attempt: Attempt) -> Result<(), BoxDynError> {
@@ -55,7 +82,14 @@ async fn run_job(job: StageJob, cx: Data<Arc<Context>>, id: TaskId, attempt: Att
         metrics.lag.observe(std::time::SystemTime::now().duration_since(pushed).unwrap_or_default());
     }
     let started = Instant::now();
-    let result = cx.handler.handle(job).await;
+    let attempted = async {
+        stall_point(queue, attempt.current()).await;
+        cx.handler.handle(job).await
+    };
+    let result = match tokio::time::timeout(cx.timeout, attempted).await {
+        Ok(result) => result,
+        Err(_) => Err(StageError::Retry(format!("timed out: the attempt ran longer than the queue's timeout_secs ({} s)", cx.timeout.as_secs()))),
+    };
     metrics.run_time.observe(started.elapsed());
     match result {
         Ok(()) => {
@@ -84,13 +118,12 @@ pub fn run_worker(store: QueueStore, handler: Arc<dyn StageHandler>, metrics: Ar
     let queue = handler.queue();
     let cfg = store.configs().get(queue).clone();
     let jobs = store.jobs();
-    let cx = Arc::new(Context { handler, metrics, max_attempts: cfg.max_attempts.max(1) as usize });
+    let cx = Arc::new(Context { handler, metrics, max_attempts: cfg.max_attempts.max(1) as usize, timeout: cfg.timeout() });
     let worker = WorkerBuilder::new(worker_name(queue))
         .backend(store.backend::<StageJob>(queue))
         .layer(store.backoff_layer(queue))
         .catch_panic()
         .concurrency(cfg.concurrency)
-        .timeout(cfg.timeout())
         .data(cx)
         .build(run_job);
     // Spawned from this plain function: inside an `async fn`, rustc cannot prove the

@@ -264,7 +264,13 @@ impl XtaClient {
 
     /// sendMessage. Re-sending the same metadata (same MessageID) after a failure is safe.
     pub async fn send_message(&self, metadata: &MessageMetaData, container: &ContentContainer) -> Result<(), XtaError> {
-        let request = Request::SendMessage { metadata: Box::new(metadata.clone()), container: container.clone() };
+        self.send_owned(metadata.clone(), container.clone()).await
+    }
+
+    /// sendMessage with the message handed over, not copied (the transmit stage: a 40 MB
+    /// message is not held twice while it is encoded and sent).
+    pub async fn send_owned(&self, metadata: MessageMetaData, container: ContentContainer) -> Result<(), XtaError> {
+        let request = Request::SendMessage { metadata: Box::new(metadata), container };
         match self.call(&request).await? {
             Response::Empty => Ok(()),
             other => Err(Self::unexpected(Operation::SendMessage, other)),

@@ -16,6 +16,12 @@
 //! an outage window answers 503 to everything. `seed` makes the choice repeatable.
 //! `GET /stats` answers JSON; `POST /inbox/<reader>` puts a message into a reader's box.
 //!
+//! Memory: with [`SimConfig::box_dir`] (the simulator inside `serve` sets it) the boxes hold
+//! only the metadata of their messages; the content is written to a file there when it is
+//! accepted and read back for getMessage, so a simulator that took 16 messages of 38 MB
+//! does not keep 600 MB in memory (issue 13). [`SimServer::content_bytes_in_memory`] says
+//! what it holds.
+//!
 //! TLS (`SimConfig::tls`, `--tls-cert/--tls-key [--client-ca]`): the simulator speaks HTTPS
 //! with its certificate, and [`SimServer::url`] answers `https://…`. With a client CA every
 //! connection must present a certificate signed by it (rustls' `WebPkiClientVerifier`), or
@@ -180,6 +186,10 @@ pub struct SimConfig {
     /// simulator still answers the transport reports of what it took before and still
     /// counts a re-send as one. The boxes' contents are not kept.
     pub state_file: Option<PathBuf>,
+    /// The content of the messages in the boxes is kept in files of this directory (emptied
+    /// at start: the boxes are not kept across restarts), not in memory; only metadata is
+    /// held. Without it the boxes keep their content in memory.
+    pub box_dir: Option<PathBuf>,
     /// Answer getMessage with MTOM (multipart/related) instead of inline base64.
     pub mtom: bool,
     pub limits: Limits,
@@ -204,6 +214,7 @@ impl Default for SimConfig {
             seed: 1,
             record: None,
             state_file: None,
+            box_dir: None,
             mtom: false,
             limits: Limits::default(),
             server_identity: "amtsbote-xta-sim".into(),
@@ -249,7 +260,46 @@ struct Kept {
 
 struct Boxed {
     metadata: MessageMetaData,
+    /// The content; with a [`SimConfig::box_dir`] without its data, which is in `file`.
     container: ContentContainer,
+    file: Option<BoxFile>,
+}
+
+/// A boxed message's content on disk: the data of the message and of each attachment, one
+/// after another.
+#[derive(Clone)]
+struct BoxFile {
+    path: PathBuf,
+    lengths: Vec<usize>,
+}
+
+impl BoxFile {
+    /// Writes `container`'s data into a new file of `dir`.
+    fn write(dir: &Path, name: &str, container: &ContentContainer) -> std::io::Result<BoxFile> {
+        use std::io::Write as _;
+        let path = dir.join(name);
+        let mut file = std::fs::File::create(&path)?;
+        let mut lengths = Vec::new();
+        for c in std::iter::once(&container.message).chain(&container.attachments) {
+            file.write_all(&c.data)?;
+            lengths.push(c.data.len());
+        }
+        Ok(BoxFile { path, lengths })
+    }
+
+    /// Fills `container`'s data from the file.
+    fn read_into(&self, container: &mut ContentContainer) -> std::io::Result<()> {
+        let mut data = std::fs::read(&self.path)?;
+        let mut parts = Vec::with_capacity(self.lengths.len());
+        for len in self.lengths.iter().rev() {
+            let at = data.len().checked_sub(*len).ok_or_else(|| std::io::Error::other("box file shorter than its content"))?;
+            parts.push(data.split_off(at));
+        }
+        for (c, part) in std::iter::once(&mut container.message).chain(container.attachments.iter_mut()).zip(parts.into_iter().rev()) {
+            c.data = part;
+        }
+        Ok(())
+    }
 }
 
 struct State {
@@ -302,6 +352,15 @@ impl SimServer {
             Some(path) => Some(read_kept(path)?),
             None => None,
         };
+        if let Some(dir) = &config.box_dir {
+            // What a previous run left: its boxes are gone with it.
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+            }
+            std::fs::create_dir_all(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        }
         let shared = Arc::new(Shared::new(config));
         if let Some((file, kept)) = kept {
             let mut state = shared.state.lock().await;
@@ -342,6 +401,17 @@ impl SimServer {
 
     pub async fn stats(&self) -> Stats {
         self.shared.state.lock().await.stats.clone()
+    }
+
+    /// Bytes of message content its boxes hold in memory (0 with a [`SimConfig::box_dir`]).
+    pub async fn content_bytes_in_memory(&self) -> usize {
+        let state = self.shared.state.lock().await;
+        state
+            .boxes
+            .values()
+            .flatten()
+            .map(|b| b.container.message.data.len() + b.container.attachments.iter().map(|a| a.data.len()).sum::<usize>())
+            .sum()
     }
 
     /// Puts a message into `reader`'s box, as `POST /inbox/<reader>` does.
@@ -712,11 +782,20 @@ impl Shared {
                 let Some(found) = found else {
                     return Err((Fault::new(FaultKind::InvalidMessageId, "no message with this MessageID in the box"), "invalid_message_id"));
                 };
-                let (metadata, container) = (found.metadata.clone(), found.container.clone());
+                let (metadata, mut container, file) = (found.metadata.clone(), found.container.clone(), found.file.clone());
                 let pending = state.boxes.get(&author.value).map_or(0, |b| b.len().saturating_sub(1)) as u64;
                 let request_id = format!("urn:uuid:{}", uuid::Uuid::new_v4());
                 state.requests.insert(request_id.clone(), author.value.clone());
                 state.stats.fetched += 1;
+                drop(state);
+                if let Some(file) = file {
+                    let read = tokio::task::spawn_blocking(move || file.read_into(&mut container).map(|()| container)).await;
+                    container = match read {
+                        Ok(Ok(container)) => container,
+                        // Closed meanwhile (its file removed), or the disk failed.
+                        _ => return Err((Fault::new(FaultKind::InvalidMessageId, "no message with this MessageID in the box"), "invalid_message_id")),
+                    };
+                }
                 Ok(Response::Message { msgbox: MsgBoxResponse { request_id, items_pending: Some(pending) }, metadata: Box::new(metadata), container })
             }
             Request::Close { author, request_id, message_ids } => {
@@ -724,14 +803,47 @@ impl Shared {
                 if state.requests.get(&request_id).is_none_or(|r| *r != author.value) {
                     return Err((Fault::new(FaultKind::ParameterIsNotValid, "unknown MsgBoxRequestID"), "parameter_is_not_valid"));
                 }
-                let mut closed = 0;
+                let mut closed = Vec::new();
                 if let Some(b) = state.boxes.get_mut(&author.value) {
-                    let before = b.len();
-                    b.retain(|m| !message_ids.contains(&m.metadata.message_id));
-                    closed = (before - b.len()) as u64;
+                    let (gone, stay): (VecDeque<Boxed>, VecDeque<Boxed>) = std::mem::take(b).into_iter().partition(|m| message_ids.contains(&m.metadata.message_id));
+                    *b = stay;
+                    closed = gone.into_iter().collect();
                 }
-                state.stats.closed += closed;
+                state.stats.closed += closed.len() as u64;
+                drop(state);
+                for file in closed.into_iter().filter_map(|m| m.file) {
+                    let _ = tokio::fs::remove_file(&file.path).await;
+                }
                 Ok(Response::Empty)
+            }
+        }
+    }
+
+    /// Writes `container`'s data to a file of the box directory, when there is one (on the
+    /// blocking pool). A failure to write keeps the content in memory.
+    async fn hold(&self, container: ContentContainer) -> (ContentContainer, Option<BoxFile>) {
+        let Some(dir) = self.config.box_dir.clone() else { return (container, None) };
+        let name = format!("{}.bin", uuid::Uuid::new_v4());
+        let written = tokio::task::spawn_blocking(move || {
+            let written = BoxFile::write(&dir, &name, &container);
+            (container, written)
+        })
+        .await;
+        match written {
+            Ok((mut container, Ok(file))) => {
+                for c in std::iter::once(&mut container.message).chain(container.attachments.iter_mut()) {
+                    c.data = Vec::new();
+                }
+                (container, Some(file))
+            }
+            Ok((container, Err(e))) => {
+                tracing::warn!(error = %e, "xta-sim: cannot keep a message's content on disk; it stays in memory");
+                (container, None)
+            }
+            // Only a panic while writing (the content went with it).
+            Err(e) => {
+                tracing::warn!(error = %e, "xta-sim: writing a message's content failed");
+                (ContentContainer { message: Content { content_type: "application/octet-stream".into(), filename: None, data: Vec::new() }, attachments: Vec::new() }, None)
             }
         }
     }
@@ -747,10 +859,17 @@ impl Shared {
             return Err((Fault::new(FaultKind::ParameterIsNotValid, "the reader does not take this service"), "parameter_is_not_valid"));
         }
         let key = content_key(&container.message.data);
+        let resent = |state: &State| state.sent.contains_key(&metadata.message_id);
+        // Onto the disk before the state is locked (a re-send is not kept twice).
+        let (container, file) = if resent(&*self.state.lock().await) { (container, None) } else { self.hold(container).await };
         let mut state = self.state.lock().await;
         state.stats.accepted += 1;
-        if state.sent.contains_key(&metadata.message_id) {
+        if resent(&state) {
             state.stats.resends += 1;
+            drop(state);
+            if let Some(file) = file {
+                let _ = tokio::fs::remove_file(&file.path).await;
+            }
             return Ok(Response::Empty);
         }
         if !state.content_keys.insert(key.clone()) {
@@ -768,7 +887,7 @@ impl Shared {
         state.stats.delivered += 1;
         let reader = metadata.reader.value.clone();
         state.sent.insert(metadata.message_id.clone(), kept.sent);
-        state.boxes.entry(reader).or_default().push_back(Boxed { metadata, container });
+        state.boxes.entry(reader).or_default().push_back(Boxed { metadata, container, file });
         Ok(Response::Empty)
     }
 
@@ -790,8 +909,9 @@ impl Shared {
             msg_size: Some(content.len() as u64),
         };
         let container = ContentContainer { message: Content { content_type: "application/xml".into(), filename: Some("message.xml".into()), data: content }, attachments: Vec::new() };
+        let (container, file) = self.hold(container).await;
         let mut state = self.state.lock().await;
-        state.boxes.entry(reader.to_owned()).or_default().push_back(Boxed { metadata, container });
+        state.boxes.entry(reader.to_owned()).or_default().push_back(Boxed { metadata, container, file });
         message_id
     }
 }

@@ -558,7 +558,11 @@ impl ContentWriter {
             let _ = write!(out, r#"<xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:{cid}"/>"#);
             self.parts.push((cid, c.content_type.clone(), c.data.clone()));
         } else {
-            out.push_str(&b64(&c.data));
+            // Straight into the envelope, room made once: a 40 MB message is not encoded
+            // into a string of its own and copied again.
+            use base64::Engine as _;
+            out.reserve(c.data.len().div_ceil(3) * 4 + 64);
+            base64::engine::general_purpose::STANDARD.encode_string(&c.data, out);
         }
         let _ = write!(out, "</{element}>");
     }
@@ -580,7 +584,13 @@ fn new_wsa_id() -> String {
 /// Writes a request envelope for the endpoint `to`. Content is inline base64.
 pub fn write_request(request: &Request, to: &str) -> Encoded {
     let op = request.operation();
-    let mut out = String::with_capacity(2048);
+    // Room for the content's base64 too, so that a large message's envelope is not
+    // reallocated (and for a moment held twice) while it grows.
+    let content = match request {
+        Request::SendMessage { container, .. } => std::iter::once(&container.message).chain(&container.attachments).map(|c| c.data.len().div_ceil(3) * 4 + 256).sum(),
+        _ => 0,
+    };
+    let mut out = String::with_capacity(4096 + content);
     out.push_str(ENVELOPE_OPEN);
     let _ = write!(
         out,

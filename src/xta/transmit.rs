@@ -158,7 +158,7 @@ impl TransmitStage {
             message: Content { content_type: "application/xml".into(), filename: request.file_name.clone(), data: payload },
             attachments: Vec::new(),
         };
-        if let Err(e) = self.client.send_message(&metadata, &container).await {
+        if let Err(e) = self.client.send_owned(metadata, container).await {
             return self.failed(&request, state, "sendMessage", e).await;
         }
         self.moved(id, state, RequestState::Transmitted, &format!("accepted by the XTA server as {}", message_id.as_str())).await
