@@ -351,6 +351,70 @@ async fn steady(stack: &Stack, before: usize, seconds: u64, budget: Duration, st
     result
 }
 
+/// Emails per writer batch and writers in the disk baseline: `jobs/notify.toml`'s batch
+/// size and senders.
+fn notify_shape() -> (usize, usize) {
+    let notify = amtsbote::queue::load_job_configs(None).unwrap().get(Queue::Notify).clone();
+    (notify.batch_size.max(1), notify.concurrency.max(1))
+}
+
+/// The disk's own rate for `.eml` files, no ledger: `n` emails (about 1 KB) from as many
+/// writers as the notify stage has senders, (a) one synced file at a time through
+/// `Mailer::send` (file and folder synced for each email, as the file transport did for the
+/// notify stage before), (b) through the notify stage's file sessions, a batch of files
+/// synced together. Emails/s for both.
+async fn eml_baseline(n: usize) -> (f64, f64) {
+    use amtsbote::mail::transport::Transport;
+    let (batch, writers) = notify_shape();
+    let dir = tempfile::tempdir().unwrap();
+    let mailer = std::sync::Arc::new(amtsbote::mail::smtp::Mailer::from_config(&amtsbote::config::SmtpConfig::default(), dir.path()).expect("the mailer"));
+    let body = "Ihr Ersuchen wurde übermittelt. ".repeat(30);
+    let message = |id: &str| {
+        lettre::Message::builder()
+            .message_id(Some(format!("<{id}@amtsbote.test>")))
+            .from("amtsbote <noreply@amtsbote.test>".parse().expect("an address"))
+            .to("stadtkasse@lemgo.test".parse().expect("an address"))
+            .subject("Ersuchen übermittelt")
+            .body(body.clone())
+            .expect("a message")
+    };
+    let each = n.div_ceil(writers);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let (mailer, messages) = (mailer.clone(), (0..each).map(|i| message(&format!("one-{w}-{i}"))).collect::<Vec<_>>());
+        tasks.spawn(async move {
+            for (i, m) in messages.iter().enumerate() {
+                assert_eq!(mailer.send(m, &format!("one-{w}-{i}")).await, amtsbote::mail::smtp::Outcome::Accepted);
+            }
+        });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.expect("a writer");
+    }
+    let one_by_one = (each * writers) as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for w in 0..writers {
+        let (mailer, messages) = (mailer.clone(), (0..each).map(|i| message(&format!("batch-{w}-{i}")).formatted()).collect::<Vec<_>>());
+        tasks.spawn(async move {
+            let mut session = mailer.open().await.expect("a session");
+            for (k, chunk) in messages.chunks(batch).enumerate() {
+                for (i, m) in chunk.iter().enumerate() {
+                    let id = format!("batch-{w}-{k}-{i}");
+                    session.begin(&id, "noreply@amtsbote.test", &["stadtkasse@lemgo.test".to_string()], m).await.expect("begin");
+                    session.finish(m).await.expect("finish");
+                }
+                session.settle().await.expect("settle");
+            }
+        });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.expect("a writer");
+    }
+    let batched = (each * writers) as f64 / start.elapsed().as_secs_f64();
+    (one_by_one, batched)
+}
+
 fn main() {
     // `--list`: a test runner asking for tests (none here). Without `--bench` (`cargo test
     // --bench e2e`): the smoke run.
@@ -382,6 +446,13 @@ fn main() {
         if smoke { "smoke" } else { "10,000" }
     );
     println!("baselines (same run, each N): the queue engine's no-op drain (N route jobs, run_worker, a handler that does nothing) and the simulator's no-op SOAP call (N checkAccountActive from {callers} callers)\n");
+
+    let eml_n = if smoke { 200 } else { 2_000 };
+    let (eml_one, eml_batched) = runtime.block_on(eml_baseline(eml_n));
+    let (batch, writers) = notify_shape();
+    println!(
+        "the disk, same run: {eml_n} .eml files of about 1 KB from {writers} writers: {eml_one:.0}/s one synced file at a time (file and folder synced for each), {eml_batched:.0}/s in batches of {batch} synced together (the notify stage's file sessions)\n"
+    );
 
     let mut rows = Vec::new();
     let mut steady_result = None;
