@@ -10,7 +10,9 @@
 //! - **senders** (`concurrency` of `jobs/notify.toml`, a connection each) claim due emails,
 //!   render them from `templates/mail/`, and hand each over: MAIL/RCPT/DATA, then the note
 //!   "sending" in the ledger, then the content, then the outcome. See `ledger::mail` for why
-//!   this order sends nothing twice across a crash;
+//!   this order sends nothing twice across a crash. A session that keeps emails for good
+//!   only per batch (the `.eml` folder: its files synced together) is settled at the end of
+//!   the batch, and only then are its emails noted accepted;
 //! - the **keeper** looks every half minute for emails a sender of a dead process held
 //!   (claimed: due again; sending: unconfirmed).
 //!
