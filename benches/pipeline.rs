@@ -33,41 +33,27 @@
 
 #[path = "support/sizes.rs"]
 mod sizes;
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+#[path = "support/common.rs"]
+mod common;
+#[path = "support/baseline.rs"]
+mod baseline;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use amtsbote::app::App;
 use amtsbote::config::Config;
-use amtsbote::ledger::{RequestId, RequestState, Trigger};
-use amtsbote::queue::metrics::{Outcome, StageMetrics};
-use amtsbote::queue::relay::RELAY_BATCH;
-use amtsbote::queue::stage::{StageError, StageHandler, run_worker};
-use amtsbote::queue::{Queue, QueueStore, StageJob, load_job_configs};
+use amtsbote::ledger::RequestState;
+use amtsbote::queue::Queue;
+use amtsbote::queue::metrics::Outcome;
+use amtsbote::queue::load_job_configs;
 use amtsbote::serve::{inbox_dirs, start_stages};
 use amtsbote::supervise::Supervisor;
-
-const EXAMPLE: &str = include_str!("../examples/messages/ersuchen.xml");
-const UUID: &str = "7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11";
+use baseline::noop_drain;
+use common::{EXAMPLE, PROGRESS_EVERY, TICK, count, env_secs};
 
 /// The inbox settings of this benchmark (see the module's doc).
 const POLL_MS: u64 = 20;
 const SETTLE_MS: u64 = 10;
-
-/// How often the counters are read while a burst runs.
-const TICK: Duration = Duration::from_millis(5);
-/// Progress on stderr this often.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-fn env_secs(name: &str, default: u64) -> Duration {
-    Duration::from_secs(
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default),
-    )
-}
 
 /// What one pipeline burst measured.
 struct Burst {
@@ -87,29 +73,9 @@ struct Burst {
     incomplete: Option<String>,
 }
 
-/// What one no-op drain measured.
-struct Drain {
-    done: usize,
-    seconds: f64,
-    rate: f64,
-    incomplete: Option<String>,
-}
-
-fn count(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
-}
-
 /// The config of a fresh data directory: the defaults, but for the inbox's poll and settle.
-fn config(root: &Path) -> Config {
-    let env: Vec<(String, String)> = vec![
-        ("AMTSBOTE_DATA_DIR".into(), root.display().to_string()),
-        (
-            "AMTSBOTE_INTAKE_POLL_INTERVAL_MS".into(),
-            POLL_MS.to_string(),
-        ),
-        ("AMTSBOTE_INTAKE_SETTLE_MS".into(), SETTLE_MS.to_string()),
-    ];
-    Config::load_with(None, &env).expect("config")
+fn config(root: &std::path::Path) -> Config {
+    common::config(root, &[("AMTSBOTE_INTAKE_POLL_INTERVAL_MS", POLL_MS.to_string()), ("AMTSBOTE_INTAKE_SETTLE_MS", SETTLE_MS.to_string())])
 }
 
 /// Drops `n` request files into the demo inbox of a running pipeline and times them until
@@ -128,15 +94,7 @@ async fn pipeline_burst(n: usize, budget: Duration, stall: Duration) -> Burst {
     // Written beside the inbox (same file system), moved in at once below.
     let staging = root.join("staging");
     std::fs::create_dir_all(&staging).unwrap();
-    for i in 0..n {
-        let text = EXAMPLE.replace(UUID, &format!("7d3c1f0e-2b7a-4c55-9a51-{i:012x}"));
-        std::fs::write(staging.join(format!("ersuchen-{i:06}.xml")), text).unwrap();
-    }
-    let names: Vec<_> = std::fs::read_dir(&staging)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let names = common::write_requests(&staging, "ersuchen", "9a51", 0..n);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut supervisor = Supervisor::new(stop_rx);
@@ -341,115 +299,14 @@ async fn diagnose(
     eprintln!("    stages down: {:?}", health.down());
 }
 
-/// The baseline's stage: does nothing.
-struct Noop(Arc<AtomicUsize>);
-
-#[async_trait::async_trait]
-impl StageHandler for Noop {
-    fn queue(&self) -> Queue {
-        Queue::Route
-    }
-
-    async fn handle(&self, _job: StageJob) -> Result<(), StageError> {
-        self.0.fetch_add(1, Relaxed);
-        Ok(())
-    }
-}
-
-/// N route jobs in a fresh queue database, drained by one no-op worker.
-async fn noop_drain(n: usize, budget: Duration) -> Drain {
-    let dir = tempfile::tempdir().unwrap();
-    let store = QueueStore::open(
-        &dir.path().join("queue.sqlite"),
-        load_job_configs(None).unwrap(),
-    )
-    .await
-    .unwrap();
-    let jobs = store.jobs();
-    let now = chrono::Utc::now();
-    let triggers: Vec<Trigger> = (0..n)
-        .map(|i| Trigger {
-            id: i as i64 + 1,
-            request: RequestId(i as i64 + 1),
-            queue: Queue::Route,
-            seq: 2,
-            created_at: now,
-            not_before: None,
-        })
-        .collect();
-    for chunk in triggers.chunks(RELAY_BATCH as usize) {
-        jobs.push_triggers(chunk).await.unwrap();
-    }
-    let ran = Arc::new(AtomicUsize::new(0));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let start = Instant::now();
-    let worker = tokio::spawn(run_worker(
-        store.clone(),
-        Arc::new(Noop(ran.clone())),
-        Arc::new(StageMetrics::default()),
-        stop_rx,
-    ));
-    let mut incomplete = None;
-    let mut last_report = Instant::now();
-    loop {
-        let done = ran.load(Relaxed);
-        if done >= n {
-            break;
-        }
-        if start.elapsed() >= budget {
-            incomplete = Some(format!("budget of {} s spent", budget.as_secs()));
-            break;
-        }
-        if last_report.elapsed() >= PROGRESS_EVERY {
-            eprintln!("  … no-op drain of {n}: {done} done");
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(TICK).await;
-    }
-    let elapsed = start.elapsed();
-    let done = ran.load(Relaxed).min(n);
-    stop_tx.send(true).unwrap();
-    match tokio::time::timeout(Duration::from_secs(60), worker).await {
-        Ok(Ok(Ok(()))) => {}
-        other => {
-            incomplete.get_or_insert(format!("the worker stopped badly: {other:?}"));
-        }
-    }
-    if incomplete.is_none() {
-        let counts = store.admin().queue_counts(Queue::Route).await.unwrap();
-        if counts.done as usize != n {
-            incomplete = Some(format!("{} of {n} jobs done in the queue", counts.done));
-        }
-    }
-    store.pool().close().await;
-    Drain {
-        done,
-        seconds: elapsed.as_secs_f64(),
-        rate: done as f64 / elapsed.as_secs_f64(),
-        incomplete,
-    }
-}
-
 fn main() {
     // `--list`: a test runner asking for tests (none here). Without `--bench` (`cargo test
     // --bench pipeline`): the smoke run.
     let Some(sizes::Sizes { smoke, sizes }) = sizes::from_args("PIPELINE_BENCH_SMOKE") else { return };
     let budget = env_secs("PIPELINE_BENCH_BUDGET_SECS", 300);
     let stall = env_secs("PIPELINE_BENCH_STALL_SECS", 30);
-    // Warnings of the stages (a failed stage, a retried job) on stderr.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AMTSBOTE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    common::init_logging();
+    let runtime = common::runtime();
     let jobs = load_job_configs(None).unwrap();
     let (intake, route) = (jobs.get(Queue::Intake), jobs.get(Queue::Route));
     println!(

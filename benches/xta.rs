@@ -40,6 +40,10 @@
 
 #[path = "support/sizes.rs"]
 mod sizes;
+#[path = "support/common.rs"]
+mod common;
+#[path = "support/baseline.rs"]
+mod baseline;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -56,41 +60,15 @@ use amtsbote::queue::stage::run_worker;
 use amtsbote::supervise::Supervisor;
 use amtsbote::xta::attempts::AttemptPolicy;
 use amtsbote::xta::report::ReportStage;
-use amtsbote::xta::sim::{SimConfig, SimServer, Stats};
+use amtsbote::xta::sim::{SimServer, Stats};
 use amtsbote::xta::transmit::TransmitStage;
-use amtsbote::xta::{Identifier, XtaClient};
+use baseline::{noop_calls, sim_config};
+use common::{EXAMPLE, PROGRESS_EVERY, Rate, TICK, env_secs, in_state, states};
 
-const EXAMPLE: &str = include_str!("../examples/messages/ersuchen.xml");
-const UUID: &str = "7d3c1f0e-2b7a-4c55-9a51-0c2f5f7e9b11";
 const TENANT: &str = "demo";
 
-/// How often the counters are read while a stage runs.
-const TICK: Duration = Duration::from_millis(5);
-/// Progress on stderr this often.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Requests taken in and routed at once during the setup (the ledger's group commit).
 const SETUP_TASKS: usize = 32;
-
-fn env_secs(name: &str, default: u64) -> Duration {
-    Duration::from_secs(std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default))
-}
-
-/// What one timed part measured.
-#[derive(Default)]
-struct Rate {
-    /// Requests (or calls) finished when the clock stopped: N unless it stopped early.
-    done: usize,
-    seconds: f64,
-    rate: f64,
-    /// Why it stopped early, if it did.
-    incomplete: Option<String>,
-}
-
-impl Rate {
-    fn of(done: usize, elapsed: Duration, incomplete: Option<String>) -> Rate {
-        Rate { done, seconds: elapsed.as_secs_f64(), rate: done as f64 / elapsed.as_secs_f64().max(1e-9), incomplete }
-    }
-}
 
 /// What one run of transmit and report measured.
 struct Run {
@@ -104,20 +82,7 @@ struct Run {
 
 /// The config of a fresh data directory sending to `url`: the defaults otherwise.
 fn config(root: &std::path::Path, url: &str) -> Config {
-    let env: Vec<(String, String)> = vec![("AMTSBOTE_DATA_DIR".into(), root.display().to_string()), ("AMTSBOTE_XTA_URL".into(), url.into())];
-    Config::load_with(None, &env).expect("config")
-}
-
-fn sim_config() -> SimConfig {
-    SimConfig { report_delay: Duration::ZERO, ..SimConfig::default() }
-}
-
-fn in_state(by_state: &[(RequestState, u64)], s: RequestState) -> usize {
-    by_state.iter().find(|(st, _)| *st == s).map_or(0, |(_, c)| *c) as usize
-}
-
-fn states(by_state: &[(RequestState, u64)]) -> String {
-    by_state.iter().filter(|(_, c)| *c > 0).map(|(s, c)| format!("{s} {c}")).collect::<Vec<_>>().join(", ")
+    common::config(root, &[("AMTSBOTE_XTA_URL", url.to_string())])
 }
 
 /// The setup's push of the route triggers: none pushed, all taken out of the outbox.
@@ -140,7 +105,7 @@ async fn fill(app: &App, n: usize) {
                 if i >= n {
                     return ids;
                 }
-                let text = EXAMPLE.replace(UUID, &format!("7d3c1f0e-2b7a-4c55-9a51-{i:012x}"));
+                let text = common::request("9a51", i);
                 let name = format!("ersuchen-{i:06}.xml");
                 match intake.accept(TENANT, &format!("bench:{i}"), Some(&name), text.into_bytes()).await.expect("intake") {
                     Intaken::Accepted { id } => ids.push(id),
@@ -313,60 +278,18 @@ async fn transmit_and_report(n: usize, budget: Duration, stall: Duration) -> Run
     run
 }
 
-/// N no-op SOAP round trips (`checkAccountActive`) through one client from `callers`
-/// concurrent callers, against a fresh simulator.
-async fn noop_calls(n: usize, callers: usize, budget: Duration) -> Rate {
-    let sim = SimServer::start("127.0.0.1:0", sim_config()).await.expect("the simulator starts");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &sim.url());
-    let author = Identifier::xoev(cfg.tenants.iter().find(|t| t.id == TENANT).expect("the demo tenant").kennung.clone());
-    let client: XtaClient = amtsbote::serve::xta_client(&cfg.xta, &sim.url(), false).expect("the XTA client");
-    let next = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + budget;
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..callers {
-        let (client, author, next, done) = (client.clone(), author.clone(), next.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Relaxed) < n {
-                if Instant::now() >= deadline {
-                    return Err("budget spent".to_string());
-                }
-                client.check_account_active(&author).await.map_err(|e| e.to_string())?;
-                done.fetch_add(1, Relaxed);
-            }
-            Ok(())
-        }));
-    }
-    let mut incomplete = None;
-    for t in tasks {
-        if let Err(e) = t.await.unwrap() {
-            incomplete.get_or_insert(e);
-        }
-    }
-    let elapsed = start.elapsed();
-    sim.stop().await.unwrap();
-    Rate::of(done.load(Relaxed), elapsed, incomplete)
-}
-
 fn main() {
     // `--list`: a test runner asking for tests (none here). Without `--bench` (`cargo test
     // --bench xta`): the smoke run.
     let Some(sizes::Sizes { smoke, sizes }) = sizes::from_args("XTA_BENCH_SMOKE") else { return };
     let budget = env_secs("XTA_BENCH_BUDGET_SECS", 300);
     let stall = env_secs("XTA_BENCH_STALL_SECS", 30);
-    // Warnings of the stages (a failed stage, a retried job) on stderr.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AMTSBOTE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error")))
-        .with_writer(std::io::stderr)
-        .try_init();
-
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    common::init_logging();
+    let runtime = common::runtime();
     let jobs = amtsbote::queue::load_job_configs(None).unwrap();
     let (transmit, report) = (jobs.get(Queue::Transmit), jobs.get(Queue::Report));
     let xta = amtsbote::config::XtaConfig::default();
-    let callers = transmit.concurrency.min(xta.max_connections as usize).max(1);
+    let callers = baseline::sim_callers();
     println!(
         "amtsbote XTA benchmark — transmit and report on the embedded default: SQLite ledger (WAL, synchronous=FULL), SQLite queues; against the XTA simulator on loopback (plain HTTP, report delay 0) in this process; 2 threads, {} cores",
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -385,7 +308,7 @@ fn main() {
     let mut rows = Vec::new();
     for &n in &sizes {
         let run = runtime.block_on(transmit_and_report(n, budget, stall));
-        let noop = runtime.block_on(noop_calls(n, callers, budget));
+        let noop = runtime.block_on(noop_calls(n, callers, TENANT, budget));
         rows.push((n, run, noop));
     }
 

@@ -10,7 +10,9 @@
 //! - **senders** (`concurrency` of `jobs/notify.toml`, a connection each) claim due emails,
 //!   render them from `templates/mail/`, and hand each over: MAIL/RCPT/DATA, then the note
 //!   "sending" in the ledger, then the content, then the outcome. See `ledger::mail` for why
-//!   this order sends nothing twice across a crash;
+//!   this order sends nothing twice across a crash. A session that keeps emails for good
+//!   only per batch (the `.eml` folder: its files synced together) is settled at the end of
+//!   the batch, and only then are its emails noted accepted;
 //! - the **keeper** looks every half minute for emails a sender of a dead process held
 //!   (claimed: due again; sending: unconfirmed).
 //!
@@ -430,6 +432,8 @@ impl Notifier {
         // The outcomes, written to the ledger together at the end of the batch (until then
         // the send log has them).
         let mut notes: Vec<MailMark> = Vec::new();
+        // Taken by a session that keeps them for good only at its `settle` (the .eml folder).
+        let mut unsettled: Vec<Mail> = Vec::new();
         for mail in mails {
             if *stop.borrow() {
                 notes.push(MailMark::Released { id: mail.id.clone() });
@@ -437,18 +441,53 @@ impl Notifier {
             }
             let note = self.hand_over(&mail, session).await;
             match note {
-                Ok(note) => notes.push(note),
+                Ok(note) => {
+                    if matches!(note, MailMark::Accepted { .. }) && session.as_ref().is_some_and(|s| s.defers()) {
+                        unsettled.push(mail);
+                    }
+                    notes.push(note);
+                }
                 Err(e) => {
-                    // The ledger failed: nothing more is sent now. The email stays claimed and
-                    // is let go by the keeper; the session's transaction is dropped with it.
+                    // The send log failed: nothing more is sent now. What was taken is settled
+                    // and noted; the email stays claimed and is let go by the keeper; the
+                    // session's transaction is dropped with it.
+                    let _ = self.settle(session, unsettled, &mut notes).await;
                     *session = None;
                     let _ = self.ledger.mark_mails(&self.owner, std::mem::take(&mut notes)).await;
                     return Err(e);
                 }
             }
         }
+        self.settle(session, unsettled, &mut notes).await?;
         self.ledger.mark_mails(&self.owner, notes).await?;
         Ok(tried)
+    }
+
+    /// The emails a deferring session took in this batch made durable together; each then
+    /// noted accepted in the send log and counted, or, when that failed, refused (tried
+    /// again later).
+    async fn settle(&self, session: &mut Option<Box<dyn Session>>, unsettled: Vec<Mail>, notes: &mut [MailMark]) -> anyhow::Result<()> {
+        if unsettled.is_empty() {
+            return Ok(());
+        }
+        let settled = match session.as_mut() {
+            Some(s) => s.settle().await,
+            None => Err(Refusal::Transient("the session ended before its emails were kept".into())),
+        };
+        for mail in unsettled {
+            let Some(note) = notes.iter_mut().find(|n| matches!(n, MailMark::Accepted { id } if *id == mail.id)) else { continue };
+            match &settled {
+                Ok(()) => {
+                    self.log.note(Marker::Accepted, &mail.id)?;
+                    self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(refused) => {
+                    self.log.note(Marker::Refused, &mail.id)?;
+                    *note = self.refused(&mail, refused.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One email: render, begin (MAIL, RCPT, DATA), the note in the send log, the content.
@@ -475,6 +514,8 @@ impl Notifier {
         // crash after it leaves the email unconfirmed and one before it leaves it unsent.
         self.log.note(Marker::Sending, &id)?;
         match s.finish(&content).await {
+            // Noted and counted once the session has kept it (see `settle`).
+            Ok(()) if s.defers() => Ok(MailMark::Accepted { id }),
             Ok(()) => {
                 self.log.note(Marker::Accepted, &id)?;
                 self.counters.accepted.fetch_add(1, Ordering::Relaxed);

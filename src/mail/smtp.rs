@@ -518,6 +518,9 @@ pub fn redact(text: &str) -> String {
     }
 }
 
+/// The temporary files' numbers in this process.
+static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
+
 /// Writes `<dir>/<file name of id>.eml` under a temporary name, synced, renamed into place
 /// and the folder synced: the same id written twice leaves one whole file.
 async fn write_eml(dir: &Path, id: &str, bytes: Vec<u8>) -> Outcome {
@@ -533,9 +536,8 @@ async fn write_eml(dir: &Path, id: &str, bytes: Vec<u8>) -> Outcome {
 
 fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the mail folder {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{name}.{}-{}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let tmp = dir.join(format!(".{name}.{}-{}.tmp", std::process::id(), NEXT_TMP.fetch_add(1, Ordering::Relaxed)));
     let target = dir.join(name);
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -590,7 +592,7 @@ impl Transport for Mailer {
     /// pool is not used for them), or the `.eml` folder.
     async fn open(&self) -> Result<Box<dyn Session>, Refusal> {
         match &self.way {
-            Way::Files { dir } => Ok(Box::new(FileSession { dir: dir.clone(), id: None })),
+            Way::Files { dir } => Ok(Box::new(FileSession { dir: dir.clone(), id: None, unsettled: Vec::new() })),
             Way::Smtp(pool) => match tokio::time::timeout(pool.timeout, pool.connect()).await {
                 Ok(Ok(conn)) => Ok(Box::new(SmtpSession { conn, timeout: pool.timeout, server: pool.server.clone(), broken: false })),
                 Ok(Err(outcome)) => Err(Result::<(), Refusal>::from(outcome).err().unwrap_or_else(|| Refusal::Transient("no connection".into()))),
@@ -600,9 +602,15 @@ impl Transport for Mailer {
     }
 }
 
+/// The `.eml` folder as a session: each email's file is written under a temporary name by
+/// [`Session::finish`]; [`Session::settle`] syncs the batch's files together (concurrently:
+/// the disk merges the flushes), renames them into place and syncs the folder once. A file
+/// appears under its name only whole and on disk.
 struct FileSession {
     dir: PathBuf,
     id: Option<String>,
+    /// Written, not yet synced or in place: (the open file, its temporary path, its name).
+    unsettled: Vec<(std::fs::File, PathBuf, PathBuf)>,
 }
 
 #[async_trait::async_trait]
@@ -616,11 +624,92 @@ impl Session for FileSession {
         let Some(id) = self.id.take() else {
             return Err(Refusal::Permanent("content without a begun email".into()));
         };
-        write_eml(&self.dir, &id, content.to_vec()).await.into()
+        let (dir, bytes) = (self.dir.clone(), content.to_vec());
+        match tokio::task::spawn_blocking(move || write_unsynced(&dir, &format!("{}.eml", file_name_of(&id)), &bytes)).await {
+            Ok(Ok(file)) => {
+                self.unsettled.push(file);
+                Ok(())
+            }
+            Ok(Err(why)) => Err(Refusal::Transient(why)),
+            Err(e) => Err(Refusal::Transient(format!("writing the .eml file did not finish: {e}"))),
+        }
     }
 
     fn usable(&self) -> bool {
         true
+    }
+
+    fn defers(&self) -> bool {
+        true
+    }
+
+    async fn settle(&mut self) -> Result<(), Refusal> {
+        let files = std::mem::take(&mut self.unsettled);
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut syncs = tokio::task::JoinSet::new();
+        for (file, tmp, target) in files {
+            syncs.spawn_blocking(move || match file.sync_all() {
+                Ok(()) => Ok((tmp, target)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(format!("cannot write {}: {e}", target.display()))
+                }
+            });
+        }
+        let mut synced = Vec::new();
+        let mut failed = None;
+        while let Some(done) = syncs.join_next().await {
+            match done {
+                Ok(Ok(paths)) => synced.push(paths),
+                Ok(Err(why)) => failed = Some(why),
+                Err(e) => failed = Some(format!("syncing the .eml files did not finish: {e}")),
+            }
+        }
+        let dir = self.dir.clone();
+        let placed = tokio::task::spawn_blocking(move || {
+            if let Some(why) = failed {
+                for (tmp, _) in &synced {
+                    let _ = std::fs::remove_file(tmp);
+                }
+                return Err(why);
+            }
+            let result = (|| {
+                for (tmp, target) in &synced {
+                    std::fs::rename(tmp, target)?;
+                }
+                std::fs::File::open(&dir)?.sync_all()
+            })();
+            result.map_err(|e| format!("cannot put the .eml files into {}: {e}", dir.display()))
+        })
+        .await;
+        match placed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(Refusal::Transient(why)),
+            Err(e) => Err(Refusal::Transient(format!("putting the .eml files in place did not finish: {e}"))),
+        }
+    }
+}
+
+/// `name`'s content written under a temporary name in `dir`, not synced: the open file, its
+/// temporary path and its final path.
+fn write_unsynced(dir: &Path, name: &str, bytes: &[u8]) -> Result<(std::fs::File, PathBuf, PathBuf), String> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the mail folder {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.{}-{}.tmp", std::process::id(), NEXT_TMP.fetch_add(1, Ordering::Relaxed)));
+    let target = dir.join(name);
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        Ok::<_, std::io::Error>(file)
+    })();
+    match written {
+        Ok(file) => Ok((file, tmp, target)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(format!("cannot write {}: {e}", target.display()))
+        }
     }
 }
 
@@ -781,5 +870,32 @@ mod tests {
     fn server_text_becomes_one_short_line() {
         assert_eq!(one_line_text("4.7.1 try\r\nlater  again"), "4.7.1 try later again");
         assert!(one_line_text(&"y".repeat(1000)).chars().count() <= 301);
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_eml_files_appears_whole_once_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = Mailer::from_config(&SmtpConfig::default(), dir.path()).unwrap();
+        let mut session = mailer.open().await.unwrap();
+        assert!(session.defers(), "the .eml folder keeps a batch's files for good together");
+        for (id, text) in [("r1-4-transmitted", "first"), ("r2-4-transmitted", "second")] {
+            session.begin(id, "a@amtsbote.test", &["b@lemgo.test".to_string()], text.as_bytes()).await.unwrap();
+            session.finish(text.as_bytes()).await.unwrap();
+        }
+        let mail = dir.path().join("mail");
+        // Taken, not yet kept: no file under its name.
+        assert!(names_in(&mail).iter().all(|n| !n.ends_with(".eml")), "{:?}", names_in(&mail));
+        session.settle().await.unwrap();
+        assert_eq!(names_in(&mail), vec!["r1-4-transmitted.eml".to_string(), "r2-4-transmitted.eml".to_string()], "both in place, no temporary file left");
+        assert_eq!(std::fs::read_to_string(mail.join("r2-4-transmitted.eml")).unwrap(), "second");
+        // Nothing taken since: settling again is nothing to do.
+        session.settle().await.unwrap();
+        assert_eq!(names_in(&mail).len(), 2);
     }
 }

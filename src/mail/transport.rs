@@ -52,5 +52,19 @@ pub trait Session: Send {
     /// Whether the session can be used for the next email (false after a lost connection
     /// or an answer that leaves the server's state unknown).
     fn usable(&self) -> bool;
+
+    /// Whether what [`Session::finish`] took is kept for good only once [`Session::settle`]
+    /// says so (the `.eml` folder: the files of a batch are synced together, so that a
+    /// batch costs the disk a few flushes, not two an email). The sender then counts and
+    /// notes an email accepted only after `settle`.
+    fn defers(&self) -> bool {
+        false
+    }
+
+    /// Makes every email `finish` took since the last call durable. An error: none of them
+    /// is there (each may be tried again).
+    async fn settle(&mut self) -> Result<(), Refusal> {
+        Ok(())
+    }
 }
 

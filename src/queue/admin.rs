@@ -495,6 +495,14 @@ impl JobBackend for SqliteJobs {
                 .map_err(super::store::sqlx_error)?;
         }
         tx.commit().await?;
+        // This process's idle workers of these queues fetch now, not at their next poll.
+        let mut woken: Vec<Queue> = Vec::new();
+        for t in triggers {
+            if !woken.contains(&t.queue) {
+                woken.push(t.queue);
+                super::store::wake_workers(t.queue);
+            }
+        }
         Ok(())
     }
 

@@ -103,17 +103,40 @@ pub fn worker_name(queue: Queue) -> String {
 /// for new jobs only at its heartbeat, every 30 s).
 pub type QueueBackend<Args> = PollWith<SqliteStorage<Args>, PollEvery>;
 
-/// Wake an idle worker every interval, so it fetches again.
+/// Wake an idle worker every interval, so it fetches again, and at once when this process
+/// pushed a job onto its queue ([`wake_workers`]: the relay's triggers), so that a request
+/// does not wait up to a poll interval at every stage when the pipeline is quiet.
 ///
 /// Instead of apalis' `IntervalStrategy` (`poll_with_interval`), which in apalis-core
 /// 1.0.0 arms its next timer without polling it when one fires: if the worker's fetch
 /// then finds nothing, no timer is registered and the worker sleeps until its next
 /// heartbeat (30 s). That happens whenever a fetch is in flight as the interval ends,
 /// often on a busy machine. This one polls the fresh timer at once.
-#[derive(Debug)]
 pub struct PollEvery {
     interval: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The queue's wake-up and the registered wait for it (registered between polls too,
+    /// so a push while the worker fetches is not missed).
+    wake: Option<&'static tokio::sync::Notify>,
+    woken: Option<Pin<Box<tokio::sync::futures::Notified<'static>>>>,
+}
+
+impl std::fmt::Debug for PollEvery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollEvery").field("interval", &self.interval).field("woken_by_pushes", &self.wake.is_some()).finish()
+    }
+}
+
+/// One wake-up per queue for the workers of this process.
+fn wake_up(queue: Queue) -> &'static tokio::sync::Notify {
+    static WAKE: std::sync::LazyLock<Vec<tokio::sync::Notify>> = std::sync::LazyLock::new(|| Queue::ALL.iter().map(|_| tokio::sync::Notify::new()).collect());
+    let i = Queue::ALL.iter().position(|q| *q == queue).unwrap_or(0);
+    &WAKE[i]
+}
+
+/// Wakes this process's idle workers of `queue`: jobs were just pushed onto it.
+pub fn wake_workers(queue: Queue) {
+    wake_up(queue).notify_waiters();
 }
 
 impl PollEvery {
@@ -122,18 +145,41 @@ impl PollEvery {
         PollEvery {
             interval: interval.max(Duration::from_millis(1)),
             timer: None,
+            wake: None,
+            woken: None,
         }
+    }
+
+    /// Every `interval`, and whenever this process pushes onto `queue`.
+    pub fn for_queue(interval: Duration, queue: Queue) -> Self {
+        PollEvery { wake: Some(wake_up(queue)), ..PollEvery::new(interval) }
+    }
+
+    /// A registered wait for the next wake-up.
+    fn wait(wake: &'static tokio::sync::Notify) -> Pin<Box<tokio::sync::futures::Notified<'static>>> {
+        let mut woken = Box::pin(wake.notified());
+        woken.as_mut().enable();
+        woken
     }
 }
 
 impl Clone for PollEvery {
     fn clone(&self) -> Self {
-        PollEvery::new(self.interval)
+        PollEvery { wake: self.wake, ..PollEvery::new(self.interval) }
     }
 }
 
 impl PollStrategy for PollEvery {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        if let Some(wake) = self.wake {
+            let woken = self.woken.get_or_insert_with(|| PollEvery::wait(wake));
+            if woken.as_mut().poll(cx).is_ready() {
+                // Wait for the next one from now on; the interval starts again.
+                self.woken = Some(PollEvery::wait(wake));
+                self.timer = None;
+                return Poll::Ready(Some(()));
+            }
+        }
         let mut fired = false;
         loop {
             let interval = self.interval;
@@ -210,7 +256,7 @@ impl QueueStore {
     /// `poll_interval_ms`.
     pub fn backend<Args>(&self, queue: Queue) -> QueueBackend<Args> {
         self.storage(queue)
-            .poll_with_strategy(PollEvery::new(self.configs.get(queue).poll_interval()))
+            .poll_with_strategy(PollEvery::for_queue(self.configs.get(queue).poll_interval(), queue))
     }
 
     /// The layer that keeps a failed job's backoff in the database (see
@@ -261,6 +307,7 @@ impl QueueStore {
             .await
             .map_err(sqlx_error)?;
         tx.commit().await?;
+        wake_workers(queue);
         Ok(id)
     }
 }
