@@ -80,6 +80,10 @@ pub struct PdfFile<W: Write> {
     version: Option<String>,
     /// Scratch space for one page's content, reused.
     content: Vec<u8>,
+    /// The page streams' compressor and its output, reused from page to page (a new
+    /// compressor's state is larger than a page and was most of the cost of a small one).
+    z: flate2::Compress,
+    zout: Vec<u8>,
 }
 
 /// The version in the header: what the file's own objects need is 1.3; 1.7 also covers
@@ -98,6 +102,8 @@ impl<W: Write> PdfFile<W> {
             used,
             version: None,
             content: Vec::with_capacity(64 * 1024),
+            z: flate2::Compress::new(flate2::Compression::new(CONTENT_LEVEL), true),
+            zout: Vec::with_capacity(32 * 1024),
         };
         file.out.put(format!("%PDF-{HEADER_VERSION}\n").as_bytes())?;
         // A comment of bytes above 127: the file is binary (ISO 32000-1, 7.5.2).
@@ -142,8 +148,9 @@ impl<W: Write> PdfFile<W> {
             }
             content.extend_from_slice(b"cm /Anlage Do Q\n");
         }
+        let mut z = std::mem::take(&mut self.zout);
         let written = self.serialise(ops, &mut content).and_then(|()| {
-            let z = deflate(&content, CONTENT_LEVEL)?;
+            deflate_into(&mut self.z, &content, &mut z)?;
             let (page, contents) = (self.allocate(), self.allocate());
             self.stream(contents, "/Filter/FlateDecode", &z)?;
             let resources = match form {
@@ -156,6 +163,7 @@ impl<W: Write> PdfFile<W> {
             Ok(())
         });
         self.content = content;
+        self.zout = z;
         written
     }
 
@@ -458,8 +466,7 @@ fn number(out: &mut Vec<u8>, v: f32, decimals: u32) {
     }
     let abs = fixed.unsigned_abs();
     let (int, mut frac) = (abs / scale as u64, abs % scale as u64);
-    let mut buf = itoa_buf(int);
-    out.append(&mut buf);
+    decimal(out, int);
     if frac != 0 {
         let mut digits = decimals;
         while frac % 10 == 0 {
@@ -467,15 +474,19 @@ fn number(out: &mut Vec<u8>, v: f32, decimals: u32) {
             digits -= 1;
         }
         out.push(b'.');
-        let s = itoa_buf(frac);
-        for _ in s.len() as u32..digits {
+        let mut width = 1;
+        while width < digits && frac >= 10u64.pow(width) {
+            width += 1;
+        }
+        for _ in width..digits {
             out.push(b'0');
         }
-        out.extend_from_slice(&s);
+        decimal(out, frac);
     }
 }
 
-fn itoa_buf(mut n: u64) -> Vec<u8> {
+/// `n` in decimal digits, appended (no allocation: numbers are most of a page's content).
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -486,7 +497,7 @@ fn itoa_buf(mut n: u64) -> Vec<u8> {
             break;
         }
     }
-    digits[i..].to_vec()
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn hex4(out: &mut Vec<u8>, v: u16) {
@@ -500,6 +511,22 @@ fn deflate(data: &[u8], level: u32) -> Result<Vec<u8>, PdfError> {
     let mut z = flate2::write::ZlibEncoder::new(Vec::with_capacity(data.len() / 3 + 64), flate2::Compression::new(level));
     z.write_all(data)?;
     Ok(z.finish()?)
+}
+
+/// `data` as a zlib stream into `out` (cleared first), with `z` reset and reused: the same
+/// bytes as a new compressor of its level gives.
+fn deflate_into(z: &mut flate2::Compress, data: &[u8], out: &mut Vec<u8>) -> Result<(), PdfError> {
+    z.reset();
+    out.clear();
+    out.reserve(data.len() / 2 + 64);
+    loop {
+        let consumed = usize::try_from(z.total_in()).unwrap_or(usize::MAX).min(data.len());
+        let status = z.compress_vec(&data[consumed..], out, flate2::FlushCompress::Finish).map_err(std::io::Error::other)?;
+        match status {
+            flate2::Status::StreamEnd => return Ok(()),
+            flate2::Status::Ok | flate2::Status::BufError => out.reserve(out.capacity().max(4096)),
+        }
+    }
 }
 
 /// A face's program and its zlib stream at the best level: made once per process (1.4 MB
