@@ -1141,6 +1141,17 @@ async fn a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to
     assert_eq!((batch.files_done.clone(), batch.finished), (vec![], false));
     let r = l.get(ids[0]).await.unwrap().unwrap();
     assert_eq!((r.print_batch.as_deref(), r.letter_number), (Some("B20261201"), Some(2)));
+    // A file's letters read at once: the requests of exactly those letters, with payloads.
+    let mut inputs = l.print_inputs("B20261201", &[(ids[3], 1), (ids[1], 3)]).await.unwrap();
+    inputs.sort_by_key(|(r, _)| r.id);
+    assert_eq!(inputs.iter().map(|(r, _)| r.id).collect::<Vec<_>>(), vec![ids[1], ids[3]]);
+    for (r, payload) in &inputs {
+        assert_eq!(payload, &l.payload(r.id).await.unwrap());
+    }
+    // Keyset paging of what awaits print: by id, above the one given.
+    let after: Vec<RequestId> = l.awaiting_print_after(ids[0], 10).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(after, vec![ids[1], ids[3]]);
+    assert_eq!(l.awaiting_print_after(RequestId(0), 1).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[0]]);
     // The same date again — whatever is passed — gives the same batch, and makes no other.
     let again = l.open_print_batch(date, "B20261201-other", &[ids[1]]).await.unwrap();
     assert!(!again.created);

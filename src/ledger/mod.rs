@@ -1002,6 +1002,40 @@ pub trait Ledger: Send + Sync {
     /// Requests matching the filter, newest first, without payloads.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Request>>;
 
+    /// Up to `limit` requests awaiting print with an id above `after`, by id (keyset paging:
+    /// each page costs the same however far in). The print batch reads its candidates so.
+    async fn awaiting_print_after(&self, after: RequestId, limit: u32) -> Result<Vec<Request>> {
+        // What a ledger without its own statement can do: every page of `list`.
+        let mut found = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self.list(&ListFilter::default().state(RequestState::AwaitingPrint).limit(ListFilter::MAX_LIMIT).offset(offset)).await?;
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as u64;
+            found.extend(page.into_iter().filter(|r| r.id > after));
+        }
+        found.sort_by_key(|r| r.id);
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+
+    /// The requests of `letters` (letters of the print batch `batch_id`: request, number)
+    /// with their payloads, in any order: what one print file needs, in as few statements as
+    /// the ledger can (the SQL ledgers: two for the file, not two a letter). A request not
+    /// in the ledger is left out.
+    async fn print_inputs(&self, batch_id: &str, letters: &[(RequestId, u32)]) -> Result<Vec<(Request, Vec<u8>)>> {
+        let _ = batch_id;
+        let mut found = Vec::with_capacity(letters.len());
+        for &(id, _) in letters {
+            if let Some(request) = self.get(id).await? {
+                found.push((request, self.payload(id).await?));
+            }
+        }
+        Ok(found)
+    }
+
     /// How many requests are in each state: every state of [`RequestState::ALL`], in that
     /// order, zeros included (so that gauges fall back to zero).
     async fn count_by_state(&self) -> Result<Vec<(RequestState, u64)>>;

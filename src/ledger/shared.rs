@@ -370,6 +370,59 @@ macro_rules! shared_statements {
             $crate::ledger::requests_from_rows(rows)
         }
 
+        async fn select_awaiting_print_after(pool: &Pool, after: $crate::ledger::RequestId, limit: u32) -> $crate::ledger::Result<Vec<$crate::ledger::Request>> {
+            let rows: Vec<$crate::ledger::RequestRow> =
+                sqlx::query_as(concat!("SELECT ", request_columns!(), " FROM requests WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3"))
+                    .bind($crate::ledger::RequestState::AwaitingPrint.as_str())
+                    .bind(after.0)
+                    .bind(i64::from(limit.min($crate::ledger::ListFilter::MAX_LIMIT)))
+                    .fetch_all(pool)
+                    .await?;
+            $crate::ledger::requests_from_rows(rows)
+        }
+
+        /// [`Ledger::print_inputs`]: the requests whose letters in the batch are numbered
+        /// from the lowest to the highest of `letters` (one statement), their payloads (a
+        /// second), kept for the requests of `letters`.
+        async fn select_print_inputs(
+            pool: &Pool,
+            batch_id: &str,
+            letters: &[($crate::ledger::RequestId, u32)],
+        ) -> $crate::ledger::Result<Vec<($crate::ledger::Request, Vec<u8>)>> {
+            let (Some(first), Some(last)) = (letters.iter().map(|l| l.1).min(), letters.iter().map(|l| l.1).max()) else {
+                return Ok(Vec::new());
+            };
+            let wanted: std::collections::HashSet<i64> = letters.iter().map(|l| l.0.0).collect();
+            let rows: Vec<$crate::ledger::RequestRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                request_columns!(),
+                " FROM requests WHERE id IN (SELECT request_id FROM print_letters WHERE batch_id = $1 AND letter_number BETWEEN $2 AND $3)"
+            ))
+            .bind(batch_id)
+            .bind(i64::from(first))
+            .bind(i64::from(last))
+            .fetch_all(pool)
+            .await?;
+            let payloads: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT request_id, bytes FROM request_payloads WHERE request_id IN \
+                 (SELECT request_id FROM print_letters WHERE batch_id = $1 AND letter_number BETWEEN $2 AND $3)",
+            )
+            .bind(batch_id)
+            .bind(i64::from(first))
+            .bind(i64::from(last))
+            .fetch_all(pool)
+            .await?;
+            let mut payloads: std::collections::HashMap<i64, Vec<u8>> = payloads.into_iter().filter(|(id, _)| wanted.contains(id)).collect();
+            let mut found = Vec::with_capacity(letters.len());
+            for row in rows {
+                let request = $crate::ledger::Request::try_from(row)?;
+                if let Some(bytes) = payloads.remove(&request.id.0) {
+                    found.push((request, bytes));
+                }
+            }
+            Ok(found)
+        }
+
         async fn select_counts(pool: &Pool) -> $crate::ledger::Result<Vec<($crate::ledger::RequestState, u64)>> {
             let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state").fetch_all(pool).await?;
             $crate::ledger::counts_in_order(rows)

@@ -476,6 +476,14 @@ impl Ledger for SqliteLedger {
         select_list(&self.pool, filter).await
     }
 
+    async fn awaiting_print_after(&self, after: RequestId, limit: u32) -> Result<Vec<Request>> {
+        select_awaiting_print_after(&self.pool, after, limit).await
+    }
+
+    async fn print_inputs(&self, batch_id: &str, letters: &[(RequestId, u32)]) -> Result<Vec<(Request, Vec<u8>)>> {
+        select_print_inputs(&self.pool, batch_id, letters).await
+    }
+
     async fn count_by_state(&self) -> Result<Vec<(RequestState, u64)>> {
         select_counts(&self.pool).await
     }

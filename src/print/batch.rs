@@ -25,7 +25,7 @@ use chrono::NaiveDate;
 
 use crate::config::Config;
 use crate::directory::SharedDirectory;
-use crate::ledger::{Actor, Ledger, LedgerError, ListFilter, Request, RequestId, RequestState};
+use crate::ledger::{Actor, Ledger, LedgerError, ListFilter, Request, RequestId};
 use crate::print::letter::{self, LetterError, Recipient, Sender, Templates};
 
 /// Why a batch could not be made.
@@ -139,13 +139,13 @@ impl BatchRunner {
     /// (Leitregion = its first two digits, first), then by request: each with its test flag.
     async fn candidates(&self) -> Result<Vec<Lean>, BatchError> {
         let mut waiting = Vec::new();
-        let mut offset = 0;
+        // Keyset paging (ids above the last page's): each page costs the same, where an
+        // offset makes reading 100,000 candidates quadratic.
+        let mut after = RequestId(0);
         loop {
-            let page = self.ledger.list(&ListFilter::default().state(RequestState::AwaitingPrint).limit(1000).offset(offset)).await?;
-            if page.is_empty() {
-                break;
-            }
-            offset += page.len() as u64;
+            let page = self.ledger.awaiting_print_after(after, ListFilter::MAX_LIMIT).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
             for r in page {
                 if r.print_batch.is_some() {
                     continue;
@@ -274,13 +274,16 @@ impl BatchRunner {
     /// are read now (one file's at a time in memory); composing, rendering, hashing and
     /// writing run on the blocking pool.
     async fn write_file(&self, batch_id: &str, date: NaiveDate, file: &Planned<'_>) -> Result<u64, BatchError> {
+        // The file's requests and payloads at once (two statements, not two a letter).
+        let mut found: std::collections::HashMap<RequestId, (Request, Vec<u8>)> =
+            self.ledger.print_inputs(batch_id, file.letters).await?.into_iter().map(|(r, p)| (r.id, (r, p))).collect();
         let mut letters = Vec::with_capacity(file.letters.len());
         for &(id, number) in file.letters {
-            let request = self.ledger.get(id).await?.ok_or(BatchError::Missing(id))?;
-            let payload = self.ledger.payload(id).await?;
+            let (request, payload) = found.remove(&id).ok_or(BatchError::Missing(id))?;
             let recipient = self.recipient(&request).ok_or(BatchError::Missing(id))?;
             letters.push(ToCompose { id, number, test: request.test, payload, sender: self.sender(&request.tenant), recipient });
         }
+        drop(found);
         let job = FileJob { batch_id: batch_id.to_owned(), date, dir: file.dir.clone(), name: file.name.clone(), templates: self.templates.clone(), letters };
         let dir = file.dir.clone();
         let Made { pdf_name, sha256, pages, notes } = tokio::task::spawn_blocking(move || job.make())

@@ -4,8 +4,8 @@
 //! Owns the letter's content ([`compose`]: what the request says, in the texts of
 //! `templates/letters/`) and its page geometry ([`LetterFile`], [`render_file`]): where the
 //! window, the fold and hole marks, the franking strip and the areas kept free for the
-//! inserter's marks lie, as printpdf page operations, which `print::pdf` writes into the file
-//! a page at a time. The batch around it (ledger, sorting, files, manifest) lives in
+//! inserter's marks lie, drawn into each page's content (`print::pdf::Content`), which
+//! `print::pdf` writes into the file a page at a time. The batch around it (ledger, sorting, files, manifest) lives in
 //! `print::batch`.
 //!
 //! Geometry, in millimetres from the top-left corner of the sheet (PDF's origin is bottom-left;
@@ -36,12 +36,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use printpdf::{Color, FontId, Greyscale, Line, LinePoint, Op, PdfFontHandle, Point, Pt, TextItem, TextMatrix};
+use printpdf::Pt;
 
 use super::attachment::{self, AttachedPdf, AttachmentFault, FormPage, Importer};
 use super::font::{FontError, Fonts, Piece, Style};
 use super::marks::{self, MarkError};
-use super::pdf::{PdfError, PdfFile};
+use super::pdf::{Content, PdfError, PdfFile, TextPart};
 use crate::xamtshilfe::model::{Anschrift, Ersuchen, Schuldner};
 use crate::xamtshilfe::read::{ReaderConfig, parse};
 use crate::xamtshilfe::values::Cents;
@@ -93,8 +93,8 @@ const BODY_SIZE: f32 = 10.0;
 const BODY_LEADING: f32 = 4.4;
 const SMALL_LEADING: f32 = 3.6;
 
+#[cfg(test)]
 const FONT_REGULAR: &str = super::pdf::FONT_NAMES[0];
-const FONT_BOLD: &str = super::pdf::FONT_NAMES[1];
 
 fn mm_to_pt(mm: f32) -> f32 {
     mm * 72.0 / 25.4
@@ -712,7 +712,7 @@ impl<W: std::io::Write> LetterFile<W> {
     pub fn add(&mut self, letter: &LetterInput) -> Result<RenderedLetter, LetterError> {
         let fonts = Fonts::get()?;
         check_glyphs(letter)?;
-        let pages = layout(fonts, letter)?;
+        let mut pages = layout(fonts, letter)?;
         let count = u32::try_from(pages.len()).map_err(|_| LetterError::Pdf("too many pages".into()))?;
         let first_page = u32::try_from(self.pdf.page_count()).unwrap_or(u32::MAX).saturating_add(1);
         // The printed attachments' pages, imported before the sheets that show them.
@@ -723,9 +723,9 @@ impl<W: std::io::Write> LetterFile<W> {
             }
         }
         let own = pages.len().checked_sub(forms.len()).ok_or_else(|| LetterError::Pdf("an attachment's sheet is missing".into()))?;
-        for (i, ops) in pages.iter().enumerate() {
+        for (i, page) in pages.iter_mut().enumerate() {
             let form = i.checked_sub(own).and_then(|k| forms.get(k)).copied();
-            self.pdf.page(ops, form)?;
+            self.pdf.page(page, form)?;
         }
         if self.created.is_none() {
             self.created = Some(letter.date.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp()));
@@ -775,9 +775,9 @@ fn upright(form: FormPage) -> FormPage {
     if w > h { form.turned() } else { form }
 }
 
-/// The page operations of one letter.
-fn layout(fonts: &Fonts, l: &LetterInput) -> Result<Vec<Vec<Op>>, LetterError> {
-    let mut w = Writer { fonts, pages: vec![Vec::new()], y: BODY_TOP_FIRST, running_head: format!("{} (Fortsetzung)", l.subject) };
+/// The pages of one letter, drawn.
+fn layout(fonts: &Fonts, l: &LetterInput) -> Result<Vec<Content>, LetterError> {
+    let mut w = Writer { fonts, pages: vec![Content::new()], y: BODY_TOP_FIRST, running_head: format!("{} (Fortsetzung)", l.subject) };
 
     // --- First page: window, sender block, information block.
     let ret = return_line(fonts, &l.sender)?;
@@ -919,7 +919,7 @@ fn layout(fonts: &Fonts, l: &LetterInput) -> Result<Vec<Vec<Op>>, LetterError> {
     let mut pages = w.pages;
     for a in &l.attachments {
         for page in 1..=a.pages() {
-            let mut ops = Vec::new();
+            let mut ops = Content::new();
             let label = format!("Anlage {}: {} · Seite {page} von {}", a.position, "{}", a.pages());
             let room = mm_to_pt(CODE_AREA.left - 2.0 - TEXT_LEFT) - fonts.width(Style::Regular, &label.replace("{}", ""), MIN_SIZE);
             let footer = label.replace("{}", &shortened(fonts, &a.file_name, room));
@@ -931,14 +931,14 @@ fn layout(fonts: &Fonts, l: &LetterInput) -> Result<Vec<Vec<Op>>, LetterError> {
     // --- Every sheet: marks, footer, test mark.
     let sheets = u32::try_from(pages.len()).map_err(|_| LetterError::Pdf("too many pages".into()))?;
     for (i, ops) in pages.iter_mut().enumerate() {
-        let mut extra = Vec::new();
+        let mut extra = Content::new();
         if l.test {
             test_mark(&mut extra);
         }
         fold_and_hole_marks(&mut extra);
         let sheet = u32::try_from(i + 1).map_err(|_| LetterError::Pdf("too many pages".into()))?;
         marks::draw(&mut extra, &l.batch_id, l.letter_number, sheet, sheets)?;
-        extra.append(ops);
+        extra.append(std::mem::take(ops));
         *ops = extra;
         if i < text_pages {
             let footer = format!("Seite {} von {}", i + 1, text_pages);
@@ -1010,27 +1010,19 @@ fn address_lines(fonts: &Fonts, r: &Recipient) -> Result<Vec<String>, LetterErro
 }
 
 /// Fold marks and the hole mark: short lines at the left edge.
-fn fold_and_hole_marks(ops: &mut Vec<Op>) {
-    ops.push(Op::SaveGraphicsState);
-    ops.push(Op::SetOutlineColor { col: Color::Greyscale(Greyscale { percent: 0.0, icc_profile: None }) });
-    ops.push(Op::SetOutlineThickness { pt: Pt(0.5) });
+fn fold_and_hole_marks(page: &mut Content) {
+    page.save();
+    page.stroke_grey(0.0);
+    page.line_width(0.5);
     for (y, length) in [(FOLD_MARKS[0], 5.0), (HOLE_MARK, 8.0), (FOLD_MARKS[1], 5.0)] {
-        ops.push(Op::DrawLine {
-            line: Line {
-                points: vec![
-                    LinePoint { p: Point { x: pt_x(3.0), y: pt_y(y) }, bezier: false },
-                    LinePoint { p: Point { x: pt_x(3.0 + length), y: pt_y(y) }, bezier: false },
-                ],
-                is_closed: false,
-            },
-        });
+        page.line((pt_x(3.0).0, pt_y(y).0), (pt_x(3.0 + length).0, pt_y(y).0));
     }
-    ops.push(Op::RestoreGraphicsState);
+    page.restore();
 }
 
 /// "MUSTER – nicht versenden", light grey, diagonally across the body (below the window), and
 /// upright in the letterhead.
-fn test_mark(ops: &mut Vec<Op>) {
+fn test_mark(page: &mut Content) {
     let text = "MUSTER – nicht versenden";
     let size = 36.0;
     let Ok(fonts) = Fonts::get() else { return };
@@ -1042,66 +1034,81 @@ fn test_mark(ops: &mut Vec<Op>) {
     let cy = mm_to_pt(PAGE_HEIGHT - 190.0);
     let x = cx - width / 2.0 * cos;
     let y = cy - width / 2.0 * sin;
-    ops.push(Op::SaveGraphicsState);
-    ops.push(Op::SetFillColor { col: Color::Greyscale(Greyscale { percent: 0.8, icc_profile: None }) });
-    ops.push(Op::StartTextSection);
-    ops.push(Op::SetFont { font: PdfFontHandle::External(FontId(FONT_BOLD.to_owned())), size: Pt(size) });
-    ops.push(Op::SetTextMatrix { matrix: TextMatrix::Raw([cos, sin, -sin, cos, x, y]) });
-    ops.push(Op::ShowText { items: vec![TextItem::Text(text.to_owned())] });
-    ops.push(Op::EndTextSection);
-    ops.push(Op::RestoreGraphicsState);
+    page.save();
+    page.fill_grey(0.8);
+    page.begin_text();
+    page.font(Style::Bold, size);
+    page.text_matrix([cos, sin, -sin, cos, x, y]);
+    page.show(text);
+    page.end_text();
+    page.restore();
     // And once upright in the letterhead: text extraction (poppler) drops diagonal text, and
     // the print centre's checks read the page's text.
-    text_ops(ops, TEXT_LEFT, 14.0, Style::Bold, 12.0, text);
+    text_ops(page, TEXT_LEFT, 14.0, Style::Bold, 12.0, text);
 }
 
-fn text_ops(ops: &mut Vec<Op>, x: f32, baseline: f32, style: Style, size: f32, text: &str) {
-    let font = match style {
-        Style::Regular => FONT_REGULAR,
-        Style::Bold => FONT_BOLD,
+fn text_ops(page: &mut Content, x: f32, baseline: f32, style: Style, size: f32, text: &str) {
+    page.begin_text();
+    page.font(style, size.max(MIN_SIZE));
+    page.text_cursor(pt_x(x).0, pt_y(baseline).0);
+    let fonts = match Fonts::get() {
+        Ok(f) if text.chars().any(|c| ('\u{300}'..='\u{36F}').contains(&c)) => f,
+        _ => {
+            page.show(text);
+            page.end_text();
+            return;
+        }
     };
-    ops.push(Op::StartTextSection);
-    ops.push(Op::SetFont { font: PdfFontHandle::External(FontId(font.to_owned())), size: Pt(size.max(MIN_SIZE)) });
-    ops.push(Op::SetTextCursor { pos: Point { x: pt_x(x), y: pt_y(baseline) } });
-    let fonts = Fonts::get().ok();
-    let pieces = match fonts {
-        Some(f) if text.chars().any(|c| ('\u{300}'..='\u{36F}').contains(&c)) => f.pieces(style, text),
-        _ => vec![Piece::Text(text.to_owned())],
-    };
+    let pieces = fonts.pieces(style, text);
     // Combining marks placed on their bases (Fonts::pieces): moved across with the text's own
     // spacing numbers (thousandths of an em; positive moves left), raised with the text rise.
-    let mut items = Vec::new();
-    for piece in pieces {
+    let mut marks = [0u8; 4];
+    let mut items: Vec<(Option<&str>, f32)> = Vec::new();
+    let mut mark_texts: Vec<String> = Vec::new();
+    // The marks as strings first: the parts borrow them.
+    for piece in &pieces {
+        if let Piece::Mark { mark, .. } = piece {
+            mark_texts.push(mark.encode_utf8(&mut marks).to_owned());
+        }
+    }
+    let mut next_mark = mark_texts.iter();
+    fn show(page: &mut Content, items: &mut Vec<(Option<&str>, f32)>) {
+        let parts: Vec<TextPart<'_>> = items.iter().map(|&(t, o)| t.map_or(TextPart::Offset(o), TextPart::Text)).collect();
+        page.show_parts(&parts);
+        items.clear();
+    }
+    for piece in &pieces {
         match piece {
-            Piece::Text(t) => items.push(TextItem::Text(t)),
-            Piece::Mark { mark, dx, rise } => {
-                if dx != 0.0 {
-                    items.push(TextItem::Offset(-dx * 1000.0));
+            Piece::Text(t) => items.push((Some(t.as_str()), 0.0)),
+            Piece::Mark { dx, rise, .. } => {
+                let mark = next_mark.next().map_or("", String::as_str);
+                if *dx != 0.0 {
+                    items.push((None, -dx * 1000.0));
                 }
-                if rise != 0.0 {
-                    ops.push(Op::ShowText { items: std::mem::take(&mut items) });
-                    ops.push(Op::SetLineOffset { multiplier: rise * size.max(MIN_SIZE) });
-                    ops.push(Op::ShowText { items: vec![TextItem::Text(mark.to_string())] });
-                    ops.push(Op::SetLineOffset { multiplier: 0.0 });
+                if *rise != 0.0 {
+                    show(page, &mut items);
+                    page.rise(rise * size.max(MIN_SIZE));
+                    page.show(mark);
+                    page.rise(0.0);
                 } else {
-                    items.push(TextItem::Text(mark.to_string()));
+                    items.push((Some(mark), 0.0));
                 }
-                if dx != 0.0 {
-                    items.push(TextItem::Offset(dx * 1000.0));
+                if *dx != 0.0 {
+                    items.push((None, dx * 1000.0));
                 }
             }
         }
     }
     if !items.is_empty() {
-        ops.push(Op::ShowText { items });
+        show(page, &mut items);
     }
-    ops.push(Op::EndTextSection);
+    page.end_text();
 }
 
 /// Sets the body, top to bottom, starting a new page when a line does not fit.
 struct Writer<'a> {
     fonts: &'a Fonts,
-    pages: Vec<Vec<Op>>,
+    pages: Vec<Content>,
     /// The top of the next line, mm from the top.
     y: f32,
     /// Set at the top of every page after the first.
@@ -1115,9 +1122,9 @@ const TABLE_LEADING: f32 = 3.6;
 const CELL_PAD: f32 = 1.0;
 
 impl Writer<'_> {
-    fn ops(&mut self) -> &mut Vec<Op> {
+    fn ops(&mut self) -> &mut Content {
         if self.pages.is_empty() {
-            self.pages.push(Vec::new());
+            self.pages.push(Content::new());
         }
         let last = self.pages.len() - 1;
         &mut self.pages[last]
@@ -1128,7 +1135,7 @@ impl Writer<'_> {
     }
 
     fn new_page(&mut self) {
-        self.pages.push(Vec::new());
+        self.pages.push(Content::new());
         let head = std::mem::take(&mut self.running_head);
         self.text(TEXT_LEFT, BODY_TOP_NEXT - 6.0, Style::Regular, MIN_SIZE, &head);
         self.running_head = head;
@@ -1198,19 +1205,11 @@ impl Writer<'_> {
     }
 
     fn rule(&mut self, y: f32, thickness: f32) {
-        let ops = self.ops();
-        ops.push(Op::SaveGraphicsState);
-        ops.push(Op::SetOutlineThickness { pt: Pt(thickness) });
-        ops.push(Op::DrawLine {
-            line: Line {
-                points: vec![
-                    LinePoint { p: Point { x: pt_x(TEXT_LEFT), y: pt_y(y) }, bezier: false },
-                    LinePoint { p: Point { x: pt_x(TEXT_RIGHT), y: pt_y(y) }, bezier: false },
-                ],
-                is_closed: false,
-            },
-        });
-        ops.push(Op::RestoreGraphicsState);
+        let page = self.ops();
+        page.save();
+        page.line_width(thickness);
+        page.line((pt_x(TEXT_LEFT).0, pt_y(y).0), (pt_x(TEXT_RIGHT).0, pt_y(y).0));
+        page.restore();
     }
 
     /// One table row: each cell's lines (already split at hard breaks), wrapped in its column.
@@ -1301,13 +1300,13 @@ mod tests {
     #[test]
     fn a_file_is_written_page_by_page_and_reads_back() {
         use sha2::Digest as _;
-        let mut ops = Vec::new();
+        let mut ops = Content::new();
         text_ops(&mut ops, TEXT_LEFT, 100.0, Style::Regular, BODY_SIZE, "Łódź, Straße");
         text_ops(&mut ops, TEXT_LEFT, 110.0, Style::Bold, BODY_SIZE, "C\u{328}\u{306}ernik");
         marks::draw(&mut ops, "B20261201", 1, 1, 2).expect("marks");
         let mut pdf = PdfFile::new(Vec::new()).expect("a file");
-        pdf.page(&ops, None).expect("page 1");
-        pdf.page(&ops, None).expect("page 2");
+        pdf.page(&mut ops, None).expect("page 1");
+        pdf.page(&mut ops, None).expect("page 2");
         let (bytes, sha) = pdf.finish(1_796_083_200, "t").expect("finished");
         assert_eq!(sha, <[u8; 32]>::from(sha2::Sha256::digest(&bytes)), "the hash is of the whole file");
         assert!(bytes.len() < 1_400_000, "the fonts are compressed: {} bytes", bytes.len());
@@ -1331,8 +1330,8 @@ mod tests {
         assert_eq!(listed, regular);
         // Written twice, the same bytes.
         let mut again = PdfFile::new(Vec::new()).expect("a file");
-        again.page(&ops, None).expect("page 1");
-        again.page(&ops, None).expect("page 2");
+        again.page(&mut ops, None).expect("page 1");
+        again.page(&mut ops, None).expect("page 2");
         assert!(again.finish(1_796_083_200, "t").expect("finished").0 == bytes);
     }
 

@@ -1,7 +1,7 @@
 //! The inserter's marks on every sheet of a letter: the OMR code in the left strip
 //! ([`letter::OMR_STRIP`]) and the DataMatrix in the bottom-right corner ([`letter::CODE_AREA`]).
-//! Owns what the marks say ([`omr`], [`code_text`]) as pure functions, and drawing them as
-//! vector page operations ([`draw`]).
+//! Owns what the marks say ([`omr`], [`code_text`]) as pure functions, and drawing them into
+//! a page's content ([`draw`]).
 //!
 //! Letters are printed simplex: a sheet is a page, and "sheet n of m" counts the pages of one
 //! letter. The inserter reads the OMR code to collate (it closes the envelope after the sheet
@@ -32,9 +32,8 @@
 //! Nothing here carries debtor data: the marks hold only numbers and the batch id.
 
 use datamatrix::{DataMatrix, SymbolList};
-use printpdf::{Color, Greyscale, Op, PaintMode, Pt, Rect, WindingOrder};
-
 use super::letter::{CODE_AREA, OMR_STRIP, pt_x, pt_y};
+use super::pdf::Content;
 
 /// One sixth of an inch, the usual OMR track pitch.
 pub const OMR_PITCH: f32 = 25.4 / 6.0;
@@ -138,26 +137,13 @@ fn symbol(text: &str) -> Result<(usize, Vec<Runs>), MarkError> {
     Ok((width, rows))
 }
 
-fn black() -> Color {
-    Color::Greyscale(Greyscale { percent: 0.0, icc_profile: None })
-}
-
 /// A filled rectangle, in mm from the top-left corner.
-fn filled(ops: &mut Vec<Op>, left: f32, top: f32, width: f32, height: f32) {
-    ops.push(Op::DrawRectangle {
-        rectangle: Rect {
-            x: pt_x(left),
-            y: pt_y(top + height),
-            width: Pt(width * 72.0 / 25.4),
-            height: Pt(height * 72.0 / 25.4),
-            mode: Some(PaintMode::Fill),
-            winding_order: Some(WindingOrder::NonZero),
-        },
-    });
+fn filled(page: &mut Content, left: f32, top: f32, width: f32, height: f32) {
+    page.fill_rect(pt_x(left).0, pt_y(top + height).0, width * 72.0 / 25.4, height * 72.0 / 25.4);
 }
 
 /// The OMR bars and the DataMatrix of sheet `sheet` of `sheets` of letter `letter_number`.
-pub fn draw(ops: &mut Vec<Op>, batch_id: &str, letter_number: u32, sheet: u32, sheets: u32) -> Result<(), MarkError> {
+pub fn draw(page: &mut Content, batch_id: &str, letter_number: u32, sheet: u32, sheets: u32) -> Result<(), MarkError> {
     let bars = omr(sheet, sheets)?;
     let text = code_text(batch_id, letter_number, sheet, sheets)?;
     let (width, rows) = symbol(&text)?;
@@ -166,17 +152,17 @@ pub fn draw(ops: &mut Vec<Op>, batch_id: &str, letter_number: u32, sheet: u32, s
     if left - QUIET_ZONE * MODULE < CODE_AREA.left || top - QUIET_ZONE * MODULE < CODE_AREA.top {
         return Err(MarkError::TooLarge);
     }
-    ops.push(Op::SaveGraphicsState);
-    ops.push(Op::SetFillColor { col: black() });
+    page.save();
+    page.fill_grey(0.0);
     for ((_, y), _) in OMR_TRACKS.iter().zip(bars).filter(|(_, bar)| *bar) {
-        filled(ops, OMR_LEFT, y - OMR_THICKNESS / 2.0, OMR_RIGHT - OMR_LEFT, OMR_THICKNESS);
+        filled(page, OMR_LEFT, y - OMR_THICKNESS / 2.0, OMR_RIGHT - OMR_LEFT, OMR_THICKNESS);
     }
     for (y, runs) in rows.iter().enumerate() {
         for &(x, len) in runs {
-            filled(ops, left + x as f32 * MODULE, top + y as f32 * MODULE, len as f32 * MODULE, MODULE);
+            filled(page, left + x as f32 * MODULE, top + y as f32 * MODULE, len as f32 * MODULE, MODULE);
         }
     }
-    ops.push(Op::RestoreGraphicsState);
+    page.restore();
     Ok(())
 }
 
@@ -229,7 +215,7 @@ mod tests {
 
     #[test]
     fn the_symbol_fits_the_code_area_for_large_numbers() {
-        let mut ops = Vec::new();
+        let mut ops = Content::new();
         draw(&mut ops, "B20261201", u32::MAX, 999, 999).expect("fits");
         let (width, rows) = symbol("B20261201;L4294967295;S999/999").expect("a symbol");
         assert_eq!(rows.len(), width, "square");

@@ -5,9 +5,12 @@
 //! Owns the file's structure: the header, the objects and their cross-reference offsets, the
 //! page tree, the two embedded faces (written once per file, at its end, with the widths and
 //! the ToUnicode map of the glyphs the file used: printpdf's own `generate_cmap_string`), the
-//! document information and the trailer. A page's content comes from printpdf's page
-//! operations (`printpdf::Op`, as `print::letter` and `print::marks` make them), serialised
-//! here as printpdf would: text as the glyph ids of the face's cmap in an Identity-H font.
+//! document information and the trailer. A page's content is written as it is drawn
+//! ([`Content`]: text runs, lines, rectangles and grey levels, as `print::letter` and
+//! `print::marks` draw them), straight into the content stream's bytes: text as the glyph
+//! ids of the face's cmap in an Identity-H font, as printpdf writes it. (printpdf's page
+//! operations were built and then serialised here before; building them cost more than
+//! writing the bytes.)
 //! An attachment's objects (`print::attachment::Importer`, imported into a scratch lopdf
 //! document) are written with their numbers moved behind the file's.
 //!
@@ -16,7 +19,7 @@
 
 use std::io::Write;
 
-use printpdf::{Color, FontId, Op, PaintMode, PdfFontHandle, TextItem};
+use printpdf::FontId;
 use sha2::Digest as _;
 
 use super::font::{Fonts, PROGRAMS, Style};
@@ -80,6 +83,10 @@ pub struct PdfFile<W: Write> {
     version: Option<String>,
     /// Scratch space for one page's content, reused.
     content: Vec<u8>,
+    /// The page streams' compressor and its output, reused from page to page (a new
+    /// compressor's state is larger than a page and was most of the cost of a small one).
+    z: flate2::Compress,
+    zout: Vec<u8>,
 }
 
 /// The version in the header: what the file's own objects need is 1.3; 1.7 also covers
@@ -98,6 +105,8 @@ impl<W: Write> PdfFile<W> {
             used,
             version: None,
             content: Vec::with_capacity(64 * 1024),
+            z: flate2::Compress::new(flate2::Compression::new(CONTENT_LEVEL), true),
+            zout: Vec::with_capacity(32 * 1024),
         };
         file.out.put(format!("%PDF-{HEADER_VERSION}\n").as_bytes())?;
         // A comment of bytes above 127: the file is binary (ISO 32000-1, 7.5.2).
@@ -129,34 +138,55 @@ impl<W: Write> PdfFile<W> {
         Ok(())
     }
 
-    /// Adds an A4 page drawn by `ops`; with `form`, an attachment's page (a Form XObject
+    /// Adds an A4 page drawn by `page`; with `form`, an attachment's page (a Form XObject
     /// written by [`PdfFile::attachment`]) is drawn first with the matrix given.
-    pub fn page(&mut self, ops: &[Op], form: Option<(u32, [f32; 6])>) -> Result<(), PdfError> {
-        let mut content = std::mem::take(&mut self.content);
-        content.clear();
-        if let Some((_, m)) = form {
-            content.extend_from_slice(b"q ");
-            for v in m {
-                number(&mut content, v, 5);
-                content.push(b' ');
-            }
-            content.extend_from_slice(b"cm /Anlage Do Q\n");
+    pub fn page(&mut self, page: &mut Content, form: Option<(u32, [f32; 6])>) -> Result<(), PdfError> {
+        page.flush();
+        if let Some(e) = page.error.take() {
+            return Err(e);
         }
-        let written = self.serialise(ops, &mut content).and_then(|()| {
-            let z = deflate(&content, CONTENT_LEVEL)?;
-            let (page, contents) = (self.allocate(), self.allocate());
-            self.stream(contents, "/Filter/FlateDecode", &z)?;
-            let resources = match form {
-                Some((id, _)) => format!("<</Font<</F1 {} 0 R/F2 {} 0 R>>/XObject<</Anlage {id} 0 R>>>>", FACE_OBJECTS[0], FACE_OBJECTS[1]),
-                None => format!("{RESOURCES} 0 R"),
-            };
-            let body = format!("<</Type/Page/Parent {PAGES} 0 R/MediaBox[0 0 {A4_WIDTH} {A4_HEIGHT}]/Resources {resources}/Contents {contents} 0 R>>");
-            self.object(page, body.as_bytes())?;
-            self.pages.push(page);
-            Ok(())
-        });
-        self.content = content;
+        for &(face, gid, c) in &page.glyphs {
+            if let Some(first) = self.used[usize::from(face)].first.get_mut(usize::from(gid))
+                && *first == 0
+            {
+                *first = u32::from(c);
+            }
+        }
+        let mut z = std::mem::take(&mut self.zout);
+        let written = match form {
+            Some((_, m)) => {
+                let mut content = std::mem::take(&mut self.content);
+                content.clear();
+                content.extend_from_slice(b"q ");
+                for v in m {
+                    number(&mut content, v, 5);
+                    content.push(b' ');
+                }
+                content.extend_from_slice(b"cm /Anlage Do Q\n");
+                content.extend_from_slice(&page.bytes);
+                let done = deflate_into(&mut self.z, &content, &mut z);
+                self.content = content;
+                done
+            }
+            None => deflate_into(&mut self.z, &page.bytes, &mut z),
+        }
+        .and_then(|()| self.page_objects(&z, form));
+        self.zout = z;
         written
+    }
+
+    /// A page's content stream (`z`, compressed) and its page object.
+    fn page_objects(&mut self, z: &[u8], form: Option<(u32, [f32; 6])>) -> Result<(), PdfError> {
+        let (page, contents) = (self.allocate(), self.allocate());
+        self.stream(contents, "/Filter/FlateDecode", z)?;
+        let resources = match form {
+            Some((id, _)) => format!("<</Font<</F1 {} 0 R/F2 {} 0 R>>/XObject<</Anlage {id} 0 R>>>>", FACE_OBJECTS[0], FACE_OBJECTS[1]),
+            None => format!("{RESOURCES} 0 R"),
+        };
+        let body = format!("<</Type/Page/Parent {PAGES} 0 R/MediaBox[0 0 {A4_WIDTH} {A4_HEIGHT}]/Resources {resources}/Contents {contents} 0 R>>");
+        self.object(page, body.as_bytes())?;
+        self.pages.push(page);
+        Ok(())
     }
 
     /// Writes the objects of `scratch` (a document an attachment's pages were imported into,
@@ -301,152 +331,221 @@ impl<W: Write> PdfFile<W> {
         self.stream(program, &format!("/Length1 {}/Filter/FlateDecode", raw.len()), z)?;
         Ok(())
     }
+}
 
-    /// printpdf's page operations as content stream bytes.
-    fn serialise(&mut self, ops: &[Op], out: &mut Vec<u8>) -> Result<(), PdfError> {
-        let fonts = Fonts::get().map_err(|_| PdfError::Unsupported("a font that cannot be parsed"))?;
-        let mut face: Option<usize> = None;
-        // Filled rectangles in a row are one path, filled once (they do not overlap).
-        let mut fill_pending = false;
-        for op in ops {
-            let filled_rect = matches!(op, Op::DrawRectangle { rectangle } if rectangle.mode == Some(PaintMode::Fill));
-            if fill_pending && !filled_rect {
-                out.extend_from_slice(b"f\n");
-                fill_pending = false;
-            }
-            match op {
-                Op::SaveGraphicsState => out.extend_from_slice(b"q\n"),
-                Op::RestoreGraphicsState => out.extend_from_slice(b"Q\n"),
-                Op::StartTextSection => out.extend_from_slice(b"BT\n"),
-                Op::EndTextSection => out.extend_from_slice(b"ET\n"),
-                Op::SetFont { font, size } => {
-                    let name = match font {
-                        PdfFontHandle::External(FontId(name)) => name.as_str(),
-                        PdfFontHandle::Builtin(_) => return Err(PdfError::Unsupported("a built-in font")),
-                    };
-                    let i = FONT_NAMES.iter().position(|n| *n == name).ok_or_else(|| PdfError::UnknownFont(name.chars().take(20).collect()))?;
-                    face = Some(i);
-                    out.push(b'/');
-                    out.extend_from_slice(name.as_bytes());
-                    out.push(b' ');
-                    number(out, size.0, 3);
-                    out.extend_from_slice(b" Tf\n");
-                }
-                Op::SetTextCursor { pos } => {
-                    number(out, pos.x.0, 3);
-                    out.push(b' ');
-                    number(out, pos.y.0, 3);
-                    out.extend_from_slice(b" Td\n");
-                }
-                Op::SetTextMatrix { matrix } => {
-                    for v in matrix.as_array() {
-                        number(out, v, 5);
-                        out.push(b' ');
+/// A piece of a text run shown with [`Content::show_parts`].
+#[derive(Debug, Clone, Copy)]
+pub enum TextPart<'a> {
+    /// Set in the current face.
+    Text(&'a str),
+    /// Moved back by thousandths of an em (the `TJ` array's numbers; negative moves on).
+    Offset(f32),
+}
+
+/// One page's content stream, written as it is drawn: the bytes of its operators, and the
+/// glyphs its text used (for the file's widths and ToUnicode map). Coordinates in points
+/// from the bottom-left corner. Filled rectangles in a row are one path, filled once (they
+/// do not overlap). The same calls give the same bytes.
+pub struct Content {
+    bytes: Vec<u8>,
+    /// (face, glyph id, character) of every glyph set, in order.
+    glyphs: Vec<(u8, u16, char)>,
+    fill_pending: bool,
+    /// The face of the last [`Content::font`].
+    face: Option<Style>,
+    fonts: Option<&'static Fonts>,
+    /// The first thing that could not be drawn; [`PdfFile::page`] returns it.
+    error: Option<PdfError>,
+}
+
+impl Default for Content {
+    fn default() -> Content {
+        Content::new()
+    }
+}
+
+impl Content {
+    pub fn new() -> Content {
+        Content { bytes: Vec::with_capacity(16 * 1024), glyphs: Vec::new(), fill_pending: false, face: None, fonts: Fonts::get().ok(), error: None }
+    }
+
+    /// Ends a path of filled rectangles before anything else is drawn.
+    fn flush(&mut self) {
+        if self.fill_pending {
+            self.bytes.extend_from_slice(b"f\n");
+            self.fill_pending = false;
+        }
+    }
+
+    fn op(&mut self, op: &[u8]) {
+        self.flush();
+        self.bytes.extend_from_slice(op);
+    }
+
+    /// `q`: saves the graphics state.
+    pub fn save(&mut self) {
+        self.op(b"q\n");
+    }
+
+    /// `Q`: restores it.
+    pub fn restore(&mut self) {
+        self.op(b"Q\n");
+    }
+
+    pub fn begin_text(&mut self) {
+        self.op(b"BT\n");
+    }
+
+    pub fn end_text(&mut self) {
+        self.op(b"ET\n");
+    }
+
+    /// Selects a face (`F1` regular, `F2` bold) at `size` points.
+    pub fn font(&mut self, style: Style, size: f32) {
+        self.flush();
+        self.face = Some(style);
+        self.bytes.push(b'/');
+        self.bytes.extend_from_slice(FONT_NAMES[face_index(style)].as_bytes());
+        self.bytes.push(b' ');
+        number(&mut self.bytes, size, 3);
+        self.bytes.extend_from_slice(b" Tf\n");
+    }
+
+    /// `Td`: the start of the next line of text.
+    pub fn text_cursor(&mut self, x: f32, y: f32) {
+        self.flush();
+        number(&mut self.bytes, x, 3);
+        self.bytes.push(b' ');
+        number(&mut self.bytes, y, 3);
+        self.bytes.extend_from_slice(b" Td\n");
+    }
+
+    /// `Tm`: the text matrix.
+    pub fn text_matrix(&mut self, m: [f32; 6]) {
+        self.flush();
+        for v in m {
+            number(&mut self.bytes, v, 5);
+            self.bytes.push(b' ');
+        }
+        self.bytes.extend_from_slice(b"Tm\n");
+    }
+
+    /// `Ts`: the text rise in points.
+    pub fn rise(&mut self, rise: f32) {
+        self.flush();
+        number(&mut self.bytes, rise, 3);
+        self.bytes.extend_from_slice(b" Ts\n");
+    }
+
+    /// `Tj`: `text` in the current face.
+    pub fn show(&mut self, text: &str) {
+        self.show_parts(&[TextPart::Text(text)]);
+    }
+
+    /// `Tj` for a single text, else `TJ` with the offsets between the texts.
+    pub fn show_parts(&mut self, parts: &[TextPart<'_>]) {
+        self.flush();
+        let (Some(style), Some(fonts)) = (self.face, self.fonts) else {
+            self.error.get_or_insert(if self.fonts.is_none() { PdfError::Unsupported("a font that cannot be parsed") } else { PdfError::NoFont });
+            return;
+        };
+        let single = matches!(parts, [TextPart::Text(_)]);
+        if !single {
+            self.bytes.push(b'[');
+        }
+        let face = face_index(style) as u8;
+        for part in parts {
+            match *part {
+                TextPart::Text(text) => {
+                    self.bytes.push(b'<');
+                    for c in text.chars() {
+                        let gid = fonts.glyph(style, c);
+                        self.glyphs.push((face, gid, c));
+                        hex4(&mut self.bytes, gid);
                     }
-                    out.extend_from_slice(b"Tm\n");
+                    self.bytes.push(b'>');
                 }
-                Op::SetLineOffset { multiplier } => {
-                    number(out, *multiplier, 3);
-                    out.extend_from_slice(b" Ts\n");
+                TextPart::Offset(o) => {
+                    self.bytes.push(b' ');
+                    number(&mut self.bytes, o, 3);
+                    self.bytes.push(b' ');
                 }
-                Op::ShowText { items } => {
-                    let i = face.ok_or(PdfError::NoFont)?;
-                    let style = [Style::Regular, Style::Bold][i];
-                    let single = matches!(items.as_slice(), [TextItem::Text(_)]);
-                    if !single {
-                        out.push(b'[');
-                    }
-                    for item in items {
-                        match item {
-                            TextItem::Text(text) => {
-                                out.push(b'<');
-                                for c in text.chars() {
-                                    let gid = fonts.glyph(style, c);
-                                    if let Some(first) = self.used[i].first.get_mut(usize::from(gid))
-                                        && *first == 0
-                                    {
-                                        *first = u32::from(c);
-                                    }
-                                    hex4(out, gid);
-                                }
-                                out.push(b'>');
-                            }
-                            TextItem::Offset(o) => {
-                                out.push(b' ');
-                                number(out, *o, 3);
-                                out.push(b' ');
-                            }
-                            TextItem::GlyphIds(_) => return Err(PdfError::Unsupported("glyph ids")),
-                        }
-                    }
-                    out.extend_from_slice(if single { b" Tj\n" } else { b"] TJ\n" });
-                }
-                Op::SetFillColor { col } => color(out, col, false)?,
-                Op::SetOutlineColor { col } => color(out, col, true)?,
-                Op::SetOutlineThickness { pt } => {
-                    number(out, pt.0, 3);
-                    out.extend_from_slice(b" w\n");
-                }
-                Op::DrawLine { line } => {
-                    if line.points.iter().any(|p| p.bezier) {
-                        return Err(PdfError::Unsupported("a curve"));
-                    }
-                    for (k, p) in line.points.iter().enumerate() {
-                        number(out, p.p.x.0, 3);
-                        out.push(b' ');
-                        number(out, p.p.y.0, 3);
-                        out.extend_from_slice(if k == 0 { b" m\n" } else { b" l\n" });
-                    }
-                    if !line.points.is_empty() {
-                        out.extend_from_slice(if line.is_closed { b"h S\n" } else { b"S\n" });
-                    }
-                }
-                Op::DrawRectangle { rectangle: r } => {
-                    for v in [r.x.0, r.y.0, r.width.0, r.height.0] {
-                        number(out, v, 3);
-                        out.push(b' ');
-                    }
-                    match r.mode {
-                        Some(PaintMode::Fill) => {
-                            out.extend_from_slice(b"re\n");
-                            fill_pending = true;
-                        }
-                        Some(PaintMode::Stroke) => out.extend_from_slice(b"re S\n"),
-                        _ => return Err(PdfError::Unsupported("a rectangle neither filled nor stroked")),
-                    }
-                }
-                _ => return Err(PdfError::Unsupported("an operation other than text, lines, rectangles and colours")),
             }
         }
-        if fill_pending {
-            out.extend_from_slice(b"f\n");
+        self.bytes.extend_from_slice(if single { b" Tj\n" } else { b"] TJ\n" });
+    }
+
+    /// `g`: the grey level of fills (0 black, 1 white).
+    pub fn fill_grey(&mut self, level: f32) {
+        self.flush();
+        number(&mut self.bytes, level, 3);
+        self.bytes.extend_from_slice(b" g\n");
+    }
+
+    /// `G`: the grey level of strokes.
+    pub fn stroke_grey(&mut self, level: f32) {
+        self.flush();
+        number(&mut self.bytes, level, 3);
+        self.bytes.extend_from_slice(b" G\n");
+    }
+
+    /// `w`: the line width in points.
+    pub fn line_width(&mut self, width: f32) {
+        self.flush();
+        number(&mut self.bytes, width, 3);
+        self.bytes.extend_from_slice(b" w\n");
+    }
+
+    /// A straight line from `from` to `to`, stroked.
+    pub fn line(&mut self, from: (f32, f32), to: (f32, f32)) {
+        self.flush();
+        for (k, (x, y)) in [from, to].into_iter().enumerate() {
+            number(&mut self.bytes, x, 3);
+            self.bytes.push(b' ');
+            number(&mut self.bytes, y, 3);
+            self.bytes.extend_from_slice(if k == 0 { b" m\n" } else { b" l\n" });
         }
-        Ok(())
+        self.bytes.extend_from_slice(b"S\n");
+    }
+
+    /// A filled rectangle: lower-left corner, width and height.
+    pub fn fill_rect(&mut self, x: f32, y: f32, width: f32, height: f32) {
+        for v in [x, y, width, height] {
+            number(&mut self.bytes, v, 3);
+            self.bytes.push(b' ');
+        }
+        self.bytes.extend_from_slice(b"re\n");
+        self.fill_pending = true;
+    }
+
+    /// `other` drawn after what is drawn here.
+    pub fn append(&mut self, mut other: Content) {
+        self.flush();
+        self.bytes.append(&mut other.bytes);
+        self.glyphs.append(&mut other.glyphs);
+        self.fill_pending = other.fill_pending;
+        self.face = other.face.or(self.face);
+        if self.error.is_none() {
+            self.error = other.error;
+        }
+    }
+
+    /// The content stream so far (filled rectangles still open left open).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+fn face_index(style: Style) -> usize {
+    match style {
+        Style::Regular => 0,
+        Style::Bold => 1,
     }
 }
 
 /// A4 in points, as printpdf computes it from 210 × 297 mm.
 const A4_WIDTH: &str = "595.2756";
 const A4_HEIGHT: &str = "841.8898";
-
-fn color(out: &mut Vec<u8>, col: &Color, stroke: bool) -> Result<(), PdfError> {
-    let op: &[u8] = match (col, stroke) {
-        (Color::Greyscale(_), false) => b"g",
-        (Color::Greyscale(_), true) => b"G",
-        (Color::Rgb(_), false) => b"rg",
-        (Color::Rgb(_), true) => b"RG",
-        (Color::Cmyk(_), false) => b"k",
-        (Color::Cmyk(_), true) => b"K",
-        _ => return Err(PdfError::Unsupported("a spot colour")),
-    };
-    for v in col.clone().into_vec() {
-        number(out, v, 3);
-        out.push(b' ');
-    }
-    out.extend_from_slice(op);
-    out.push(b'\n');
-    Ok(())
-}
 
 /// `v` with at most `decimals` decimals, trailing zeros dropped (`12.5`, `-3`, `0.001`).
 fn number(out: &mut Vec<u8>, v: f32, decimals: u32) {
@@ -458,8 +557,7 @@ fn number(out: &mut Vec<u8>, v: f32, decimals: u32) {
     }
     let abs = fixed.unsigned_abs();
     let (int, mut frac) = (abs / scale as u64, abs % scale as u64);
-    let mut buf = itoa_buf(int);
-    out.append(&mut buf);
+    decimal(out, int);
     if frac != 0 {
         let mut digits = decimals;
         while frac % 10 == 0 {
@@ -467,15 +565,19 @@ fn number(out: &mut Vec<u8>, v: f32, decimals: u32) {
             digits -= 1;
         }
         out.push(b'.');
-        let s = itoa_buf(frac);
-        for _ in s.len() as u32..digits {
+        let mut width = 1;
+        while width < digits && frac >= 10u64.pow(width) {
+            width += 1;
+        }
+        for _ in width..digits {
             out.push(b'0');
         }
-        out.extend_from_slice(&s);
+        decimal(out, frac);
     }
 }
 
-fn itoa_buf(mut n: u64) -> Vec<u8> {
+/// `n` in decimal digits, appended (no allocation: numbers are most of a page's content).
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -486,7 +588,7 @@ fn itoa_buf(mut n: u64) -> Vec<u8> {
             break;
         }
     }
-    digits[i..].to_vec()
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn hex4(out: &mut Vec<u8>, v: u16) {
@@ -500,6 +602,22 @@ fn deflate(data: &[u8], level: u32) -> Result<Vec<u8>, PdfError> {
     let mut z = flate2::write::ZlibEncoder::new(Vec::with_capacity(data.len() / 3 + 64), flate2::Compression::new(level));
     z.write_all(data)?;
     Ok(z.finish()?)
+}
+
+/// `data` as a zlib stream into `out` (cleared first), with `z` reset and reused: the same
+/// bytes as a new compressor of its level gives.
+fn deflate_into(z: &mut flate2::Compress, data: &[u8], out: &mut Vec<u8>) -> Result<(), PdfError> {
+    z.reset();
+    out.clear();
+    out.reserve(data.len() / 2 + 64);
+    loop {
+        let consumed = usize::try_from(z.total_in()).unwrap_or(usize::MAX).min(data.len());
+        let status = z.compress_vec(&data[consumed..], out, flate2::FlushCompress::Finish).map_err(std::io::Error::other)?;
+        match status {
+            flate2::Status::StreamEnd => return Ok(()),
+            flate2::Status::Ok | flate2::Status::BufError => out.reserve(out.capacity().max(4096)),
+        }
+    }
 }
 
 /// A face's program and its zlib stream at the best level: made once per process (1.4 MB
