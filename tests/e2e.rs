@@ -148,7 +148,7 @@ async fn the_quick_start_from_an_empty_directory_with_the_release_binary() {
     let taken = |dir: &Path| names(dir).into_iter().map(|n| n.split_once("--").map_or(n.clone(), |(_, name)| name.to_string())).collect::<Vec<_>>();
     assert_eq!(taken(&inbox.join("done")), ["ersuchen.xml"]);
     let shown = run(cwd, env, &["request", "show", "1"]);
-    for what in ["delivered", "Steueramt Köln", "transmitted", "VH-2026-000123"] {
+    for what in ["delivered", "Steueramt Köln", "transmitted", "r1-4-transmitted"] {
         assert!(shown.contains(what), "request show 1 names {what:?}: {shown}");
     }
 
@@ -166,7 +166,7 @@ async fn the_quick_start_from_an_empty_directory_with_the_release_binary() {
     assert_eq!(states(&ledger.journal(r2.id).await.unwrap()), ["validated", "routed", "awaiting_print", "printed"]);
     let handoff = data.join("print/handoff");
     let pdf = format!("{LATE_EVENING_BATCH}-001.pdf");
-    assert_eq!(names(&handoff), [pdf.clone(), format!("{LATE_EVENING_BATCH}-001.manifest.csv"), format!("{LATE_EVENING_BATCH}-001.manifest.json")]);
+    assert_eq!(names(&handoff), [format!("{LATE_EVENING_BATCH}-001.manifest.csv"), format!("{LATE_EVENING_BATCH}-001.manifest.json"), pdf.clone()]);
     let text = Command::new("pdftotext").args(["-layout"]).arg(handoff.join(&pdf)).arg("-").output().expect("pdftotext (poppler-utils; scripts/test installs it)");
     let text = String::from_utf8_lossy(&text.stdout);
     for what in ["VH-2026-000124", "Stadtkasse Düsseldorf (Beispiel)", "Beispiel", "Gewerbesteuer", "40213 Düsseldorf"] {
@@ -187,7 +187,7 @@ async fn the_quick_start_from_an_empty_directory_with_the_release_binary() {
     assert!(reason.contains("vbh:053150000000") && reason.contains("vbh:057660440000"), "both kennungen named: {reason}");
     let shown = run(cwd, env, &["request", "show", "3"]);
     assert!(shown.contains("rejected") && shown.contains("a tenant sends only in its own name"), "{shown}");
-    assert_eq!(taken(&inbox.join("done")), ["ersuchen-post.xml", "ersuchen.xml"]);
+    assert_eq!(taken(&inbox.join("done")), ["ersuchen.xml", "ersuchen-post.xml"], "in the order taken in (the claim's ULID)");
 
     // 4. Received: a message for demo in its XTA box at the built-in simulator.
     let put = run(cwd, env, &["xta-sim", "put", &format!("{EXAMPLES}/rueckmeldung.xml")]);
