@@ -149,13 +149,28 @@ impl Router {
             route(&self.checker, &payload)
         };
         match routed {
-            Some(routed) => self.ledger.route(id, from, &routed, actor, Some(&detail)).await?,
+            Some(routed) => {
+                self.ledger.route(id, from, &routed, actor, Some(&detail)).await?;
+                if routed.channel == Channel::Post {
+                    return self.by_post(id, actor).await;
+                }
+            }
             None if from == to => return Ok(from),
             None => self.ledger.transition(id, from, to, actor, Some(&detail)).await?,
         }
         Ok(to)
     }
+
+    /// A request routed to an authority that takes no XTA goes on to `awaiting_print`: the
+    /// next print batch takes it.
+    pub async fn by_post(&self, id: RequestId, actor: &Actor) -> Result<RequestState, LedgerError> {
+        self.ledger.transition(id, RequestState::Routed, RequestState::AwaitingPrint, actor, Some(BY_POST)).await?;
+        Ok(RequestState::AwaitingPrint)
+    }
 }
+
+/// The journal's word for a request that goes by post because its authority takes no XTA.
+pub const BY_POST: &str = "its authority takes no XTA: by post, in the next print batch";
 
 /// The `route` queue's worker: routes the request a job names, if it still waits in
 /// `validated`.
@@ -173,10 +188,21 @@ impl StageHandler for RouteStage {
         // No look-up first: the compare-and-set decides. A request that moved on (a job
         // delivered twice) loses it and nothing changes.
         let id = RequestId(job.request);
-        match self.router.route(id, RequestState::Validated, &Actor::system("route")).await {
-            Ok(RequestState::Routed) => {
+        let actor = Actor::system("route");
+        match self.router.route(id, RequestState::Validated, &actor).await {
+            Ok(RequestState::Routed | RequestState::AwaitingPrint) => {
                 tracing::debug!(request = %id, "request routed");
                 Ok(())
+            }
+            // Routed to post before, and the step on to print was cut off (a crash between
+            // the two commits): this job, run again, takes it.
+            Err(LedgerError::Conflict { current: RequestState::Routed, .. })
+                if matches!(self.router.ledger.get(id).await, Ok(Some(r)) if r.routed.as_ref().is_some_and(|to| to.channel == Channel::Post)) =>
+            {
+                match self.router.by_post(id, &actor).await {
+                    Ok(_) | Err(LedgerError::Conflict { .. }) => Ok(()),
+                    Err(e) => Err(StageError::Retry(e.to_string())),
+                }
             }
             Ok(state) => {
                 tracing::info!(request = %id, %state, "request not routed; see `amtsbote request show {id}`");

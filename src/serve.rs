@@ -108,24 +108,31 @@ pub struct Started {
 pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Result<Started> {
     let config = &app.config;
     // The XTA server: the configured one, or the simulator on loopback.
-    let (xta_url, xta_sim) = match &config.xta.url {
-        Some(url) => (url.clone(), None),
+    let (xta_url, xta_sim, wake_receive) = match &config.xta.url {
+        Some(url) => (url.clone(), None, None),
         None => {
             if !config.ledger_url().starts_with("sqlite") {
                 tracing::warn!("xta.url is unset, so this process sends to a simulator of its own; processes sharing a PostgreSQL ledger need one shared XTA server (set xta.url)");
             }
             // What it accepted is kept under the data directory: after a restart it still
             // answers the transport reports of what the last run sent.
-            // The messages in its boxes are kept in files, not in memory (issue 13).
+            // The messages in its boxes are kept in files, not in memory (issue 13). A message
+            // put into one of its boxes wakes the receive stage: it is received at once, not
+            // on the next beat of the schedule.
+            let wake = Arc::new(tokio::sync::Notify::new());
             let sim_config = crate::xta::sim::SimConfig {
                 state_file: Some(config.data_dir.join("xta-sim/accepted.jsonl")),
                 box_dir: Some(config.data_dir.join("xta-sim/boxes")),
+                on_inbox: Some(wake.clone()),
                 ..crate::xta::sim::SimConfig::default()
             };
             let sim = crate::xta::sim::SimServer::start("127.0.0.1:0", sim_config)
                 .await
                 .context("cannot start the built-in XTA simulator")?;
-            (sim.url(), Some(sim))
+            // Where it listens, for `amtsbote xta-sim put` (a message for a tenant).
+            let url_file = crate::xta::sim::url_file(&config.data_dir);
+            std::fs::write(&url_file, format!("{}\n", sim.url())).with_context(|| format!("cannot write {}", url_file.display()))?;
+            (sim.url(), Some(sim), Some(wake))
         }
     };
     let client = xta_client(&config.xta, &xta_url, xta_sim.is_none())?;
@@ -209,7 +216,7 @@ pub async fn start_stages(app: &App, supervisor: &mut Supervisor) -> anyhow::Res
             claim_for: jobs.timeout(),
             max_items: u32::try_from(jobs.batch_size).unwrap_or(u32::MAX).max(1),
         });
-        supervisor.spawn("receive", move |stop| run(stage.clone(), cadence.clone(), stop));
+        supervisor.spawn("receive", move |stop| run(stage.clone(), cadence.clone(), wake_receive.clone(), stop));
     }
     // sweeper: work that lost its job.
     {
@@ -309,7 +316,7 @@ fn print_where_everything_is(config: &Config, http: std::net::SocketAddr, dirs: 
         out.push_str(&format!("  access           {tokens} bearer token(s) (amtsbote token list); every endpoint but /healthz needs one\n"));
     }
     if started.xta_sim.is_some() {
-        out.push_str(&format!("  XTA              {}  (built-in simulator: nothing leaves this machine; set xta.url for a real server; statistics at /stats)\n", started.xta_url));
+        out.push_str(&format!("  XTA              {}  (built-in simulator: nothing leaves this machine; set xta.url for a real server; statistics at /stats; a message for a tenant: amtsbote xta-sim put FILE)\n", started.xta_url));
     } else {
         out.push_str(&format!("  XTA              {}\n", redact(&started.xta_url)));
     }

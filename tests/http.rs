@@ -620,7 +620,7 @@ impl Ledger for DownLedger {
     async fn schedule_attempt(&self, _: RequestId, _: RequestState, _: amtsbote::queue::Queue, _: u32, _: chrono::DateTime<chrono::Utc>, _: &ledger::Actor, _: Option<&str>) -> Result<(), LedgerError> {
         down()
     }
-    async fn open_print_batch(&self, _: chrono::NaiveDate, _: &str, _: &[RequestId]) -> Result<ledger::PrintBatch, LedgerError> {
+    async fn open_print_batch(&self, _: chrono::NaiveDate, _: &str, _: &[RequestId]) -> Result<Option<ledger::PrintBatch>, LedgerError> {
         down()
     }
     async fn claim_print_batch(&self, _: &str, _: &str, _: chrono::DateTime<chrono::Utc>, _: Option<&str>) -> Result<Option<String>, LedgerError> {

@@ -114,6 +114,7 @@ suite!(
     a_further_attempt_is_scheduled_in_the_ledger_with_a_trigger_not_due_before_it,
     a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to_printed,
     concurrent_openings_of_one_nights_batch_make_one_batch,
+    a_night_with_nothing_to_print_records_no_batch_and_its_date_stays_open,
     print_feedback_handed_over_posts_and_an_error_goes_into_the_next_batch,
     print_feedback_is_recorded_once_and_all_or_nothing,
     the_journal_refuses_delete,
@@ -1135,7 +1136,7 @@ async fn a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to
     // Letters numbered in the order given; one that is not awaiting print is left out.
     l.transition(ids[2], AwaitingPrint, Withdrawn, &Actor::operator("op"), None).await.unwrap();
     let order = [ids[3], ids[0], ids[2], ids[1]];
-    let batch = l.open_print_batch(date, "B20261201", &order).await.unwrap();
+    let batch = l.open_print_batch(date, "B20261201", &order).await.unwrap().unwrap();
     assert!(batch.created);
     assert_eq!(batch.letters, vec![(ids[3], 1), (ids[0], 2), (ids[1], 3)]);
     assert_eq!((batch.files_done.clone(), batch.finished), (vec![], false));
@@ -1153,7 +1154,7 @@ async fn a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to
     assert_eq!(after, vec![ids[1], ids[3]]);
     assert_eq!(l.awaiting_print_after(RequestId(0), 1).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[0]]);
     // The same date again — whatever is passed — gives the same batch, and makes no other.
-    let again = l.open_print_batch(date, "B20261201-other", &[ids[1]]).await.unwrap();
+    let again = l.open_print_batch(date, "B20261201-other", &[ids[1]]).await.unwrap().unwrap();
     assert!(!again.created);
     assert_eq!((again.batch_id.as_str(), again.letters.clone()), ("B20261201", batch.letters.clone()));
     // One writer at a time, until its lease ends.
@@ -1177,18 +1178,34 @@ async fn a_print_batch_is_made_once_per_date_and_its_files_move_their_letters_to
     assert_eq!(l.journal(ids[0]).await.unwrap().iter().filter(|e| e.to == Printed).count(), 1);
     l.print_file_done("B20261201", 2, "B20261201-002.pdf", "cd34", &batch.letters[2..], &[], &print).await.unwrap();
     l.finish_print_batch("B20261201").await.unwrap();
-    let done = l.open_print_batch(date, "B20261201", &[]).await.unwrap();
+    let done = l.open_print_batch(date, "B20261201", &[]).await.unwrap().unwrap();
     assert_eq!((done.files_done, done.finished), (vec![1, 2], true));
-    // A request printed in one batch goes into no other.
-    let next = l.open_print_batch(date.succ_opt().unwrap(), "B20261202", &ids).await.unwrap();
-    assert!(next.letters.is_empty());
+    // A request printed in one batch goes into no other: the next date gets no batch.
+    assert_eq!(l.open_print_batch(date.succ_opt().unwrap(), "B20261202", &ids).await.unwrap(), None);
+}
+
+/// A run that finds nothing awaiting print records no batch: the date stays open, and a
+/// later run of the same date (requests arrived since) makes the batch with them.
+async fn a_night_with_nothing_to_print_records_no_batch_and_its_date_stays_open((l, _): Ctx) {
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    assert_eq!(l.open_print_batch(date, "B20261201", &[]).await.unwrap(), None);
+    // Candidates that moved on meanwhile (none can take a number) count as nothing.
+    let ids = awaiting_print(&*l, 2, "e").await;
+    l.transition(ids[0], AwaitingPrint, Withdrawn, &Actor::operator("op"), None).await.unwrap();
+    assert_eq!(l.open_print_batch(date, "B20261201", &[ids[0]]).await.unwrap(), None);
+    assert!(l.print_batches().await.unwrap().is_empty(), "no batch recorded");
+    assert_eq!(l.get(ids[1]).await.unwrap().unwrap().print_batch, None);
+    let batch = l.open_print_batch(date, "B20261201", &[ids[1]]).await.unwrap().unwrap();
+    assert!(batch.created);
+    assert_eq!(batch.letters, vec![(ids[1], 1)]);
+    assert_eq!(l.print_batches().await.unwrap().len(), 1);
 }
 
 /// `n` letters of the batch of `date`, handed off in one file: (batch id, its letters).
 async fn printed_batch(l: &dyn Ledger, n: usize, date: chrono::NaiveDate) -> (String, Vec<(RequestId, u32)>) {
     let ids = awaiting_print(l, n, &format!("f{date}-")).await;
     let batch_id = format!("B{}", date.format("%Y%m%d"));
-    let batch = l.open_print_batch(date, &batch_id, &ids).await.unwrap();
+    let batch = l.open_print_batch(date, &batch_id, &ids).await.unwrap().unwrap();
     l.print_file_done(&batch_id, 1, &format!("{batch_id}-001.pdf"), "ab12", &batch.letters, &[], &Actor::system("print")).await.unwrap();
     l.finish_print_batch(&batch_id).await.unwrap();
     (batch_id, batch.letters)
@@ -1246,10 +1263,10 @@ async fn print_feedback_handed_over_posts_and_an_error_goes_into_the_next_batch(
     assert_eq!(l.print_files(&batch_id).await.unwrap().iter().map(|f| (f.file_no, f.file_name.as_str(), f.letters)).collect::<Vec<_>>(), [(1, "B20261201-001.pdf", 1 + 2)]);
     // The next night's batch takes the letter that came back, under a number of its own.
     let next_date = date.succ_opt().unwrap();
-    let next = l.open_print_batch(next_date, "B20261202", &[c, b, a]).await.unwrap();
+    let next = l.open_print_batch(next_date, "B20261202", &[c, b, a]).await.unwrap().unwrap();
     assert_eq!(next.letters, vec![(b, 1)]);
     // The first batch, opened again (a run of that date), still plans its three letters.
-    assert_eq!(l.open_print_batch(date, &batch_id, &[]).await.unwrap().letters, letters);
+    assert_eq!(l.open_print_batch(date, &batch_id, &[]).await.unwrap().unwrap().letters, letters);
     let printed_again = l.journal(b).await.unwrap();
     assert_eq!(printed_again.iter().filter(|e| e.to == AwaitingPrint).count(), 2, "sent to print, then back after the error");
 }
@@ -1287,7 +1304,7 @@ async fn concurrent_openings_of_one_nights_batch_make_one_batch((l, _): Ctx) {
     for k in 0..4 {
         let (l, mut order) = (l.clone(), ids.clone());
         order.rotate_left(k * 3);
-        tasks.push(tokio::spawn(async move { l.open_print_batch(date, "B20261202", &order).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { l.open_print_batch(date, "B20261202", &order).await.unwrap().unwrap() }));
     }
     let mut batches = Vec::new();
     for t in tasks {

@@ -165,3 +165,26 @@ async fn routing_moves_the_request_and_rerouting_follows_a_directory_fix() {
     let routed = ledger.get(id).await.unwrap().unwrap().routed.unwrap();
     assert!(routed.directory_generation.starts_with("gen-"), "{routed:?}");
 }
+
+/// An authority that takes no XTA (Düsseldorf in the sample directory, `kanal = post`): the
+/// request is routed to it and goes on to `awaiting_print` at once, for the next print
+/// batch — it does not wait in `routed`, which only the transmit stage takes (for XTA).
+#[tokio::test]
+async fn a_request_for_an_authority_by_post_goes_on_to_awaiting_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger::open(&format!("sqlite:{}", dir.path().join("ledger.sqlite").display())).await.unwrap();
+    ledger.migrate().await.unwrap();
+    let checker = Arc::new(Checker::with_defaults());
+    let intake = Intake::new(ledger.clone(), checker.clone());
+    let post = include_str!("../examples/messages/ersuchen-post.xml");
+    let Outcome::Accepted { id } = intake.accept("demo", "test:post", None, post.as_bytes().to_vec()).await.unwrap() else { panic!() };
+    let router = Router { ledger: ledger.clone(), checker, directory: Arc::new(SharedDirectory::new(Directory::sample())) };
+    let state = router.route(id, RequestState::Validated, &Actor::system("route")).await.unwrap();
+    assert_eq!(state, RequestState::AwaitingPrint);
+    let request = ledger.get(id).await.unwrap().unwrap();
+    assert_eq!(request.state, RequestState::AwaitingPrint);
+    let routed = request.routed.expect("the decision in its columns");
+    assert_eq!((routed.kennung.as_str(), routed.channel), ("vbh:051110000000", ledger::Channel::Post));
+    let journal: Vec<_> = ledger.journal(id).await.unwrap().into_iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(journal[1..], [(Some(RequestState::Validated), RequestState::Routed), (Some(RequestState::Routed), RequestState::AwaitingPrint)]);
+}

@@ -71,7 +71,8 @@ enum Command {
     /// The directory of authorities: import its files, look up who is responsible.
     #[command(subcommand)]
     Directory(directory::DirectoryCommand),
-    /// The XTA 2 test server: prints its address and runs until Ctrl-C.
+    /// The XTA 2 test server: prints its address and runs until Ctrl-C. `xta-sim put FILE`:
+    /// a message into a tenant's box (of the running serve's built-in simulator).
     XtaSim(xta_sim::XtaSimArgs),
     /// The nightly print batches: build one now, import the print centre's feedback, list
     /// and show them.
@@ -116,12 +117,18 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
-        // The test server needs no configuration of amtsbote itself.
-        Command::XtaSim(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(xta_sim::run(args))),
+        // The test server needs no configuration of amtsbote itself; `xta-sim put` does
+        // (the data directory and the tenants).
+        Command::XtaSim(args) => {
+            let config = if args.needs_config() { Config::load(cli.config.as_deref()).map(Some) } else { Ok(None) };
+            config.and_then(|config| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|runtime| runtime.block_on(xta_sim::run(args, config.as_ref())))
+            })
+        }
         command => Config::load(cli.config.as_deref()).and_then(|config| run_async(config, command)),
     };
     match result {

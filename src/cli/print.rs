@@ -79,7 +79,7 @@ const MAX_SHOWN: usize = 100;
 pub async fn run(config: &Config, command: PrintCommand) -> anyhow::Result<ExitCode> {
     match command {
         PrintCommand::Run { date } => {
-            let date = date.unwrap_or_else(crate::directory::today);
+            let date = date.unwrap_or_else(crate::print::batch::today);
             let runner = crate::print::batch::open(config, "cli").await?;
             let bar = progress_bar();
             let progress = |p: crate::print::batch::Progress| {
@@ -90,7 +90,9 @@ pub async fn run(config: &Config, command: PrintCommand) -> anyhow::Result<ExitC
             let summary = runner.run(date, &progress).await;
             bar.finish_and_clear();
             let summary = summary?;
-            if summary.already_complete {
+            if summary.nothing_to_print {
+                println!("batch {} of {}: nothing awaits print; no batch recorded (a later run of this date makes it)", summary.batch_id, summary.date);
+            } else if summary.already_complete {
                 println!("batch {} of {}: complete before, nothing written ({} letters in {} files)", summary.batch_id, summary.date, summary.letters, summary.files);
             } else {
                 println!(

@@ -201,7 +201,8 @@ impl RequestState {
     ///
     /// `routed` is the transmit stage's input only for requests routed to the channel `xta`
     /// (the SQL of the outbox and of the sweeper says so: `routed_for_xta!`); a request
-    /// routed to `post` waits for the print stage.
+    /// routed to `post` is moved on to `awaiting_print` by the route stage at once
+    /// (`route::Router::by_post`), where the print batch takes it.
     pub const fn stage(self) -> Option<Queue> {
         match self {
             RequestState::Validated => Some(Queue::Route),
@@ -1078,7 +1079,9 @@ pub trait Ledger: Send + Sync {
     /// numbered from 1 in this order (those still awaiting print and in no other batch); every
     /// later call — a second run, a restart, another process — gets that batch back, with its
     /// letters, whatever it passes. One transaction: two concurrent calls make one batch.
-    async fn open_print_batch(&self, date: chrono::NaiveDate, batch_id: &str, candidates: &[RequestId]) -> Result<PrintBatch>;
+    /// `None` when the date has no batch and none of `candidates` can take a number: a batch
+    /// with no letters is not recorded, so the date stays open for a later run.
+    async fn open_print_batch(&self, date: chrono::NaiveDate, batch_id: &str, candidates: &[RequestId]) -> Result<Option<PrintBatch>>;
 
     /// Takes the right to write the batch's files for `owner` until `until`: `None` when
     /// taken, else the writer that holds it (its lease has not ended). `take_from` names a

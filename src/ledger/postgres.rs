@@ -206,12 +206,15 @@ impl Ledger for PostgresLedger {
         Ok(())
     }
 
-    async fn open_print_batch(&self, date: chrono::NaiveDate, batch_id: &str, candidates: &[RequestId]) -> Result<PrintBatch> {
+    async fn open_print_batch(&self, date: chrono::NaiveDate, batch_id: &str, candidates: &[RequestId]) -> Result<Option<PrintBatch>> {
         let mut tx = self.pool.begin().await?;
-        let created = apply_open_print_batch(&mut tx, date, batch_id, candidates, now()).await?;
+        let Some(created) = apply_open_print_batch(&mut tx, date, batch_id, candidates, now()).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
         let batch = select_print_batch(&mut tx, date, created).await?;
         tx.commit().await?;
-        Ok(batch)
+        Ok(Some(batch))
     }
 
     async fn claim_print_batch(&self, batch_id: &str, owner: &str, until: DateTime<Utc>, take_from: Option<&str>) -> Result<Option<String>> {

@@ -539,14 +539,16 @@ macro_rules! shared_statements {
             Ok(done.rows_affected() == 1)
         }
 
-        /// [`Ledger::open_print_batch`] inside `tx`: true when this call created the batch.
+        /// [`Ledger::open_print_batch`] inside `tx`: `Some(true)` when this call created the
+        /// batch, `Some(false)` when it was there, `None` when there was none and no candidate
+        /// could take a number: then nothing is recorded (the caller rolls `tx` back).
         async fn apply_open_print_batch(
             tx: &mut Conn,
             date: chrono::NaiveDate,
             batch_id: &str,
             candidates: &[$crate::ledger::RequestId],
             at: chrono::DateTime<chrono::Utc>,
-        ) -> std::result::Result<bool, sqlx::Error> {
+        ) -> std::result::Result<Option<bool>, sqlx::Error> {
             let created = sqlx::query(
                 "INSERT INTO print_batches (batch_date, batch_id, letters, created_at) VALUES ($1, $2, 0, $3) \
                  ON CONFLICT DO NOTHING",
@@ -559,7 +561,7 @@ macro_rules! shared_statements {
             .rows_affected()
                 == 1;
             if !created {
-                return Ok(false);
+                return Ok(Some(false));
             }
             // Numbered in the order given; a request that moved on meanwhile, or sits in
             // another batch, is left out and takes no number.
@@ -586,12 +588,17 @@ macro_rules! shared_statements {
                         .await?;
                 }
             }
+            if number == 0 {
+                // Nothing to print: no batch. The date stays open, so a later run of it (an
+                // operator's, after requests arrived) makes the batch with its letters.
+                return Ok(None);
+            }
             sqlx::query("UPDATE print_batches SET letters = $2 WHERE batch_id = $1")
                 .bind(batch_id)
                 .bind(number)
                 .execute(&mut *tx)
                 .await?;
-            Ok(true)
+            Ok(Some(true))
         }
 
         /// The batch of `date` with its letters and the files handed off.

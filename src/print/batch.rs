@@ -10,7 +10,10 @@
 //! the handoff folder together with its manifests (JSON and CSV, with the file's SHA-256);
 //! then, in one transaction, the file is recorded and its letters move to `printed`
 //! ([`Ledger::print_file_done`]). A crash at any point leaves no partial file in the handoff
-//! folder, and the next run completes the batch.
+//! folder, and the next run completes the batch. A run that finds nothing awaiting print
+//! records no batch: its date stays open, so `serve` starting after 22:00 with nothing to
+//! print (and catching up the night) does not close the date to the requests that come
+//! after it.
 //!
 //! Test messages never reach the handoff folder: their letters (marked "MUSTER – nicht
 //! versenden") go to `<data_dir>/print/test/`. The manifests carry the recipient
@@ -63,6 +66,9 @@ pub struct Summary {
     pub files: usize,
     /// The batch was complete before this run: nothing was written.
     pub already_complete: bool,
+    /// Nothing awaited print and the date had no batch: none was recorded, and the date
+    /// stays open (a later run of it makes the batch of what waits then).
+    pub nothing_to_print: bool,
     pub seconds_millis: u64,
 }
 
@@ -165,18 +171,27 @@ impl BatchRunner {
         let started = Instant::now();
         let candidates = self.candidates().await?;
         let order: Vec<RequestId> = candidates.iter().map(|(id, _)| *id).collect();
-        let batch = self.ledger.open_print_batch(date, &batch_id(date), &order).await?;
+        let opened = self.ledger.open_print_batch(date, &batch_id(date), &order).await?;
         let mut summary = Summary {
-            batch_id: batch.batch_id.clone(),
+            batch_id: batch_id(date),
             date,
-            letters: batch.letters.len(),
+            letters: 0,
             test_letters: 0,
             files_written: 0,
             pages_written: 0,
             files: 0,
-            already_complete: batch.finished,
+            already_complete: false,
+            nothing_to_print: false,
             seconds_millis: 0,
         };
+        let Some(batch) = opened else {
+            summary.nothing_to_print = true;
+            summary.seconds_millis = started.elapsed().as_millis() as u64;
+            return Ok(summary);
+        };
+        summary.batch_id = batch.batch_id.clone();
+        summary.letters = batch.letters.len();
+        summary.already_complete = batch.finished;
         if batch.finished {
             summary.files = batch.files_done.len();
             return Ok(summary);
@@ -471,6 +486,30 @@ pub fn runner(config: &Config, ledger: Arc<dyn Ledger>, directory: Arc<SharedDir
     Ok(BatchRunner { ledger, directory, config: config.clone(), templates, owner, lease })
 }
 
+/// The print stage's clock: the system's. For tests of the time of day only,
+/// `AMTSBOTE_TEST_NOW` (RFC 3339, e.g. `2026-12-01T23:00:00+01:00`) sets the time of the
+/// first reading; the clock runs on from there. Read by `serve`'s print schedule and by the
+/// default date of `amtsbote print-batch run`.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    static OFFSET: std::sync::OnceLock<chrono::Duration> = std::sync::OnceLock::new();
+    let offset = OFFSET.get_or_init(|| {
+        let Ok(at) = std::env::var("AMTSBOTE_TEST_NOW") else { return chrono::Duration::zero() };
+        match chrono::DateTime::parse_from_rfc3339(&at) {
+            Ok(at) => at.with_timezone(&chrono::Utc) - chrono::Utc::now(),
+            Err(e) => {
+                tracing::warn!(value = %at, error = %e, "AMTSBOTE_TEST_NOW is no RFC 3339 time; the system's clock is used");
+                chrono::Duration::zero()
+            }
+        }
+    });
+    chrono::Utc::now() + *offset
+}
+
+/// Today in Europe/Berlin by [`now`]: the default date of a batch run by hand.
+pub fn today() -> NaiveDate {
+    now().with_timezone(&chrono_tz::Europe::Berlin).date_naive()
+}
+
 /// The latest time `schedule` fired at or before `now`, within the last two days.
 fn last_fire(schedule: &crate::queue::JobSchedule, now: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono_tz::Tz>> {
     let mut at = now - chrono::Duration::hours(48);
@@ -492,23 +531,29 @@ fn last_fire(schedule: &crate::queue::JobSchedule, now: chrono::DateTime<chrono:
 /// supervisor reports it and starts it again, which tries again.
 pub async fn run_nightly(runner: Arc<BatchRunner>, schedule: crate::queue::JobSchedule, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     let nothing = |_: Progress| {};
-    if let Some(last) = last_fire(&schedule, chrono::Utc::now()) {
+    if let Some(last) = last_fire(&schedule, now()) {
         let summary = runner.run(last.date_naive(), &nothing).await?;
-        if !summary.already_complete {
+        if summary.nothing_to_print {
+            tracing::info!(batch = %summary.batch_id, "print batch caught up at start: nothing awaits print, no batch recorded (its date stays open)");
+        } else if !summary.already_complete {
             tracing::info!(batch = %summary.batch_id, letters = summary.letters, files = summary.files_written, "print batch made (caught up at start)");
         }
     }
     loop {
-        let Some(next) = schedule.next_after(chrono::Utc::now()) else {
+        let Some(next) = schedule.next_after(now()) else {
             return Ok(());
         };
-        let wait = (next.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default();
+        let wait = (next.with_timezone(&chrono::Utc) - now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
         let summary = runner.run(next.date_naive(), &nothing).await?;
-        tracing::info!(batch = %summary.batch_id, letters = summary.letters, files = summary.files_written, "print batch made");
+        if summary.nothing_to_print {
+            tracing::info!(batch = %summary.batch_id, "nothing awaits print: no batch recorded");
+        } else {
+            tracing::info!(batch = %summary.batch_id, letters = summary.letters, files = summary.files_written, "print batch made");
+        }
     }
 }
 

@@ -380,16 +380,24 @@ impl ReceiveStage {
     }
 }
 
-/// Runs a pass at once, then one on each beat of `cadence`, until `stop` turns true.
-pub async fn run(stage: Arc<ReceiveStage>, cadence: Cadence, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Runs a pass at once, then one on each beat of `cadence` — and one whenever `wake` is
+/// told (the built-in simulator got a message) — until `stop` turns true.
+pub async fn run(stage: Arc<ReceiveStage>, cadence: Cadence, wake: Option<Arc<tokio::sync::Notify>>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     loop {
         if *stop.borrow() {
             return Ok(());
         }
         stage.pass(&stop).await;
         let wait = cadence.wait_after(Utc::now());
+        let woken = async {
+            match &wake {
+                Some(wake) => wake.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = woken => {}
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
     }

@@ -164,6 +164,12 @@ impl SimFile {
     }
 }
 
+/// Where `serve`'s built-in simulator writes its URL: `<data_dir>/xta-sim/url` (read by
+/// `amtsbote xta-sim put`).
+pub fn url_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("xta-sim/url")
+}
+
 /// Everything the simulator is told.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -199,6 +205,10 @@ pub struct SimConfig {
     /// HTTPS with this certificate (and client-certificate checking when it names a client
     /// CA); plain HTTP without.
     pub tls: Option<ServerTls>,
+    /// Told whenever a message is put into a box (`POST /inbox/<reader>`): `serve`'s
+    /// built-in simulator wakes the receive stage with it, so that the message is received
+    /// at once instead of on the next beat of the schedule.
+    pub on_inbox: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Default for SimConfig {
@@ -220,6 +230,7 @@ impl Default for SimConfig {
             server_identity: "amtsbote-xta-sim".into(),
             message_id_prefix: "xtasim".into(),
             tls: None,
+            on_inbox: None,
         }
     }
 }
@@ -912,6 +923,10 @@ impl Shared {
         let (container, file) = self.hold(container).await;
         let mut state = self.state.lock().await;
         state.boxes.entry(reader.to_owned()).or_default().push_back(Boxed { metadata, container, file });
+        drop(state);
+        if let Some(on_inbox) = &self.config.on_inbox {
+            on_inbox.notify_one();
+        }
         message_id
     }
 }
