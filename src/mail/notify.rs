@@ -365,6 +365,15 @@ impl Notifier {
         let Some(request) = n.request_id else { return Ok(Vec::new()) };
         let payload = self.ledger.payload(request).await.map_err(|e| format!("the request's message cannot be read from the ledger: {e}"))?;
         Ok(match crate::xamtshilfe::read::parse(&payload, &self.reader) {
+            // Only a message in the tenant's own name says where the tenant's emails go:
+            // anyone who can write into a tenant's inbox could otherwise have amtsbote send
+            // a rejected message's details to any address it names.
+            Ok(Message::Ersuchen(m)) if m.ersuchen.ersuchende_behoerde.kennung != tenant.kennung => {
+                return Err(format!(
+                    "no address: the message is not in the tenant's name (its ersuchende Behörde is {}, the tenant is {}), so the email it names is not used",
+                    m.ersuchen.ersuchende_behoerde.kennung, tenant.kennung
+                ));
+            }
             Ok(Message::Ersuchen(m)) => m.ersuchen.ersuchende_behoerde.email.clone().into_iter().collect(),
             _ => Vec::new(),
         })
