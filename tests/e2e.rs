@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use amtsbote::ledger::{self, RequestId, RequestState};
 
@@ -108,12 +108,7 @@ async fn the_quick_start_from_an_empty_directory_with_the_release_binary() {
     let serve_log = cwd.join("serve.log");
     let mut serve = serve_support::Running(amtsbote(cwd, env).arg("serve").stdout(Stdio::null()).stderr(std::fs::File::create(&serve_log).unwrap()).spawn().unwrap());
     let log = || std::fs::read_to_string(&serve_log).unwrap_or_default();
-    let start = Instant::now();
-    while serve_support::http_get(&listen, "/healthz").await.is_none() || !log().contains("caught up at start") {
-        assert!(serve.try_wait().unwrap().is_none(), "serve ended: {}", log());
-        assert!(start.elapsed() < Duration::from_secs(120), "serve not ready within 2 minutes: {}", log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    release_support::wait_until_ready(&mut serve, &listen, &serve_log).await;
     let banner = log();
     for what in ["data directory   ./amtsbote-data", "inbox demo", "built-in simulator", ".eml", "token create --role admin"] {
         assert!(banner.contains(what), "the start-up banner names {what:?}: {banner}");

@@ -242,12 +242,7 @@ async fn the_quick_start_runs_as_written() {
     );
     let log = || std::fs::read_to_string(&serve_log).unwrap_or_default();
     // Ready: HTTP answers, and the print stage has caught up the night (at 23:00 it does).
-    let start = Instant::now();
-    while serve_support::http_get(&listen, "/healthz").await.is_none() || !log().contains("caught up at start") {
-        assert!(serve.try_wait().unwrap().is_none(), "serve ended: {}", log());
-        assert!(start.elapsed() < Duration::from_secs(120), "serve not ready within 2 minutes: {}", log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    release_support::wait_until_ready(&mut serve, &listen, &serve_log).await;
     let data: PathBuf = cwd.join("amtsbote-data");
     let mut received = 0;
     for line in rest {

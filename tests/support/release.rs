@@ -116,3 +116,17 @@ pub async fn settle(data: &Path, received: u64, limit: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until the release `serve` started with its stderr in `serve_log` is ready for the
+/// walk-through: HTTP answers on `listen`, and the print stage has caught up the night at
+/// start (at the tests' 23:00 it does). Fails with the log when serve ends or is not ready
+/// within two minutes.
+pub async fn wait_until_ready(serve: &mut std::process::Child, listen: &str, serve_log: &Path) {
+    let log = || std::fs::read_to_string(serve_log).unwrap_or_default();
+    let start = Instant::now();
+    while crate::serve_support::http_get(listen, "/healthz").await.is_none() || !log().contains("caught up at start") {
+        assert!(serve.try_wait().unwrap().is_none(), "serve ended: {}", log());
+        assert!(start.elapsed() < Duration::from_secs(120), "serve not ready within 2 minutes: {}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
